@@ -1,0 +1,521 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * Socket payload for L7 reassembly, tied to its socket inside the kernel.
+ *
+ * The syscall entry tracepoints save the user buffer (or iovec, msghdr, mmsghdr vector)
+ * in task-local storage. tp_btf/sock_send_length and tp_btf/sock_recv_length fire inside
+ * every socket send and receive with a trusted socket and the byte count, so the
+ * payload is copied there and stamped with its byte position in that direction. A send
+ * with no saved buffer (sendfile, splice) still advances the position: a record with
+ * only the length keeps later messages aligned.
+ *
+ * Receives on unconnected UDP sockets wait for the syscall's exit, when the kernel has
+ * written the datagram's source address into the user's msg_name.
+ */
+#include "lib/netrig.bpf.h"
+#include "conn.h"
+#include "sock_data.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define MSG_PEEK_ 2
+#define EPHEMERAL_PORT_MIN 32768
+/* Bound on loop steps: segment loads plus reads, each read ending at a segment or chunk edge. */
+#define COPY_STEPS (SOCK_DATA_MAX_IOV * 3)
+#define MAX_CHUNKS 8
+
+/* Syscall arguments saved at entry, per task. */
+struct sock_args {
+	__u64 buf;       /* buffer, iovec array, msghdr or mmsghdr vector */
+	__u64 addr;      /* sockaddr of sendto/recvfrom */
+	__u32 len;       /* buffer length, iovec count or message count */
+	__u32 mmsg_index; /* next message of recvmmsg/sendmmsg */
+	__s64 nr;        /* syscall number: the arguments are valid while it is running */
+	__u8 op;         /* enum sock_op */
+	__u8 pend_n;     /* deferred unconnected-UDP receives */
+	__u8 pad[6];
+	__u64 pend_cookie;
+	__u64 pend_pos[SOCK_DATA_MAX_MMSG];
+	__u32 pend_len[SOCK_DATA_MAX_MMSG];
+	__u32 pend_msg[SOCK_DATA_MAX_MMSG];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_args);
+} sock_args_store SEC(".maps");
+
+/* Per-CPU record under construction: the 80-byte header, then up to two chunks of room so
+ * a read of up to one chunk at any offset below one chunk stays in bounds. */
+struct data_scratch {
+	struct sock_data_rec rec;
+	__u8 payload[2 * SOCK_DATA_CHUNK_BYTES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct data_scratch);
+} data_scratch SEC(".maps");
+
+/* Where a syscall's bytes are in user memory. */
+struct data_src {
+	__u64 iov;   /* iovec array, or 0 for a single buffer */
+	__u64 buf;   /* the single buffer */
+	__u64 name;  /* sockaddr of the datagram peer, or 0 */
+	__u32 count; /* iovec count, or the single buffer's length */
+};
+
+/* ---- syscall entry: save the arguments ---------------------------------------------- */
+
+static __always_inline int save_args(struct trace_event_raw_sys_enter *ctx, __u8 op, __u64 buf,
+				     __u64 addr, __u32 len)
+{
+	struct sock_args *a = bpf_task_storage_get(&sock_args_store, bpf_get_current_task_btf(), 0,
+						   BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!a)
+		return 0;
+	a->buf = buf;
+	a->addr = addr;
+	a->len = len;
+	a->op = op;
+	/* syscalls:sys_enter_* have an int __syscall_nr where the raw struct has a long id. */
+	a->nr = (__s32)ctx->id;
+	a->mmsg_index = 0;
+	a->pend_n = 0;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int sys_enter_read(struct trace_event_raw_sys_enter *ctx)
+{
+	return save_args(ctx, SOCK_OP_READ, ctx->args[1], 0, ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int sys_enter_write(struct trace_event_raw_sys_enter *ctx)
+{
+	return save_args(ctx, SOCK_OP_WRITE, ctx->args[1], 0, ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_readv")
+int sys_enter_readv(struct trace_event_raw_sys_enter *ctx)
+{
+	return save_args(ctx, SOCK_OP_READV, ctx->args[1], 0, ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_writev")
+int sys_enter_writev(struct trace_event_raw_sys_enter *ctx)
+{
+	return save_args(ctx, SOCK_OP_WRITEV, ctx->args[1], 0, ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int sys_enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
+{
+	return save_args(ctx, SOCK_OP_RECVFROM, ctx->args[1], ctx->args[4], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int sys_enter_sendto(struct trace_event_raw_sys_enter *ctx)
+{
+	return save_args(ctx, SOCK_OP_SENDTO, ctx->args[1], ctx->args[4], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int sys_enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return save_args(ctx, SOCK_OP_RECVMSG, ctx->args[1], 0, 1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int sys_enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return save_args(ctx, SOCK_OP_SENDMSG, ctx->args[1], 0, 1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmmsg")
+int sys_enter_recvmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return save_args(ctx, SOCK_OP_RECVMMSG, ctx->args[1], 0, ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int sys_enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return save_args(ctx, SOCK_OP_SENDMMSG, ctx->args[1], 0, ctx->args[2]);
+}
+
+/* The saved arguments, if they belong to the syscall this task is running now. */
+static __always_inline struct sock_args *current_args(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct sock_args *a = bpf_task_storage_get(&sock_args_store, task, 0, 0);
+	if (!a)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if (BPF_CORE_READ(regs, orig_ax) != a->nr)
+		return 0;
+	return a;
+}
+
+/* ---- payload copy ------------------------------------------------------------------- */
+
+/* Where message `msg` of the saved syscall keeps its bytes and peer address. */
+static __always_inline int resolve_src(const struct sock_args *a, __u32 msg, struct data_src *src)
+{
+	struct user_msghdr mh;
+	__u64 mh_ptr;
+
+	switch (a->op) {
+	case SOCK_OP_READ:
+	case SOCK_OP_WRITE:
+	case SOCK_OP_RECVFROM:
+	case SOCK_OP_SENDTO:
+		src->iov = 0;
+		src->buf = a->buf;
+		src->count = a->len;
+		src->name = a->addr;
+		return 0;
+	case SOCK_OP_READV:
+	case SOCK_OP_WRITEV:
+		src->iov = a->buf;
+		src->count = a->len;
+		src->name = 0;
+		return 0;
+	case SOCK_OP_RECVMSG:
+	case SOCK_OP_SENDMSG:
+		mh_ptr = a->buf;
+		break;
+	case SOCK_OP_RECVMMSG:
+	case SOCK_OP_SENDMMSG:
+		if (msg >= a->len || msg >= SOCK_DATA_MAX_MMSG)
+			return -1;
+		mh_ptr = a->buf + (__u64)msg * sizeof(struct mmsghdr);
+		break;
+	default:
+		return -1;
+	}
+	if (bpf_probe_read_user(&mh, sizeof(mh), (void *)mh_ptr))
+		return -1;
+	src->iov = (__u64)mh.msg_iov;
+	src->count = mh.msg_iovlen;
+	src->name = (__u64)mh.msg_name;
+	return 0;
+}
+
+/* A sockaddr_in/in6 in user memory into a peer_addr. */
+static __always_inline void read_peer(struct peer_addr *p, __u64 name)
+{
+	struct sockaddr_in6 sa = {};
+	__builtin_memset(p, 0, sizeof(*p));
+	if (!name || bpf_probe_read_user(&sa, sizeof(sa), (void *)name))
+		return;
+	if (sa.sin6_family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&sa;
+		map_v4(p->addr, sin->sin_addr.s_addr);
+		p->port = bpf_ntohs(sin->sin_port);
+		p->family = AF_INET;
+	} else if (sa.sin6_family == AF_INET6) {
+		__builtin_memcpy(p->addr, sa.sin6_addr.in6_u.u6_addr8, 16);
+		p->port = bpf_ntohs(sa.sin6_port);
+		p->family = AF_INET6;
+	}
+}
+
+/* Send one chunk: the header fields shared by the syscall's chunks are already set. */
+static __always_inline void flush_chunk(struct data_scratch *s, __u64 pos, __u32 offset, __u32 fill,
+					__u8 flags)
+{
+	fill &= 2 * SOCK_DATA_CHUNK_BYTES - 1;
+	s->rec.pos_bytes = pos + offset;
+	s->rec.offset_bytes = offset;
+	s->rec.cap_bytes = fill;
+	s->rec.data_flags = flags;
+	s->rec.hdr.size_bytes = sizeof(struct sock_data_rec) + fill;
+	emit(s, sizeof(struct sock_data_rec) + fill, REC_SOCK_DATA);
+}
+
+/* State of one payload copy, carried across bpf_loop steps. */
+struct copy_ctx {
+	struct data_src src;
+	__u64 pos;      /* position of the syscall's first byte */
+	__u64 seg_ptr;  /* user address of the rest of the current segment */
+	__u32 want;     /* bytes to capture */
+	__u32 done;     /* bytes captured */
+	__u32 fill;     /* bytes in the record under construction */
+	__u32 offset;   /* syscall offset of that record's first byte */
+	__u32 seg;      /* next iovec segment */
+	__u32 seg_left; /* bytes left in the current segment */
+	__u8 failed;
+};
+
+/* One step: load the next iovec segment, or read up to a segment, capture or chunk edge. */
+static long copy_step(__u32 index, struct copy_ctx *c)
+{
+	__u32 zero = 0;
+	struct data_scratch *s = bpf_map_lookup_elem(&data_scratch, &zero);
+	if (!s || c->done >= c->want)
+		return 1;
+	if (c->seg_left == 0) {
+		struct iovec iv;
+		if (!c->src.iov || c->seg >= c->src.count || c->seg >= SOCK_DATA_MAX_IOV)
+			return 1;
+		if (bpf_probe_read_user(&iv, sizeof(iv), (void *)(c->src.iov + c->seg * sizeof(iv)))) {
+			c->failed = 1;
+			return 1;
+		}
+		c->seg++;
+		c->seg_ptr = (__u64)iv.iov_base;
+		c->seg_left = iv.iov_len > 0xffffffff ? 0xffffffff : iv.iov_len;
+		return 0;
+	}
+	__u32 fill = c->fill & (SOCK_DATA_CHUNK_BYTES - 1);
+	__u32 n = c->seg_left;
+	if (n > c->want - c->done)
+		n = c->want - c->done;
+	if (n > SOCK_DATA_CHUNK_BYTES - fill)
+		n = SOCK_DATA_CHUNK_BYTES - fill;
+	if (n > SOCK_DATA_CHUNK_BYTES)
+		n = SOCK_DATA_CHUNK_BYTES;
+	if (bpf_probe_read_user(s->payload + fill, n, (void *)c->seg_ptr)) {
+		c->failed = 1;
+		return 1;
+	}
+	fill += n;
+	c->done += n;
+	c->seg_ptr += n;
+	c->seg_left -= n;
+	/* A full chunk leaves as its own record. */
+	if (fill >= SOCK_DATA_CHUNK_BYTES && c->done < c->want) {
+		flush_chunk(s, c->pos, c->offset, fill, 0);
+		c->offset += fill;
+		fill = 0;
+	}
+	c->fill = fill;
+	return 0;
+}
+
+/*
+ * Copy up to `want` of the syscall's `total` bytes from user memory into records of at
+ * most one chunk, packing iovec segments together. Always emits at least one record, so
+ * the position of the syscall's bytes is known even when none could be read.
+ */
+static __always_inline void copy_payload(struct data_scratch *s, const struct data_src *src,
+					 __u64 pos, __u32 total, __u32 want)
+{
+	struct copy_ctx c = { .src = *src, .pos = pos, .want = want };
+	if (!src->iov) {
+		c.seg_ptr = src->buf;
+		c.seg_left = src->count;
+	}
+	bpf_loop(COPY_STEPS, copy_step, &c, 0);
+	__u8 flags = DATA_F_LAST;
+	if (c.done < total)
+		flags |= DATA_F_TRUNCATED;
+	if (c.failed)
+		flags |= DATA_F_READ_FAILED;
+	flush_chunk(s, pos, c.offset, c.fill, flags);
+}
+
+/* Header and shared fields of the records of one syscall. */
+static __always_inline struct data_scratch *start_records(__u64 cookie, __u64 pos, __u32 total,
+							  __u8 op, __u8 dir)
+{
+	__u32 zero = 0;
+	struct data_scratch *s = bpf_map_lookup_elem(&data_scratch, &zero);
+	if (!s)
+		return 0;
+	fill_hdr(&s->rec.hdr, REC_SOCK_DATA, SOCK_DATA_VERSION, sizeof(struct sock_data_rec), cookie);
+	hdr_current(&s->rec.hdr);
+	s->rec.pos_bytes = pos;
+	s->rec.len_bytes = total;
+	s->rec.cap_bytes = 0;
+	s->rec.offset_bytes = 0;
+	s->rec.syscall = op;
+	s->rec.direction = dir;
+	s->rec.data_flags = 0;
+	s->rec.pad = 0;
+	__builtin_memset(&s->rec.peer, 0, sizeof(s->rec.peer));
+	return s;
+}
+
+/* Emit the records of message `msg` of the saved syscall. */
+static __always_inline void emit_data(const struct netrig_config *cfg, const struct sock_args *a,
+				      __u32 msg, __u64 cookie, __u64 pos, __u32 total, __u8 dir,
+				      int want_peer)
+{
+	struct data_src src = {};
+	struct data_scratch *s = start_records(cookie, pos, total, a ? a->op : SOCK_OP_OTHER, dir);
+	if (!s)
+		return;
+	if (!a || resolve_src(a, msg, &src)) {
+		/* No user buffer: only the length, so the position still advances. */
+		flush_chunk(s, pos, 0, 0, DATA_F_LAST | DATA_F_NO_BUFFER | DATA_F_TRUNCATED);
+		return;
+	}
+	if (want_peer)
+		read_peer(&s->rec.peer, src.name);
+	__u32 cap = cfg->capture_bytes;
+	if (cap > MAX_CHUNKS * SOCK_DATA_CHUNK_BYTES)
+		cap = MAX_CHUNKS * SOCK_DATA_CHUNK_BYTES;
+	copy_payload(s, &src, pos, total, total < cap ? total : cap);
+}
+
+/* ---- first sight of a socket -------------------------------------------------------- */
+
+/* Role of a socket first seen mid-life: from the ports, or from who spoke first (UDP). */
+static __always_inline __u8 guess_role(__u8 proto, __u16 sport, __u16 dport, __u8 dir)
+{
+	if (proto == IPPROTO_UDP_)
+		return dir == DIR_EGRESS ? ROLE_CLIENT : ROLE_SERVER;
+	if (sport < EPHEMERAL_PORT_MIN && dport >= EPHEMERAL_PORT_MIN)
+		return ROLE_SERVER;
+	if (sport >= EPHEMERAL_PORT_MIN && dport < EPHEMERAL_PORT_MIN)
+		return ROLE_CLIENT;
+	return sport < dport ? ROLE_SERVER : ROLE_CLIENT;
+}
+
+/* State for a socket with no entry: a UDP socket, or TCP open before the edge started. */
+static __always_inline struct conn_state *track_new(const struct sock *sk, __u64 cookie, __u8 proto,
+						    __u8 dir)
+{
+	struct conn_state st = {};
+	__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	st.role = guess_role(proto, sport, dport, dir);
+	st.conn_flags = CONN_F_ROLE_GUESSED;
+	if (proto == IPPROTO_TCP_)
+		st.conn_flags |= CONN_F_MIDLIFE;
+	st.open_ts_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&conns, &cookie, &st, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&conns, &cookie);
+}
+
+/* Decide capture once and tell the processors who owns the socket. */
+static __always_inline void announce(const struct netrig_config *cfg, const struct sock *sk,
+				     __u64 cookie, struct conn_state *st, __u8 proto)
+{
+	struct conn_info_rec r = {};
+	st->announced = 1;
+	if (!st->owner_known)
+		set_owner_current(st);
+	fill_tuple(&r.tuple, &sk->__sk_common, proto);
+	r.netns_ino = sock_netns(sk);
+	st->capture = decide_capture(cfg, st->tgid, r.tuple.sport, r.tuple.dport, st->cgroup_id,
+				     r.netns_ino);
+	if (st->capture == CAPTURE_YES)
+		st->conn_flags |= CONN_F_CAPTURED;
+	fill_hdr(&r.hdr, REC_CONN_INFO, CONN_INFO_VERSION, sizeof(r), cookie);
+	hdr_owner(&r.hdr, st);
+	r.cgroup_id = st->cgroup_id;
+	r.open_ts_ns = st->open_ts_ns;
+	r.role = st->role;
+	r.conn_flags = st->conn_flags;
+	__builtin_memcpy(r.comm, st->comm, sizeof(r.comm));
+	emit(&r, sizeof(r), REC_CONN_INFO);
+}
+
+/* ---- send and receive ---------------------------------------------------------------- */
+
+static __always_inline int on_sock_data(struct sock *sk, int ret, int msg_flags, __u8 dir)
+{
+	/* Nothing moved, or a peek that leaves the bytes for the next read. */
+	if (ret <= 0 || (dir == DIR_INGRESS && (msg_flags & MSG_PEEK_)))
+		return 0;
+	__u8 proto = inet_proto(sk);
+	if (!proto)
+		return 0;
+	struct netrig_config *cfg = get_config();
+	if (!cfg)
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
+	if (!st) {
+		st = track_new(sk, cookie, proto, dir);
+		if (!st)
+			return 0;
+	}
+	/* Claim this syscall's byte range; concurrent senders get disjoint ranges. */
+	__u64 pos = __sync_fetch_and_add(dir == DIR_EGRESS ? &st->tx_pos_bytes : &st->rx_pos_bytes,
+					 (__u64)ret);
+	if (!st->announced)
+		announce(cfg, sk, cookie, st, proto);
+	if (st->capture != CAPTURE_YES)
+		return 0;
+
+	struct sock_args *a = current_args();
+	__u32 msg = 0;
+	if (a && (a->op == SOCK_OP_RECVMMSG || a->op == SOCK_OP_SENDMMSG))
+		msg = a->mmsg_index++;
+	int unconnected_udp = proto == IPPROTO_UDP_ && BPF_CORE_READ(sk, __sk_common.skc_dport) == 0;
+
+	/* Unconnected UDP receive: the source address reaches user memory at syscall exit. */
+	if (unconnected_udp && dir == DIR_INGRESS && a && a->op != SOCK_OP_READ &&
+	    a->op != SOCK_OP_READV) {
+		__u8 i = a->pend_n;
+		if (i < SOCK_DATA_MAX_MMSG) {
+			a->pend_cookie = cookie;
+			a->pend_pos[i] = pos;
+			a->pend_len[i] = ret;
+			a->pend_msg[i] = msg;
+			a->pend_n = i + 1;
+		}
+		return 0;
+	}
+	emit_data(cfg, a, msg, cookie, pos, ret, dir, unconnected_udp);
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sock_send_length, struct sock *sk, int ret, int flags)
+{
+	return on_sock_data(sk, ret, flags, DIR_EGRESS);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	return on_sock_data(sk, ret, flags, DIR_INGRESS);
+}
+
+/* ---- deferred unconnected-UDP receives ----------------------------------------------- */
+
+static __always_inline int flush_pending(struct trace_event_raw_sys_exit *ctx)
+{
+	struct sock_args *a = bpf_task_storage_get(&sock_args_store, bpf_get_current_task_btf(), 0, 0);
+	if (!a || !a->pend_n || a->nr != (__s32)ctx->id)
+		return 0;
+	struct netrig_config *cfg = get_config();
+	if (!cfg)
+		return 0;
+	for (int i = 0; i < SOCK_DATA_MAX_MMSG; i++) {
+		if (i >= a->pend_n)
+			break;
+		emit_data(cfg, a, a->pend_msg[i], a->pend_cookie, a->pend_pos[i], a->pend_len[i],
+			  DIR_INGRESS, 1);
+	}
+	a->pend_n = 0;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int sys_exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
+{
+	return flush_pending(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int sys_exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return flush_pending(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmmsg")
+int sys_exit_recvmmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return flush_pending(ctx);
+}

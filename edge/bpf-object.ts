@@ -1,0 +1,131 @@
+/**
+ * The loader lifecycle of one BPF object: open → configure → load → attach → close, with
+ * links destroyed in reverse order on close so nothing stays attached in the kernel.
+ * Nothing is pinned: if the process dies, the kernel drops every program with its fds.
+ */
+import { BpfError, PrivilegeError } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import {
+  libbpf, libbpfStrerror, setLibbpfLogger,
+  type BpfLinkPtr, type BpfMapPtr, type BpfObjectPtr, type BpfProgramPtr,
+} from './libbpf.js';
+import koffi from 'koffi';
+
+const EPERM = 1;
+const EACCES = 13;
+
+/** A map of a loaded object: its descriptor and geometry. */
+export interface BpfMapHandle {
+  readonly name: string;
+  readonly fd: number;
+  readonly maxEntries: number;
+  readonly valueSize: number;
+}
+
+/** An attached program, by its C function name and ELF section. */
+export interface AttachedProgram {
+  readonly name: string;
+  readonly section: string;
+}
+
+export class BpfObject {
+  private obj: BpfObjectPtr | null;
+  private readonly links: BpfLinkPtr[] = [];
+  private readonly attached: AttachedProgram[] = [];
+  private readonly logTail: string[] = [];
+
+  private constructor(private readonly log: Logger) {
+    this.obj = null;
+  }
+
+  /** Open the object file; nothing reaches the kernel until load(). */
+  static open(path: string, log: Logger): BpfObject {
+    const o = new BpfObject(log);
+    setLibbpfLogger((level, line) => o.onLibbpfLine(level, line));
+    const obj = libbpf.openFile(path, null);
+    if (!obj) {
+      const errno = koffi.errno();
+      throw new BpfError(`cannot open BPF object ${path}: ${libbpfStrerror(errno)}; build it with 'make -C bpf'`, -errno);
+    }
+    o.obj = obj;
+    return o;
+  }
+
+  private onLibbpfLine(level: string, line: string): void {
+    this.logTail.push(line);
+    if (this.logTail.length > 400) this.logTail.shift();
+    if (level === 'warn') this.log.warn({ libbpf: line }, 'libbpf');
+    else this.log.debug({ libbpf: line }, 'libbpf');
+  }
+
+  private handle(): BpfObjectPtr {
+    if (!this.obj) throw new BpfError('BPF object already closed', 0);
+    return this.obj;
+  }
+
+  private findMap(name: string): BpfMapPtr {
+    const m = libbpf.findMap(this.handle(), name);
+    if (!m) throw new BpfError(`BPF object has no map '${name}'`, 0);
+    return m;
+  }
+
+  /** Resize a map before load (ring buffer bytes, table entries). */
+  setMaxEntries(name: string, n: number): void {
+    const err = libbpf.mapSetMaxEntries(this.findMap(name), n);
+    if (err) throw new BpfError(`cannot size map '${name}' to ${n}: ${libbpfStrerror(err)}`, err);
+  }
+
+  /** Verify and load every program and create every map. */
+  load(): void {
+    const err = libbpf.load(this.handle());
+    if (err === 0) return;
+    const detail = this.logTail.slice(-30).join('\n');
+    if (-err === EPERM || -err === EACCES) {
+      throw new PrivilegeError(
+        `loading eBPF programs was refused (${libbpfStrerror(err)}): run netrig as root, or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_RESOURCE`,
+        { cause: new BpfError(detail, err) },
+      );
+    }
+    throw new BpfError(`loading the BPF object failed: ${libbpfStrerror(err)}\n${detail}`, err);
+  }
+
+  /** Attach every program by its section name; on failure, detach what was attached. */
+  attachAll(): AttachedProgram[] {
+    let prog: BpfProgramPtr | null = null;
+    while ((prog = libbpf.nextProgram(this.handle(), prog))) {
+      const name = libbpf.programName(prog);
+      const section = libbpf.programSection(prog);
+      const link = libbpf.attach(prog);
+      if (!link) {
+        const errno = koffi.errno();
+        this.detachAll();
+        throw new BpfError(`attaching ${name} (${section}) failed: ${libbpfStrerror(errno)}\n${this.logTail.slice(-10).join('\n')}`, -errno);
+      }
+      this.links.push(link);
+      this.attached.push({ name, section });
+    }
+    this.log.info({ programs: this.attached.length }, 'bpf programs attached');
+    return [...this.attached];
+  }
+
+  /** A loaded map by name. */
+  map(name: string): BpfMapHandle {
+    const m = this.findMap(name);
+    const fd = libbpf.mapFd(m);
+    if (fd < 0) throw new BpfError(`map '${name}' has no descriptor: load the object first`, fd);
+    return { name, fd, maxEntries: libbpf.mapMaxEntries(m), valueSize: libbpf.mapValueSize(m) };
+  }
+
+  private detachAll(): void {
+    while (this.links.length) libbpf.linkDestroy(this.links.pop()!);
+    this.attached.length = 0;
+  }
+
+  /** Detach in reverse order and free the object (maps, programs). Idempotent. */
+  close(): void {
+    if (!this.obj) return;
+    this.detachAll();
+    libbpf.close(this.obj);
+    this.obj = null;
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * edge/: kernel → NATS JetStream.
+ *
+ * Input: eBPF records from bpf/build/netrig.bpf.o (LibbpfSource) or recorded bytes
+ * (FileSource), behind the RecordSource interface.
+ * Output: msgpack envelopes (schemas/envelope.ts) on `<prefix>.<region>.<node>.<shard>` of
+ * the raw stream, message id `<node>.<run>.<seq>`, losses counted in the envelopes.
+ */
+import type { Server } from 'node:http';
+import { networkInterfaces } from 'node:os';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { logger } from '../lib/logger.js';
+import { serveMetrics } from '../lib/metrics-server.js';
+import { connectNats } from '../lib/nats.js';
+import { edgeConfig, type EdgeInput } from './config.js';
+import { Edge } from './edge.js';
+import { LibbpfSource } from './libbpf-source.js';
+import { bootId } from './system.js';
+
+export { Edge, type EdgeOptions } from './edge.js';
+export { edgeConfig, type EdgeConfig, type EdgeInput, DEFAULT_OBJECT_PATH } from './config.js';
+export { LibbpfSource, type CaptureSettings, type FilterSet } from './libbpf-source.js';
+export { FileSource } from './file-source.js';
+export type { RecordSource } from './source.js';
+export { bootId } from './system.js';
+
+/** A running edge with its source, NATS connection and metrics endpoint. */
+export interface RunningEdge {
+  edge: Edge;
+  source: LibbpfSource;
+  metricsPort: number;
+  stop(): Promise<void>;
+}
+
+/** Ports of NATS URLs that point at this host: the server side of our own publishes. */
+function localNatsPorts(servers: string): number[] {
+  const local = new Set(['localhost', '127.0.0.1', '::1', '[::1]', '0.0.0.0']);
+  for (const addrs of Object.values(networkInterfaces())) for (const a of addrs ?? []) local.add(a.address);
+  const ports: number[] = [];
+  for (const s of servers.split(',')) {
+    try {
+      const u = new URL(s.includes('://') ? s.trim() : `nats://${s.trim()}`);
+      if (local.has(u.hostname)) ports.push(Number(u.port || 4222));
+    } catch {
+      // An unparsable URL fails at connect with a clear message.
+    }
+  }
+  return ports;
+}
+
+/**
+ * Load the eBPF programs and publish what they capture until stop(). The edge's own
+ * process and a local NATS server's port are excluded from payload capture, so netrig
+ * never captures its own traffic.
+ */
+export async function runEdge(input: EdgeInput): Promise<RunningEdge> {
+  const log = logger('edge');
+  const cfg = edgeConfig(input);
+  cfg.source.settings.exclude.ports.push(...localNatsPorts(cfg.nats));
+  const nc: NatsConnection = await connectNats(cfg.nats, `netrig-edge-${cfg.edge.node}`, log);
+  let source: LibbpfSource | null = null;
+  let server: Server | null = null;
+  try {
+    source = LibbpfSource.open(cfg.source, log);
+    const edge = await Edge.start(source, nc, { ...cfg.edge, bootId: bootId() }, log);
+    const metrics = await serveMetrics(edge.metrics.registry, cfg.metricsPort);
+    server = metrics.server;
+    return {
+      edge,
+      source,
+      metricsPort: metrics.port,
+      async stop() {
+        await edge.stop();
+        server?.close();
+        await nc.drain().catch(() => undefined);
+      },
+    };
+  } catch (err) {
+    source?.close();
+    server?.close();
+    await nc.close().catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * A reader of a BPF ring buffer mapped into this process: no FFI call per record.
+ *
+ * Layout (kernel/bpf/ringbuf.c): page 0 holds consumer_pos (we write it), page 1 holds
+ * producer_pos (the kernel writes it), then the data area mapped twice in a row so a record
+ * that wraps can be read in one piece. Each record has an 8-byte header: u32 length with
+ * BUSY (bit 31) and DISCARD (bit 30) flags, u32 page offset; records are 8-byte aligned.
+ */
+import { mmap, munmap, PAGE_SIZE, PROT_READ, PROT_WRITE, type Mapping } from './libc.js';
+
+const BUSY_BIT = 0x80000000;
+const DISCARD_BIT = 0x40000000;
+const HDR_BYTES = 8;
+
+/** Called for each committed record: its bytes are data[off, off + len), valid until the callback returns. */
+export type RecordVisitor = (data: Uint8Array, off: number, len: number) => void;
+
+export class RingBufferReader {
+  private readonly consumerMap: Mapping;
+  private readonly producerMap: Mapping;
+  private readonly consumerPos: BigUint64Array;
+  private readonly producerPos: BigUint64Array;
+  /** The data area, twice over. */
+  readonly data: Uint8Array;
+  private readonly words: Uint32Array;
+  private readonly mask: number;
+  /** Where this reader has consumed up to (bytes since the map was created). */
+  private pos: number;
+
+  /** Map the ring buffer behind `fd`; `size` is its max_entries (a power of two). */
+  constructor(fd: number, readonly size: number) {
+    this.consumerMap = mmap(fd, PAGE_SIZE, PROT_READ | PROT_WRITE, 0);
+    this.producerMap = mmap(fd, PAGE_SIZE + 2 * size, PROT_READ, PAGE_SIZE);
+    this.consumerPos = new BigUint64Array(this.consumerMap.buffer, 0, 1);
+    this.producerPos = new BigUint64Array(this.producerMap.buffer, 0, 1);
+    this.data = new Uint8Array(this.producerMap.buffer, PAGE_SIZE, 2 * size);
+    this.words = new Uint32Array(this.producerMap.buffer, PAGE_SIZE, (2 * size) >>> 2);
+    this.mask = size - 1;
+    this.pos = Number(this.consumerPos[0]);
+  }
+
+  /** Bytes committed or reserved by the kernel and not yet consumed. */
+  pending(): number {
+    return Number(this.producerPos[0]) - this.pos;
+  }
+
+  /**
+   * Visit every committed record up to the producer position, then release their space
+   * to the kernel. Stops at a record still being written. Returns the records visited.
+   */
+  drain(visit: RecordVisitor, maxBytes = Infinity): number {
+    const end = Math.min(Number(this.producerPos[0]), this.pos + maxBytes);
+    const words = this.words;
+    const data = this.data;
+    const mask = this.mask;
+    let pos = this.pos;
+    let off = pos & mask;
+    let n = 0;
+    while (pos < end) {
+      const hdr = words[off >>> 2];
+      if (hdr & BUSY_BIT) break;
+      const len = hdr & ~(BUSY_BIT | DISCARD_BIT);
+      if (!(hdr & DISCARD_BIT)) {
+        visit(data, off + HDR_BYTES, len);
+        n++;
+      }
+      const step = (len + HDR_BYTES + 7) & ~7;
+      pos += step;
+      off = (off + step) & mask;
+    }
+    if (pos !== this.pos) {
+      this.pos = pos;
+      this.consumerPos[0] = BigInt(pos);
+    }
+    return n;
+  }
+
+  /** Unmap both regions; the reader must not be used afterwards. */
+  close(): void {
+    munmap(this.producerMap);
+    munmap(this.consumerMap);
+  }
+}

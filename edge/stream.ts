@@ -1,0 +1,46 @@
+/**
+ * The raw stream: created on first use with file storage, retention by age and bytes, and
+ * a duplicate window for message-id de-duplication. An existing stream is left as it is.
+ */
+import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type StreamInfo } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from '../lib/logger.js';
+
+export interface StreamSettings {
+  /** Stream name, `NETRIG_RAW` by default. */
+  name: string;
+  /** Subjects are `<prefix>.<region>.<node>.<shard>`. */
+  subjectPrefix: string;
+  /** Drop envelopes older than this; 0 keeps them forever. */
+  maxAgeSeconds: number;
+  /** Keep at most this many bytes; -1 for no limit. */
+  maxBytes: number;
+  /** Window in which a repeated message id is dropped. */
+  duplicateWindowSeconds: number;
+  replicas: number;
+}
+
+const NS_PER_S = 1_000_000_000;
+
+/** Create the stream if it is missing; returns its info either way. */
+export async function ensureStream(nc: NatsConnection, s: StreamSettings, log: Logger): Promise<StreamInfo> {
+  const jsm = await jetstreamManager(nc);
+  try {
+    return await jsm.streams.info(s.name);
+  } catch (err) {
+    if (!/stream not found/i.test((err as Error).message)) throw err;
+  }
+  const info = await jsm.streams.add({
+    name: s.name,
+    subjects: [`${s.subjectPrefix}.>`],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_age: s.maxAgeSeconds * NS_PER_S,
+    max_bytes: s.maxBytes,
+    duplicate_window: s.duplicateWindowSeconds * NS_PER_S,
+    num_replicas: s.replicas,
+  });
+  log.info({ stream: s.name, subjects: info.config.subjects }, 'stream created');
+  return info;
+}

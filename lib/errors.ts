@@ -1,0 +1,68 @@
+/**
+ * netrig's error classes: one per condition a caller may handle or a user may meet, each
+ * with a stable `code` and an optional `cause`. Messages say what to do, not only what
+ * went wrong.
+ */
+
+/** Base class: every netrig error has a stable machine-readable code. */
+export class NetrigError extends Error {
+  /** Stable identifier of the condition, e.g. `ERR_BPF_LOAD`. */
+  readonly code: string;
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A configuration value is missing, malformed or out of range. */
+export class ConfigError extends NetrigError {
+  /** The configuration key at fault, as the user spells it. */
+  readonly key: string;
+  constructor(key: string, message: string, options?: ErrorOptions) {
+    super('ERR_CONFIG', `${key}: ${message}`, options);
+    this.key = key;
+  }
+}
+
+/** The process lacks the privileges eBPF needs (root or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN). */
+export class PrivilegeError extends NetrigError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_PRIVILEGE', message, options);
+  }
+}
+
+/** A system prerequisite (binary, filesystem, kernel feature) is absent. */
+export class PrerequisiteError extends NetrigError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_PREREQUISITE', message, options);
+  }
+}
+
+/** libbpf failed to open, load or attach the BPF object; `log` holds libbpf's own lines. */
+export class BpfError extends NetrigError {
+  /** The negative errno libbpf returned, when it returned one. */
+  readonly errno: number;
+  constructor(message: string, errno: number, options?: ErrorOptions) {
+    super('ERR_BPF', message, options);
+    this.errno = errno;
+  }
+}
+
+/** A TCP port the user asked for is taken by another process. */
+export class PortInUseError extends NetrigError {
+  readonly port: number;
+  constructor(port: number, what: string, options?: ErrorOptions) {
+    super('ERR_PORT_IN_USE', `port ${port} (${what}) is in use by another process: stop it or choose another port`, options);
+    this.port = port;
+  }
+}
+
+/** The data directory is held by another netrig process. */
+export class DataDirLockedError extends NetrigError {
+  readonly pid: number;
+  constructor(dir: string, pid: number, options?: ErrorOptions) {
+    super('ERR_DATA_DIR_LOCKED', `data dir ${dir} is held by another netrig process (pid ${pid}): stop it, or use its endpoint, or choose another --data-dir`, options);
+    this.pid = pid;
+  }
+}

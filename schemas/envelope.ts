@@ -1,0 +1,101 @@
+/**
+ * The envelope: one JetStream message carrying one batch of raw kernel records from one
+ * edge, msgpack-encoded. Processors validate it with `decodeEnvelope`, which never throws.
+ */
+import { Packr } from 'msgpackr';
+
+export const ENVELOPE_VERSION = 1;
+
+/** Records lost before they reached the stream, since the previous envelope of this run. */
+export interface LossCount {
+  /** Record kind (enum rec_kind). */
+  kind: number;
+  /** Where they were lost: 'ringbuf_full' (kernel), 'buffer_full' (edge, NATS too slow or away), ... */
+  cause: string;
+  records: number;
+}
+
+/** One batch of raw records and everything a processor needs to interpret it. */
+export interface Envelope {
+  /** Envelope layout version. */
+  v: number;
+  region: string;
+  node: string;
+  /** Random id of this edge run; new at every start. */
+  run: string;
+  /** Per-run sequence across all shards; the message id is `<node>.<run>.<seq>`. */
+  seq: number;
+  shard: number;
+  /** /proc/sys/kernel/random/boot_id of the node: with the socket cookie, the connection id. */
+  boot: string;
+  /** CLOCK_REALTIME − CLOCK_MONOTONIC when the batch was sealed, as [seconds, nanoseconds]. */
+  clock: [number, number];
+  /** CLOCK_MONOTONIC when the batch was sealed, in ns: the edge's "now", also for empty heartbeats. */
+  mono: number;
+  /** Number of records in `records`. */
+  count: number;
+  /** Concatenated raw records, each 8-byte aligned, each starting with rec_hdr. */
+  records: Buffer;
+  /** Losses counted since the previous envelope of this run. */
+  lost: LossCount[];
+  /** Kernel symbols for drop locations in this batch: hex address → "function+0xoff". */
+  ksyms?: Record<string, string>;
+  /** Names of drop reasons in this batch on this node's kernel: reason number → name. */
+  drop_reasons?: Record<string, string>;
+}
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+
+export function encodeEnvelope(e: Envelope): Buffer {
+  return packr.pack(e);
+}
+
+/** Message id for JetStream de-duplication. */
+export function messageId(e: Pick<Envelope, 'node' | 'run' | 'seq'>): string {
+  return `${e.node}.${e.run}.${e.seq}`;
+}
+
+/** Subject an envelope is published on. */
+export function envelopeSubject(prefix: string, e: Pick<Envelope, 'region' | 'node' | 'shard'>): string {
+  return `${prefix}.${e.region}.${e.node}.${e.shard}`;
+}
+
+/** Subject tokens may not contain '.', '*', '>' or whitespace. */
+export function isSubjectToken(s: string): boolean {
+  return s.length > 0 && !/[.*>\s]/.test(s);
+}
+
+/** Why an envelope was rejected. */
+export type EnvelopeFailure = 'not_msgpack' | 'not_map' | 'bad_version' | 'bad_field';
+
+function isStr(v: unknown): v is string {
+  return typeof v === 'string';
+}
+
+function isUint(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0;
+}
+
+/** Decode and validate; returns the failure kind instead of throwing. */
+export function decodeEnvelope(data: Uint8Array): Envelope | EnvelopeFailure {
+  let o: unknown;
+  try {
+    o = packr.unpack(data);
+  } catch {
+    return 'not_msgpack';
+  }
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) return 'not_map';
+  const e = o as Record<string, unknown>;
+  if (e.v !== ENVELOPE_VERSION) return 'bad_version';
+  if (!isStr(e.region) || !isStr(e.node) || !isStr(e.run) || !isStr(e.boot)) return 'bad_field';
+  if (!isUint(e.seq) || !isUint(e.shard) || !isUint(e.count) || !isUint(e.mono)) return 'bad_field';
+  if (!Array.isArray(e.clock) || e.clock.length !== 2 || !e.clock.every(isUint)) return 'bad_field';
+  if (!(e.records instanceof Uint8Array)) return 'bad_field';
+  if (!Array.isArray(e.lost)) return 'bad_field';
+  for (const l of e.lost as unknown[]) {
+    const x = l as Record<string, unknown>;
+    if (typeof l !== 'object' || l === null || !isUint(x.kind) || !isStr(x.cause) || !isUint(x.records)) return 'bad_field';
+  }
+  if (!Buffer.isBuffer(e.records)) e.records = Buffer.from(e.records.buffer, e.records.byteOffset, e.records.byteLength);
+  return e as unknown as Envelope;
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything netrig needs on a fresh Debian 12 machine and builds it.
+# Idempotent: each step checks before it acts, so a second run only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: the BPF toolchain, the real peers the tests talk to, and nats-server.
+PKGS=(clang llvm libbpf-dev libbpf1 bpftool nats-server iproute2 nftables nginx-light curl
+      nghttp2-client dnsutils unbound openssl tshark wrk)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "netrig setup: missing Debian packages (${missing[*]}) and not root: run as root or install them" >&2
+    exit 1
+  fi
+  echo "netrig setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # nginx and unbound are peers the tests start themselves; the package's own services stay off.
+  for svc in nginx unbound; do
+    systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
+  done
+fi
+
+# npm dependencies, from the lockfile.
+if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# BPF objects, then TypeScript.
+make -s -C bpf
+npm run -s build
