@@ -21,6 +21,7 @@ static __always_inline void emit_open(const struct sock *sk, __u64 cookie, struc
 	fill_hdr(&r.hdr, REC_CONN_OPEN, CONN_OPEN_VERSION, sizeof(r), cookie);
 	hdr_owner(&r.hdr, st);
 	fill_tuple(&r.tuple, &sk->__sk_common, IPPROTO_TCP_);
+	st->tuple = r.tuple;
 	r.cgroup_id = st->cgroup_id;
 	r.connect_ts_ns = st->connect_ts_ns;
 	r.netns_ino = sock_netns(sk);
@@ -35,7 +36,11 @@ static __always_inline void emit_close(const struct sock *sk, __u64 cookie, stru
 {
 	struct conn_close_rec r = {};
 	fill_hdr(&r.hdr, REC_CONN_CLOSE, CONN_CLOSE_VERSION, sizeof(r), cookie);
-	fill_tuple(&r.tuple, &sk->__sk_common, IPPROTO_TCP_);
+	/* The kernel may already have released the local port: prefer the tuple kept at open. */
+	if (st && st->tuple.family)
+		r.tuple = st->tuple;
+	else
+		fill_tuple(&r.tuple, &sk->__sk_common, IPPROTO_TCP_);
 	r.retransmits = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
 	r.netns_ino = sock_netns(sk);
 	r.old_state = oldstate;

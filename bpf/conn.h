@@ -9,6 +9,10 @@
 #define CONN_INFO_VERSION 1
 #define CONN_CLOSE_VERSION 1
 
+/* A captured socket's REC_CONN_INFO is repeated with its next data after this long, so a
+ * processor that starts reading later learns who owns the socket within this bound. */
+#define CONN_INFO_REFRESH_NS 10000000000ULL
+
 /* conn_*_rec.conn_flags */
 enum conn_flags {
 	CONN_F_MIDLIFE = 1 << 0,          /* first seen after it was established */

@@ -395,20 +395,24 @@ static __always_inline struct conn_state *track_new(const struct sock *sk, __u64
 	return bpf_map_lookup_elem(&conns, &cookie);
 }
 
-/* Decide capture once and tell the processors who owns the socket. */
+/* Tell the processors who owns the socket, deciding capture the first time. */
 static __always_inline void announce(const struct netrig_config *cfg, const struct sock *sk,
 				     __u64 cookie, struct conn_state *st, __u8 proto)
 {
 	struct conn_info_rec r = {};
-	st->announced = 1;
-	if (!st->owner_known)
-		set_owner_current(st);
 	fill_tuple(&r.tuple, &sk->__sk_common, proto);
 	r.netns_ino = sock_netns(sk);
-	st->capture = decide_capture(cfg, st->tgid, r.tuple.sport, r.tuple.dport, st->cgroup_id,
-				     r.netns_ino);
-	if (st->capture == CAPTURE_YES)
-		st->conn_flags |= CONN_F_CAPTURED;
+	if (!st->announced) {
+		st->announced = 1;
+		if (!st->owner_known)
+			set_owner_current(st);
+		st->tuple = r.tuple;
+		st->capture = decide_capture(cfg, st->tgid, r.tuple.sport, r.tuple.dport,
+					     st->cgroup_id, r.netns_ino);
+		if (st->capture == CAPTURE_YES)
+			st->conn_flags |= CONN_F_CAPTURED;
+	}
+	st->info_ts_ns = bpf_ktime_get_ns();
 	fill_hdr(&r.hdr, REC_CONN_INFO, CONN_INFO_VERSION, sizeof(r), cookie);
 	hdr_owner(&r.hdr, st);
 	r.cgroup_id = st->cgroup_id;
@@ -442,7 +446,8 @@ static __always_inline int on_sock_data(struct sock *sk, int ret, int msg_flags,
 	/* Claim this syscall's byte range; concurrent senders get disjoint ranges. */
 	__u64 pos = __sync_fetch_and_add(dir == DIR_EGRESS ? &st->tx_pos_bytes : &st->rx_pos_bytes,
 					 (__u64)ret);
-	if (!st->announced)
+	if (!st->announced ||
+	    (st->capture == CAPTURE_YES && bpf_ktime_get_ns() - st->info_ts_ns > CONN_INFO_REFRESH_NS))
 		announce(cfg, sk, cookie, st, proto);
 	if (st->capture != CAPTURE_YES)
 		return 0;

@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { NetrigError } from '../lib/errors.js';
 import { rootLogger } from '../lib/logger.js';
 import { runEdge } from '../edge/index.js';
+import { runProcessor } from '../processors/index.js';
 
 const program = new Command('netrig').description('eBPF network observability: kernel → NATS JetStream → ClickHouse');
 
@@ -60,6 +61,27 @@ program
   .action(async (opts) => {
     const running = await runEdge(opts).catch(fail);
     rootLogger.info({ metricsPort: running.metricsPort }, 'edge running; Ctrl-C stops it');
+    untilSignal(() => running.stop());
+  });
+
+program
+  .command('process')
+  .description('run processing functions: raw stream → ClickHouse rows')
+  .option('--nats <url>', 'NATS server URL(s), comma-separated', 'nats://127.0.0.1:4222')
+  .option('--functions <list>', 'functions to run (comma-separated, or all)', 'all')
+  .option('--shards <n>', 'shards per node, as the edges publish them', '16')
+  .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
+  .option('--clickhouse-url <url>', 'a ClickHouse server (default: the embedded engine under --data-dir)')
+  .option('--clickhouse-user <user>', 'ClickHouse user', 'default')
+  .option('--clickhouse-password <password>', 'ClickHouse password', '')
+  .option('--database <name>', 'ClickHouse database', 'netrig')
+  .option('--data-dir <dir>', 'embedded ClickHouse data directory', './.netrig')
+  .option('--ttl-days <n>', 'row retention in days', '30')
+  .option('--flush-interval-ms <ms>', 'insert at least this often', '500')
+  .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks one)', '9465')
+  .action(async (opts) => {
+    const running = await runProcessor(opts).catch(fail);
+    rootLogger.info({ metricsPort: running.metricsPort, clickhouse: running.ch.where }, 'processor running; Ctrl-C stops it');
     untilSignal(() => running.stop());
   });
 

@@ -57,6 +57,8 @@ export class Edge {
   readonly runId = randomBytes(8).toString('hex');
   readonly metrics: EdgeMetrics;
   readonly ledger = new LossLedger();
+  /** Records drained from the source since start, per kind (index = kind). */
+  readonly drained = new Float64Array(REC_KIND_MAX);
   private seq = 0;
   private readonly batcher: Batcher;
   private readonly publisher: Publisher;
@@ -167,7 +169,11 @@ export class Edge {
       envelope.drop_reasons = {};
       for (const r of b.dropReasons) envelope.drop_reasons[r] = this.dropReasons.get(r) ?? `REASON_${r}`;
     }
-    for (let k = 0; k < b.kinds.length; k++) if (b.kinds[k]) this.metrics.recordsIn.inc({ kind: kindName(k) }, b.kinds[k]);
+    for (let k = 0; k < b.kinds.length; k++) {
+      if (!b.kinds[k]) continue;
+      this.drained[k] += b.kinds[k];
+      this.metrics.recordsIn.inc({ kind: kindName(k) }, b.kinds[k]);
+    }
     if (!this.publisher.enqueue({ envelope, kinds: b.kinds, bytes: b.records.length + 256 })) {
       for (let k = 0; k < b.kinds.length; k++) {
         if (b.kinds[k]) this.metrics.lost.inc({ kind: kindName(k), cause: LossCause.BufferFull }, b.kinds[k]);

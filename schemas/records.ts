@@ -20,6 +20,9 @@ export const RecordKind = {
 } as const;
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
 
+/** A captured socket's CONN_INFO repeats with its next data after this long (bpf/conn.h). */
+export const CONN_INFO_REFRESH_NS = 10_000_000_000;
+
 /** Kinds stay below this, so per-kind counters are arrays. */
 export const REC_KIND_MAX = 0x40;
 

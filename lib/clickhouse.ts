@@ -1,0 +1,134 @@
+/**
+ * ClickHouse access for every netrig command, always through `@clickhouse/client`: the
+ * embedded chdb engine under a data directory (one process may hold it; a lock file says
+ * which), or any ClickHouse server by URL. Errors a user can meet say what to do.
+ */
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { createChdbConnection } from 'chdb/connection';
+import { DataDirLockedError, NetrigError, PrerequisiteError } from './errors.js';
+
+/** Where the rows live: a server by URL, or the embedded engine under a directory. */
+export type ClickHouseTarget =
+  | { url: string; user?: string; password?: string; database: string }
+  | { dataDir: string; database: string };
+
+/** The server answered but refused the credentials. */
+export class ClickHouseAuthError extends NetrigError {
+  constructor(url: string, user: string, options?: ErrorOptions) {
+    super('ERR_CLICKHOUSE_AUTH', `ClickHouse at ${url} refused user '${user}': check --clickhouse-user and --clickhouse-password`, options);
+  }
+}
+
+/** A connected client and how to release it. */
+export interface ClickHouse {
+  client: ClickHouseClient;
+  database: string;
+  /** Human description for logs: the URL or the data dir. */
+  where: string;
+  close(): Promise<void>;
+}
+
+/** Settings every netrig client uses: 64-bit integers as strings in JSON, never rounded. */
+const SETTINGS = { output_format_json_quote_64bit_integers: 1 } as const;
+
+const LOCK_FILE = 'netrig.lock';
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The pid holding `dataDir`, if a live process holds it. */
+export function dataDirHolder(dataDir: string): number | null {
+  try {
+    const pid = Number(readFileSync(join(dataDir, LOCK_FILE), 'utf8').trim());
+    return pid > 0 && pid !== process.pid && pidAlive(pid) ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Take the data dir for this process, or fail naming the process that holds it. */
+function lockDataDir(dataDir: string): () => void {
+  mkdirSync(dataDir, { recursive: true });
+  const holder = dataDirHolder(dataDir);
+  if (holder) throw new DataDirLockedError(dataDir, holder);
+  const path = join(dataDir, LOCK_FILE);
+  const fd = openSync(path, 'w');
+  writeSync(fd, `${process.pid}\n`);
+  closeSync(fd);
+  return () => {
+    if (dataDirHolder(dataDir) === null) rmSync(path, { force: true });
+  };
+}
+
+async function checkServer(client: ClickHouseClient, url: string, user: string): Promise<void> {
+  let res;
+  try {
+    res = await client.ping();
+  } catch (err) {
+    throw new PrerequisiteError(`cannot reach ClickHouse at ${url} (${(err as Error).message}): start the server or pass the right --clickhouse-url`, { cause: err });
+  }
+  if (res.success) {
+    // ping does not authenticate; a trivial query does.
+    try {
+      await client.query({ query: 'SELECT 1', format: 'JSONEachRow' }).then((r) => r.json());
+      return;
+    } catch (err) {
+      const e = err as { code?: string; type?: string; message?: string };
+      if (e.code === '516' || e.type === 'AUTHENTICATION_FAILED' || /authentication failed|wrong password|REQUIRED_PASSWORD/i.test(e.message ?? '')) {
+        throw new ClickHouseAuthError(url, user, { cause: err });
+      }
+      throw err;
+    }
+  }
+  const cause = (res as { error?: Error }).error;
+  throw new PrerequisiteError(`cannot reach ClickHouse at ${url} (${cause?.message ?? 'no answer'}): start the server or pass the right --clickhouse-url`, { cause });
+}
+
+/** Connect to the target and make sure the database exists. */
+export async function openClickHouse(target: ClickHouseTarget): Promise<ClickHouse> {
+  if ('url' in target) {
+    const user = target.user ?? 'default';
+    const client = createClient({
+      url: target.url,
+      username: user,
+      password: target.password ?? '',
+      clickhouse_settings: SETTINGS,
+      request_timeout: 60_000,
+    });
+    try {
+      await checkServer(client, target.url, user);
+      await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${target.database}` });
+    } catch (err) {
+      await client.close();
+      throw err;
+    }
+    return { client, database: target.database, where: target.url, close: () => client.close() };
+  }
+  const dir = resolve(target.dataDir);
+  const unlock = lockDataDir(dir);
+  let client: ClickHouseClient;
+  try {
+    client = createClient({ connection: createChdbConnection({ path: join(dir, 'clickhouse') }), clickhouse_settings: SETTINGS } as Parameters<typeof createClient>[0]);
+    await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${target.database}` });
+  } catch (err) {
+    unlock();
+    throw err;
+  }
+  return {
+    client,
+    database: target.database,
+    where: dir,
+    async close() {
+      await client.close();
+      unlock();
+    },
+  };
+}

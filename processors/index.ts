@@ -1,0 +1,112 @@
+/**
+ * processors/: NATS JetStream → ClickHouse.
+ *
+ * Input: envelopes of raw kernel records from the raw stream (schemas/envelope.ts), one
+ * durable consumer per (function, shard).
+ * Output: rows in ClickHouse (schemas/migrations/): http_requests (http1), connections and
+ * tcp_events (tcp), capture_losses (losses).
+ */
+import type { Server } from 'node:http';
+import { openClickHouse, type ClickHouse, type ClickHouseTarget } from '../lib/clickhouse.js';
+import { intValue } from '../lib/config.js';
+import { ConfigError } from '../lib/errors.js';
+import { logger } from '../lib/logger.js';
+import { serveMetrics } from '../lib/metrics-server.js';
+import { connectNats } from '../lib/nats.js';
+import { identifier } from '../schemas/migrate.js';
+import { lossesFunction } from './losses/index.js';
+import type { ProcessingFunction } from './runtime/function.js';
+import { Processor } from './runtime/processor.js';
+import { tcpFunction } from './tcp/index.js';
+
+export { Processor, type ProcessorOptions } from './runtime/processor.js';
+export type { ProcessingFunction, FunctionLane, LaneContext, Row } from './runtime/function.js';
+
+/** Every processing function, by name. */
+export const FUNCTIONS: Readonly<Record<string, ProcessingFunction>> = {
+  tcp: tcpFunction,
+  losses: lossesFunction,
+};
+
+/** Options as the CLI gives them. */
+export interface ProcessInput {
+  nats?: string;
+  functions?: string;
+  shards?: string | number;
+  stream?: string;
+  subjectPrefix?: string;
+  clickhouseUrl?: string;
+  clickhouseUser?: string;
+  clickhousePassword?: string;
+  database?: string;
+  dataDir?: string;
+  ttlDays?: string | number;
+  flushIntervalMs?: string | number;
+  metricsPort?: string | number;
+}
+
+/** The functions named in a comma-separated list ("all" or empty: every function). */
+export function selectFunctions(list: string | undefined): ProcessingFunction[] {
+  if (!list || list === 'all') return Object.values(FUNCTIONS);
+  return list.split(',').map((n) => {
+    const f = FUNCTIONS[n.trim()];
+    if (!f) throw new ConfigError('functions', `unknown function '${n.trim()}'; known: ${Object.keys(FUNCTIONS).join(', ')}`);
+    return f;
+  });
+}
+
+/** Where rows go: a server URL if given, else the embedded engine under the data dir. */
+export function clickhouseTarget(input: ProcessInput): ClickHouseTarget {
+  const database = identifier('database', input.database ?? 'netrig');
+  if (input.clickhouseUrl) {
+    return { url: input.clickhouseUrl, user: input.clickhouseUser, password: input.clickhousePassword, database };
+  }
+  return { dataDir: input.dataDir ?? './.netrig', database };
+}
+
+export interface RunningProcessor {
+  processor: Processor;
+  ch: ClickHouse;
+  metricsPort: number;
+  stop(): Promise<void>;
+}
+
+/** Start a processor with its own NATS connection and ClickHouse client (or the given one). */
+export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHouse }): Promise<RunningProcessor> {
+  const log = logger('processor');
+  const functions = selectFunctions(input.functions);
+  const shardCount = intValue('shards', input.shards ?? 16, 1, 1024);
+  const nc = await connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-processor', log);
+  let ch: ClickHouse | undefined = shared?.ch;
+  let server: Server | null = null;
+  try {
+    ch ??= await openClickHouse(clickhouseTarget(input));
+    const processor = await Processor.start({
+      nc, ch, functions, log,
+      shards: Array.from({ length: shardCount }, (_, i) => i),
+      stream: input.stream ?? 'NETRIG_RAW',
+      subjectPrefix: input.subjectPrefix ?? 'netrig.raw',
+      flushIntervalMs: intValue('flush-interval-ms', input.flushIntervalMs ?? 500, 10, 60_000),
+      ttlDays: intValue('ttl-days', input.ttlDays ?? 30, 1, 3650),
+      maxPendingRows: 200_000,
+    });
+    const m = await serveMetrics(processor.metrics.registry, intValue('metrics-port', input.metricsPort ?? 9465, 0, 65535));
+    server = m.server;
+    const ownCh = !shared?.ch;
+    const chRef = ch;
+    return {
+      processor, ch, metricsPort: m.port,
+      async stop() {
+        await processor.stop();
+        server?.close();
+        await nc.drain().catch(() => undefined);
+        if (ownCh) await chRef.close();
+      },
+    };
+  } catch (err) {
+    server?.close();
+    await nc.close().catch(() => undefined);
+    if (ch && !shared?.ch) await ch.close();
+    throw err;
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * The contract between the runtime and a processing function. A function owns only its
+ * protocol: it receives decoded records of the kinds it asks for and emits rows. The
+ * runtime owns NATS, batching, acknowledgements, ClickHouse and metrics.
+ *
+ * A function is instantiated once per shard it processes (a "lane"). Everything a lane
+ * emits while handling one stream message is tagged with that message's sequence; the
+ * runtime commits rows and acknowledges messages so that a restart re-reads from the lane's
+ * low-water mark and never writes a row twice.
+ */
+import type { Logger } from '../../lib/logger.js';
+import type { Envelope } from '../../schemas/envelope.js';
+import type { DecodedRecord } from '../../schemas/records.js';
+
+/** A row for one ClickHouse table: column name → JSON-serialisable value. */
+export type Row = Record<string, string | number | boolean | null>;
+
+/** The envelope a record came in, with the stream position of its message. */
+export interface EnvelopeContext {
+  envelope: Envelope;
+  /** Stream sequence of the message. */
+  seq: number;
+  /** `${node}:${boot}:` — prefix of connection keys unique across nodes and reboots. */
+  connPrefix: string;
+}
+
+/** What the runtime gives a lane. */
+export interface LaneContext {
+  shard: number;
+  log: Logger;
+  /** Emit a row completed by the message being handled. */
+  emit(table: string, row: Row): void;
+  /** Count something the function saw (parse errors, resyncs, ...), exported as a metric. */
+  count(event: string, n?: number): void;
+}
+
+/** One function's state for one shard. */
+export interface FunctionLane {
+  /** A record of a wanted kind, in stream order. */
+  onRecord(rec: DecodedRecord, ctx: EnvelopeContext): void;
+  /** Called once per message after its records: time moved to the node's `envelope.mono`. */
+  onEnvelope?(ctx: EnvelopeContext): void;
+  /**
+   * The oldest stream sequence whose records this lane would need again to rebuild its
+   * state after a crash; Infinity when it holds nothing that cannot be rebuilt from later
+   * messages.
+   */
+  lowWaterMark(): number;
+}
+
+/** A processing function: a name, the record kinds it wants and the tables it writes. */
+export interface ProcessingFunction {
+  readonly name: string;
+  readonly kinds: readonly number[];
+  readonly tables: readonly string[];
+  createLane(ctx: LaneContext): FunctionLane;
+}

@@ -1,0 +1,19 @@
+/**
+ * The processor's Prometheus metrics.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export class ProcessorMetrics {
+  readonly registry = new Registry();
+  readonly messages = new Counter({ name: 'netrig_processor_messages_total', help: 'Stream messages handled, per function', labelNames: ['fn'] as const, registers: [this.registry] });
+  readonly records = new Counter({ name: 'netrig_processor_records_total', help: 'Records handed to functions, per function', labelNames: ['fn'] as const, registers: [this.registry] });
+  readonly rows = new Counter({ name: 'netrig_processor_rows_total', help: 'Rows committed to ClickHouse, per table', labelNames: ['table'] as const, registers: [this.registry] });
+  readonly rowsSuppressed = new Counter({ name: 'netrig_processor_rows_suppressed_total', help: 'Rows not written again because a previous run committed them', labelNames: ['table'] as const, registers: [this.registry] });
+  readonly decodeFailures = new Counter({ name: 'netrig_processor_decode_failures_total', help: 'Envelopes or records that could not be decoded, per function, kind and failure', labelNames: ['fn', 'kind', 'failure'] as const, registers: [this.registry] });
+  readonly events = new Counter({ name: 'netrig_processor_function_events_total', help: 'Events counted by functions (parse errors, resyncs, timeouts...)', labelNames: ['fn', 'event'] as const, registers: [this.registry] });
+  readonly insertSeconds = new Histogram({ name: 'netrig_processor_insert_seconds', help: 'ClickHouse insert latency', labelNames: ['table'] as const, buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry] });
+  readonly insertErrors = new Counter({ name: 'netrig_processor_insert_errors_total', help: 'Failed ClickHouse inserts (retried)', labelNames: ['table'] as const, registers: [this.registry] });
+  readonly pendingRows = new Gauge({ name: 'netrig_processor_pending_rows', help: 'Rows waiting to be inserted', registers: [this.registry] });
+  readonly lag = new Gauge({ name: 'netrig_processor_consumer_lag_messages', help: 'Messages in the stream not yet delivered to a lane', labelNames: ['fn', 'shard'] as const, registers: [this.registry] });
+  readonly lwmLag = new Gauge({ name: 'netrig_processor_low_water_lag_messages', help: 'Messages between a lane\'s low-water mark and its newest message', labelNames: ['fn', 'shard'] as const, registers: [this.registry] });
+}

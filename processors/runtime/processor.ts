@@ -1,0 +1,205 @@
+/**
+ * A processor: runs a set of functions over a set of shards. Each (function, shard) lane
+ * reads through its own durable pull consumer; rows from all lanes are flushed to
+ * ClickHouse together, then each lane acknowledges up to what is committed and below its
+ * low-water mark.
+ *
+ * On start a lane's consumer is recreated at its acknowledgement floor + 1, so the messages
+ * it had handled but not acknowledged come back at once and in order (a plain durable
+ * would redeliver them only after ack_wait, behind newer ones).
+ */
+import {
+  AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamManager, type JsMsg,
+} from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { ClickHouse } from '../../lib/clickhouse.js';
+import type { Logger } from '../../lib/logger.js';
+import { migrate } from '../../schemas/migrate.js';
+import { DeadLetters } from './dlq.js';
+import type { ProcessingFunction } from './function.js';
+import { Lane } from './lane.js';
+import { ProcessorMetrics } from './metrics.js';
+import { ClickHouseSink, committedSeqs } from './sink.js';
+
+export interface ProcessorOptions {
+  nc: NatsConnection;
+  ch: ClickHouse;
+  functions: ProcessingFunction[];
+  /** Shards to process (all 0..shardCount-1 by default). */
+  shards: number[];
+  stream: string;
+  subjectPrefix: string;
+  /** Rows are inserted at least this often. */
+  flushIntervalMs: number;
+  /** Retention of rows, in days. */
+  ttlDays: number;
+  /** Lanes stop pulling while this many rows wait for ClickHouse. */
+  maxPendingRows: number;
+  log: Logger;
+  metrics?: ProcessorMetrics;
+}
+
+const ACK_WAIT_NS = 300 * 1e9;
+const MAX_ACK_PENDING = 200_000;
+const LAG_POLL_MS = 5000;
+
+/**
+ * The ack subject of a message. Lanes keep only this string for messages awaiting their
+ * acknowledgement, not the message itself, so payloads are freed as soon as they are handled.
+ */
+function replySubject(m: JsMsg): string {
+  return (m as unknown as { msg: { reply?: string } }).msg.reply ?? '';
+}
+
+/** Durable consumer name of a lane. */
+export function consumerName(fn: string, shard: number): string {
+  return `netrig_${fn}_${shard}`;
+}
+
+export class Processor {
+  readonly metrics: ProcessorMetrics;
+  readonly lanes: Lane[] = [];
+  private readonly sink: ClickHouseSink;
+  private readonly iterators: ConsumerMessages[] = [];
+  private readonly loops: Promise<void>[] = [];
+  private flushTimer: NodeJS.Timeout | null = null;
+  private lagTimer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> = Promise.resolve();
+  private stopping = false;
+  private capacityWaiters: (() => void)[] = [];
+  private streamId = '';
+
+  private constructor(private readonly o: ProcessorOptions) {
+    this.metrics = o.metrics ?? new ProcessorMetrics();
+    this.sink = new ClickHouseSink(o.ch, this.metrics, o.log);
+  }
+
+  /** Apply migrations, open every lane's consumer and start consuming. */
+  static async start(o: ProcessorOptions): Promise<Processor> {
+    const p = new Processor(o);
+    await p.init();
+    return p;
+  }
+
+  private async init(): Promise<void> {
+    const { nc, ch, log } = this.o;
+    await migrate(ch.client, { database: ch.database, ttlDays: this.o.ttlDays });
+    const jsm = await jetstreamManager(nc);
+    const info = await jsm.streams.info(this.o.stream);
+    this.streamId = `${info.config.name}@${info.created}`;
+    const dlq = new DeadLetters(nc, log);
+    const tables = [...new Set(this.o.functions.flatMap((f) => f.tables))];
+    const committed = new Map<string, Map<string, number>>();
+    for (const t of tables) committed.set(t, await committedSeqs(ch, t, this.streamId));
+    for (const fn of this.o.functions) {
+      for (const shard of this.o.shards) {
+        const laneCommitted = new Map<string, number>();
+        for (const t of fn.tables) laneCommitted.set(t, committed.get(t)?.get(`${fn.name}/${shard}`) ?? 0);
+        const lane = new Lane({ fn, shard, streamId: this.streamId, committed: laneCommitted, metrics: this.metrics, dlq, log: log.child({ fn: fn.name, shard }) });
+        this.lanes.push(lane);
+      }
+    }
+    for (const lane of this.lanes) await this.openConsumer(jsm, lane);
+    this.flushTimer = setInterval(() => void this.flush(), this.o.flushIntervalMs);
+    this.lagTimer = setInterval(() => void this.pollLag(jsm), LAG_POLL_MS);
+    log.info({ stream: this.streamId, functions: this.o.functions.map((f) => f.name), shards: this.o.shards.length, lanes: this.lanes.length }, 'processor started');
+  }
+
+  private async openConsumer(jsm: JetStreamManager, lane: Lane): Promise<void> {
+    const name = consumerName(lane.fn.name, lane.shard);
+    let start = 0;
+    try {
+      const ci = await jsm.consumers.info(this.o.stream, name);
+      start = ci.ack_floor.stream_seq + 1;
+      await jsm.consumers.delete(this.o.stream, name);
+    } catch (err) {
+      if (!/consumer not found/i.test((err as Error).message)) throw err;
+    }
+    await jsm.consumers.add(this.o.stream, {
+      durable_name: name,
+      filter_subject: `${this.o.subjectPrefix}.*.*.${lane.shard}`,
+      ack_policy: AckPolicy.All,
+      ...(start > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start } : { deliver_policy: DeliverPolicy.All }),
+      ack_wait: ACK_WAIT_NS,
+      max_ack_pending: MAX_ACK_PENDING,
+      max_deliver: -1,
+    });
+    const consumer = await jetstream(this.o.nc).consumers.get(this.o.stream, name);
+    const it = await consumer.consume({ max_messages: 256 });
+    this.iterators.push(it);
+    this.loops.push(this.consumeLoop(lane, it));
+  }
+
+  private async consumeLoop(lane: Lane, it: ConsumerMessages): Promise<void> {
+    for await (const m of it) {
+      if (this.stopping) break;
+      lane.handle({ seq: m.seq, subject: m.subject, data: m.data, reply: replySubject(m) });
+      if (this.pendingRows() >= this.o.maxPendingRows) {
+        void this.flush();
+        await new Promise<void>((r) => this.capacityWaiters.push(r));
+      }
+    }
+  }
+
+  private pendingRows(): number {
+    let n = 0;
+    for (const l of this.lanes) n += l.pendingRows;
+    return n;
+  }
+
+  /** Insert pending rows, then acknowledge what they and the low-water marks allow. */
+  flush(): Promise<void> {
+    this.flushing = this.flushing.then(async () => {
+      const handled = this.lanes.map((l) => l.processedSeq);
+      this.metrics.pendingRows.set(this.pendingRows());
+      try {
+        await this.sink.flush(this.lanes);
+      } catch (err) {
+        this.o.log.error({ err: (err as Error).message }, 'flush abandoned');
+        return;
+      }
+      this.lanes.forEach((lane, i) => {
+        const reply = lane.takeAck(handled[i]);
+        if (reply) this.o.nc.publish(reply, '+ACK');
+      });
+      for (const w of this.capacityWaiters.splice(0)) w();
+    });
+    return this.flushing;
+  }
+
+  private async pollLag(jsm: JetStreamManager): Promise<void> {
+    for (const lane of this.lanes) {
+      const labels = { fn: lane.fn.name, shard: String(lane.shard) };
+      this.metrics.lwmLag.set(labels, lane.lowWaterLag());
+      try {
+        const ci = await jsm.consumers.info(this.o.stream, consumerName(lane.fn.name, lane.shard));
+        this.metrics.lag.set(labels, ci.num_pending);
+      } catch {
+        // Lag is informational; the consume loop reports real failures.
+      }
+    }
+  }
+
+  /** Consumer lag summed over lanes (messages not yet delivered). */
+  async lag(): Promise<number> {
+    const jsm = await jetstreamManager(this.o.nc);
+    let n = 0;
+    for (const lane of this.lanes) n += (await jsm.consumers.info(this.o.stream, consumerName(lane.fn.name, lane.shard))).num_pending;
+    return n;
+  }
+
+  /** Stop consuming, commit what was handled, acknowledge, and stop. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.flushTimer) clearInterval(this.flushTimer);
+    if (this.lagTimer) clearInterval(this.lagTimer);
+    for (const it of this.iterators) it.stop();
+    for (const w of this.capacityWaiters.splice(0)) w();
+    await Promise.allSettled(this.loops);
+    await this.flush();
+    await this.o.nc.flush().catch(() => undefined);
+    this.sink.stop();
+    this.o.log.info('processor stopped');
+  }
+}

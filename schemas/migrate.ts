@@ -1,0 +1,57 @@
+/**
+ * Applies the numbered ClickHouse migrations in schemas/migrations/ (NNN_name.sql) to a
+ * database, in order, recording each in `schema_migrations`. Idempotent: applied versions
+ * are skipped and every statement is itself IF NOT EXISTS.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { ClickHouseClient } from '@clickhouse/client';
+import { ConfigError } from '../lib/errors.js';
+
+/** schemas/migrations in the source tree (dist/schemas/ → ../../schemas/migrations). */
+export const MIGRATIONS_DIR = fileURLToPath(new URL('../../schemas/migrations/', import.meta.url));
+
+export interface MigrationOptions {
+  database: string;
+  /** Rows older than this many days are dropped by TTL. */
+  ttlDays: number;
+}
+
+/** A database or table name safe to splice into DDL. */
+export function identifier(key: string, v: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(v)) throw new ConfigError(key, `expected a ClickHouse identifier (letters, digits, '_'), got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** The statements of one migration file, placeholders substituted. */
+export function migrationStatements(sql: string, opts: MigrationOptions): string[] {
+  const text = sql
+    .split('\n')
+    .filter((l) => !l.trim().startsWith('--'))
+    .join('\n')
+    .replaceAll('{db}', identifier('database', opts.database))
+    .replaceAll('{ttl_days}', String(Math.max(1, Math.floor(opts.ttlDays))));
+  return text.split(/;\s*(?:\n|$)/).map((s) => s.trim()).filter(Boolean);
+}
+
+/** Apply every migration not yet recorded; returns the versions applied now. */
+export async function migrate(client: ClickHouseClient, opts: MigrationOptions, dir = MIGRATIONS_DIR): Promise<number[]> {
+  const db = identifier('database', opts.database);
+  await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${db}` });
+  await client.command({
+    query: `CREATE TABLE IF NOT EXISTS ${db}.schema_migrations (version UInt32, name String, applied_at DateTime DEFAULT now()) ENGINE = ReplacingMergeTree ORDER BY version`,
+  });
+  const done = new Set(
+    (await (await client.query({ query: `SELECT version FROM ${db}.schema_migrations FINAL`, format: 'JSONEachRow' })).json<{ version: number }>())
+      .map((r) => Number(r.version)),
+  );
+  const applied: number[] = [];
+  for (const file of readdirSync(dir).filter((f) => /^\d+_.*\.sql$/.test(f)).sort()) {
+    const version = Number(file.slice(0, file.indexOf('_')));
+    if (done.has(version)) continue;
+    for (const q of migrationStatements(readFileSync(`${dir}/${file}`, 'utf8'), opts)) await client.command({ query: q });
+    await client.insert({ table: `${db}.schema_migrations`, values: [{ version, name: file }], format: 'JSONEachRow' });
+    applied.push(version);
+  }
+  return applied;
+}
