@@ -1,88 +1,155 @@
 #!/usr/bin/env node
 /**
- * The netrig command line: edge, process, up, query, report, replay.
+ * The netrig command line: up, edge, process, query, report.
  */
 import { Command } from 'commander';
 import { NetrigError } from '../lib/errors.js';
 import { rootLogger } from '../lib/logger.js';
 import { runEdge } from '../edge/index.js';
 import { runProcessor } from '../processors/index.js';
+import { openQueryTarget, runQuery } from './query.js';
+import { REPORTS } from './reports.js';
+import { up } from './up.js';
 
 const program = new Command('netrig').description('eBPF network observability: kernel → NATS JetStream → ClickHouse');
-
-/** Run until SIGINT/SIGTERM, then stop cleanly. */
-function untilSignal(stop: () => Promise<void>): void {
-  let stopping = false;
-  const onSignal = (sig: string) => {
-    if (stopping) return;
-    stopping = true;
-    rootLogger.info({ signal: sig }, 'stopping');
-    stop().then(() => process.exit(0), (err) => fail(err));
-  };
-  process.on('SIGINT', () => onSignal('SIGINT'));
-  process.on('SIGTERM', () => onSignal('SIGTERM'));
-}
 
 function fail(err: unknown): never {
   if (err instanceof NetrigError) {
     process.stderr.write(`netrig: ${err.message}\n`);
     if (err.cause && process.env.NETRIG_LOG_LEVEL === 'debug') process.stderr.write(`cause: ${String((err.cause as Error).stack ?? err.cause)}\n`);
   } else {
-    process.stderr.write(`netrig: ${(err as Error)?.stack ?? String(err)}\n`);
+    const e = err as { message?: string; stack?: string };
+    process.stderr.write(`netrig: ${process.env.NETRIG_LOG_LEVEL === 'debug' ? e?.stack : e?.message ?? String(err)}\n`);
   }
   process.exit(1);
 }
 
-program
-  .command('edge')
+/** Run until SIGINT/SIGTERM, then stop cleanly and exit 0. */
+function untilSignal(stop: () => Promise<void>): void {
+  let stopping = false;
+  const onSignal = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    rootLogger.info({ signal: sig }, 'stopping');
+    stop().then(() => process.exit(0), fail);
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+}
+
+function natsOption(cmd: Command): Command {
+  return cmd.option('--nats <url>', 'NATS server URL(s), comma-separated');
+}
+
+function edgeOptions(cmd: Command): Command {
+  return cmd
+    .option('--region <name>', 'region this node belongs to', 'default')
+    .option('--node <name>', 'node name (default: hostname)')
+    .option('--shards <n>', 'shards per node', '16')
+    .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
+    .option('--stream-max-age <duration>', 'stream retention by age (e.g. 24h, 7d)', '24h')
+    .option('--stream-max-bytes <size>', 'stream retention by size (e.g. 8GiB)', '8GiB')
+    .option('--duplicate-window <duration>', 'message-id de-duplication window', '2m')
+    .option('--capture-bytes <size>', 'payload bytes captured per syscall (max 64KiB)', '16KiB')
+    .option('--sample-rate <share>', 'share of connections whose payload is captured (0..1)', '1')
+    .option('--ring-bytes <size>', 'kernel ring buffer size (power of two)', '32MiB')
+    .option('--conn-table <n>', 'sockets tracked at once', '262144')
+    .option('--max-buffer-bytes <size>', 'envelopes buffered while NATS is away', '256MiB')
+    .option('--include-pids <list>', 'capture payload only for these pids')
+    .option('--exclude-pids <list>', 'never capture payload for these pids')
+    .option('--include-ports <list>', 'capture payload only for these local or remote ports')
+    .option('--exclude-ports <list>', 'never capture payload for these ports')
+    .option('--include-netns <list>', 'capture payload only in these network namespaces (inode numbers)')
+    .option('--exclude-netns <list>', 'never capture payload in these network namespaces')
+    .option('--include-cgroups <list>', 'capture payload only in these cgroup v2 ids')
+    .option('--report-unspecified-drops', 'also report drops whose reason is NOT_SPECIFIED')
+    .option('--metrics-port <port>', 'edge Prometheus /metrics port (0 picks one)', '9464');
+}
+
+function clickhouseOptions(cmd: Command): Command {
+  return cmd
+    .option('--clickhouse-url <url>', 'a ClickHouse server (default: the embedded engine under --data-dir)')
+    .option('--clickhouse-user <user>', 'ClickHouse user')
+    .option('--clickhouse-password <password>', 'ClickHouse password')
+    .option('--database <name>', 'ClickHouse database', 'netrig')
+    .option('--data-dir <dir>', 'data directory (embedded ClickHouse, NATS store)', './.netrig');
+}
+
+function processorOptions(cmd: Command): Command {
+  return cmd
+    .option('--functions <list>', 'processing functions to run (comma-separated, or all)', 'all')
+    .option('--ttl-days <n>', 'row retention in days', '30')
+    .option('--flush-interval-ms <ms>', 'insert rows at least this often', '500');
+}
+
+clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up')))))
+  .description('run the whole pipeline on this host: nats-server, edge, processor, embedded ClickHouse with an HTTP endpoint')
+  .option('--nats-port <port>', 'port of the nats-server netrig starts (when --nats is not given)', '4222')
+  .option('--http-port <port>', 'port of the ClickHouse-compatible HTTP endpoint on 127.0.0.1', '8123')
+  .option('--user <name>', 'user the HTTP endpoint accepts', 'default')
+  .option('--password <password>', 'password the HTTP endpoint requires', '')
+  .option('--processor-metrics-port <port>', 'processor Prometheus /metrics port (0 picks one)', '9465')
+  .option('--summary-interval <seconds>', 'seconds between summary updates', '1')
+  .action(async (opts) => {
+    const running = await up(opts).catch(fail);
+    untilSignal(() => running.stop());
+  });
+
+edgeOptions(natsOption(program.command('edge')))
   .description('load the eBPF programs and publish what they capture to NATS JetStream')
-  .option('--nats <url>', 'NATS server URL(s), comma-separated', 'nats://127.0.0.1:4222')
-  .option('--region <name>', 'region this node belongs to', 'default')
-  .option('--node <name>', 'node name (default: hostname)')
-  .option('--shards <n>', 'shards per node', '16')
-  .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
-  .option('--stream-max-age <duration>', 'stream retention by age (e.g. 24h, 7d)', '24h')
-  .option('--stream-max-bytes <size>', 'stream retention by size (e.g. 8GiB)', '8GiB')
-  .option('--duplicate-window <duration>', 'message-id de-duplication window', '2m')
-  .option('--capture-bytes <size>', 'payload bytes captured per syscall (max 64KiB)', '16KiB')
-  .option('--sample-rate <share>', 'share of connections whose payload is captured (0..1)', '1')
-  .option('--ring-bytes <size>', 'kernel ring buffer size (power of two)', '32MiB')
-  .option('--conn-table <n>', 'sockets tracked at once', '262144')
-  .option('--max-buffer-bytes <size>', 'envelopes buffered while NATS is away', '256MiB')
-  .option('--include-pids <list>', 'capture payload only for these pids')
-  .option('--exclude-pids <list>', 'never capture payload for these pids')
-  .option('--include-ports <list>', 'capture payload only for these local or remote ports')
-  .option('--exclude-ports <list>', 'never capture payload for these ports')
-  .option('--include-netns <list>', 'capture payload only in these network namespaces (inode numbers)')
-  .option('--exclude-netns <list>', 'never capture payload in these network namespaces')
-  .option('--include-cgroups <list>', 'capture payload only in these cgroup v2 ids')
-  .option('--report-unspecified-drops', 'also report drops whose reason is NOT_SPECIFIED')
-  .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks one)', '9464')
   .action(async (opts) => {
     const running = await runEdge(opts).catch(fail);
     rootLogger.info({ metricsPort: running.metricsPort }, 'edge running; Ctrl-C stops it');
     untilSignal(() => running.stop());
   });
 
-program
-  .command('process')
+clickhouseOptions(processorOptions(natsOption(program.command('process'))))
   .description('run processing functions: raw stream → ClickHouse rows')
-  .option('--nats <url>', 'NATS server URL(s), comma-separated', 'nats://127.0.0.1:4222')
-  .option('--functions <list>', 'functions to run (comma-separated, or all)', 'all')
   .option('--shards <n>', 'shards per node, as the edges publish them', '16')
   .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
-  .option('--clickhouse-url <url>', 'a ClickHouse server (default: the embedded engine under --data-dir)')
-  .option('--clickhouse-user <user>', 'ClickHouse user', 'default')
-  .option('--clickhouse-password <password>', 'ClickHouse password', '')
-  .option('--database <name>', 'ClickHouse database', 'netrig')
-  .option('--data-dir <dir>', 'embedded ClickHouse data directory', './.netrig')
-  .option('--ttl-days <n>', 'row retention in days', '30')
-  .option('--flush-interval-ms <ms>', 'insert at least this often', '500')
   .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks one)', '9465')
   .action(async (opts) => {
     const running = await runProcessor(opts).catch(fail);
     rootLogger.info({ metricsPort: running.metricsPort, clickhouse: running.ch.where }, 'processor running; Ctrl-C stops it');
     untilSignal(() => running.stop());
+  });
+
+clickhouseOptions(program.command('query'))
+  .description('run SQL against the rows (through a running `netrig up`, the data dir, or a server)')
+  .argument('<sql>', 'the SQL statement')
+  .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
+  .action(async (sql: string, opts) => {
+    try {
+      const t = await openQueryTarget(opts);
+      try {
+        await runQuery(t, sql, opts.format, process.stdout);
+      } finally {
+        await t.close();
+      }
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+clickhouseOptions(program.command('report'))
+  .description(`ready reports: ${Object.keys(REPORTS).join(', ')}`)
+  .argument('<name>', 'report name')
+  .option('--format <format>', 'table or json', 'table')
+  .option('--since <interval>', 'look-back window, e.g. "1 HOUR", "15 MINUTE", "7 DAY"', '1 HOUR')
+  .action(async (name: string, opts) => {
+    try {
+      const report = REPORTS[name];
+      if (!report) throw new NetrigError('ERR_CONFIG', `unknown report '${name}'; known: ${Object.keys(REPORTS).join(', ')}`);
+      if (!/^\d+ (SECOND|MINUTE|HOUR|DAY|WEEK|MONTH)$/i.test(opts.since)) throw new NetrigError('ERR_CONFIG', `--since: expected e.g. "15 MINUTE" or "7 DAY", got ${JSON.stringify(opts.since)}`);
+      const t = await openQueryTarget(opts);
+      try {
+        await runQuery(t, report.sql(t.database, opts.since), opts.format, process.stdout);
+      } finally {
+        await t.close();
+      }
+    } catch (err) {
+      fail(err);
+    }
   });
 
 program.parseAsync(process.argv).catch(fail);

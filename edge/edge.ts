@@ -16,7 +16,7 @@ import { LossCause, LossLedger } from './losses.js';
 import { EdgeMetrics } from './metrics.js';
 import { Publisher } from './publisher.js';
 import type { RecordSource } from './source.js';
-import { ensureStream, type StreamSettings } from './stream.js';
+import { ensureStream, type StreamSettings } from '../lib/raw-stream.js';
 import { KernelSymbols, readDropReasons } from './symbols.js';
 
 export interface EdgeOptions {

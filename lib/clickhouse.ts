@@ -5,7 +5,9 @@
  */
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
 import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import type { Connection } from '@clickhouse/client-common';
 import { createChdbConnection } from 'chdb/connection';
 import { DataDirLockedError, NetrigError, PrerequisiteError } from './errors.js';
 
@@ -27,6 +29,8 @@ export interface ClickHouse {
   database: string;
   /** Human description for logs: the URL or the data dir. */
   where: string;
+  /** The embedded engine's connection (embedded targets only), for the HTTP endpoint. */
+  connection?: Connection<Readable>;
   close(): Promise<void>;
 }
 
@@ -54,8 +58,8 @@ export function dataDirHolder(dataDir: string): number | null {
   }
 }
 
-/** Take the data dir for this process, or fail naming the process that holds it. */
-function lockDataDir(dataDir: string): () => void {
+/** Take the data dir for this process, or fail naming the process that holds it; returns the release. */
+export function lockDataDir(dataDir: string): () => void {
   mkdirSync(dataDir, { recursive: true });
   const holder = dataDirHolder(dataDir);
   if (holder) throw new DataDirLockedError(dataDir, holder);
@@ -115,9 +119,12 @@ export async function openClickHouse(target: ClickHouseTarget): Promise<ClickHou
   const dir = resolve(target.dataDir);
   const unlock = lockDataDir(dir);
   let client: ClickHouseClient;
+  const connection = createChdbConnection({ path: join(dir, 'clickhouse') }) as unknown as Connection<Readable>;
   try {
-    client = createClient({ connection: createChdbConnection({ path: join(dir, 'clickhouse') }), clickhouse_settings: SETTINGS } as Parameters<typeof createClient>[0]);
+    client = createClient({ connection, clickhouse_settings: SETTINGS } as Parameters<typeof createClient>[0]);
     await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${target.database}` });
+    // Unqualified table names resolve in netrig's database (the engine's session is ours alone).
+    await client.command({ query: `USE ${target.database}` });
   } catch (err) {
     unlock();
     throw err;
@@ -126,6 +133,7 @@ export async function openClickHouse(target: ClickHouseTarget): Promise<ClickHou
     client,
     database: target.database,
     where: dir,
+    connection,
     async close() {
       await client.close();
       unlock();

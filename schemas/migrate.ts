@@ -50,7 +50,12 @@ export async function migrate(client: ClickHouseClient, opts: MigrationOptions, 
     const version = Number(file.slice(0, file.indexOf('_')));
     if (done.has(version)) continue;
     for (const q of migrationStatements(readFileSync(`${dir}/${file}`, 'utf8'), opts)) await client.command({ query: q });
-    await client.insert({ table: `${db}.schema_migrations`, values: [{ version, name: file }], format: 'JSONEachRow' });
+    // Always a token: the embedded engine applies settings session-wide, so an insert
+    // without one could inherit another insert's token and be dropped as a duplicate.
+    await client.insert({
+      table: `${db}.schema_migrations`, values: [{ version, name: file }], format: 'JSONEachRow',
+      clickhouse_settings: { insert_deduplication_token: `${db}.migration.${version}` },
+    });
     applied.push(version);
   }
   return applied;

@@ -15,6 +15,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import type { Logger } from '../../lib/logger.js';
 import { migrate } from '../../schemas/migrate.js';
+import { waitForStream } from '../../lib/raw-stream.js';
 import { DeadLetters } from './dlq.js';
 import type { ProcessingFunction } from './function.js';
 import { Lane } from './lane.js';
@@ -85,7 +86,7 @@ export class Processor {
     const { nc, ch, log } = this.o;
     await migrate(ch.client, { database: ch.database, ttlDays: this.o.ttlDays });
     const jsm = await jetstreamManager(nc);
-    const info = await jsm.streams.info(this.o.stream);
+    const info = await waitForStream(nc, this.o.stream, log);
     this.streamId = `${info.config.name}@${info.created}`;
     const dlq = new DeadLetters(nc, log);
     const tables = [...new Set(this.o.functions.flatMap((f) => f.tables))];

@@ -10,7 +10,7 @@ import { jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { openClickHouse, type ClickHouse } from '../../lib/clickhouse.js';
 import { logger } from '../../lib/logger.js';
-import { ensureStream } from '../../edge/stream.js';
+import { ensureStream } from '../../lib/raw-stream.js';
 import { encodeEnvelope, envelopeSubject, messageId, type Envelope } from '../../schemas/envelope.js';
 import { onExit } from './cleanup.js';
 

@@ -1,10 +1,11 @@
 /**
- * The raw stream: created on first use with file storage, retention by age and bytes, and
- * a duplicate window for message-id de-duplication. An existing stream is left as it is.
+ * The raw stream: created by the edge on first use with file storage, retention by age and
+ * bytes, and a duplicate window for message-id de-duplication; an existing stream is left as
+ * it is. Processors wait for it.
  */
 import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type StreamInfo } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { Logger } from '../lib/logger.js';
+import type { Logger } from './logger.js';
 
 export interface StreamSettings {
   /** Stream name, `NETRIG_RAW` by default. */
@@ -21,6 +22,25 @@ export interface StreamSettings {
 }
 
 const NS_PER_S = 1_000_000_000;
+
+/** Wait until the stream exists (an edge creates it); logs once while waiting. */
+export async function waitForStream(nc: NatsConnection, name: string, log: Logger, signal?: AbortSignal): Promise<StreamInfo> {
+  const jsm = await jetstreamManager(nc);
+  let logged = false;
+  for (;;) {
+    try {
+      return await jsm.streams.info(name);
+    } catch (err) {
+      if (!/stream not found/i.test((err as Error).message)) throw err;
+    }
+    if (signal?.aborted) throw new Error(`stopped while waiting for stream ${name}`);
+    if (!logged) {
+      logged = true;
+      log.info({ stream: name }, 'waiting for the stream: start an edge (netrig edge) to create it');
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
 
 /** Create the stream if it is missing; returns its info either way. */
 export async function ensureStream(nc: NatsConnection, s: StreamSettings, log: Logger): Promise<StreamInfo> {

@@ -1,0 +1,89 @@
+/**
+ * `netrig query` and `netrig report`: SQL against wherever the rows are. Through the
+ * endpoint of a running `netrig up` when it holds the data dir, else opening the embedded
+ * store directly, or a ClickHouse server by URL.
+ */
+import { resolve } from 'node:path';
+import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { ClickHouseAuthError, openClickHouse } from '../lib/clickhouse.js';
+import { ConfigError } from '../lib/errors.js';
+import { identifier } from '../schemas/migrate.js';
+import { readEndpoint } from './endpoint-file.js';
+
+export interface QueryTargetInput {
+  dataDir?: string;
+  clickhouseUrl?: string;
+  clickhouseUser?: string;
+  clickhousePassword?: string;
+  database?: string;
+}
+
+export interface QueryTarget {
+  client: ClickHouseClient;
+  database: string;
+  close(): Promise<void>;
+}
+
+/** Open the right client for a query. */
+export async function openQueryTarget(input: QueryTargetInput): Promise<QueryTarget> {
+  const database = identifier('database', input.database ?? 'netrig');
+  if (input.clickhouseUrl) {
+    const ch = await openClickHouse({ url: input.clickhouseUrl, user: input.clickhouseUser, password: input.clickhousePassword, database });
+    return { client: ch.client, database, close: () => ch.close() };
+  }
+  const dataDir = resolve(input.dataDir ?? './.netrig');
+  const ep = readEndpoint(dataDir);
+  if (ep) {
+    const user = input.clickhouseUser ?? ep.user;
+    const client = createClient({ url: ep.url, username: user, password: input.clickhousePassword ?? '', database, clickhouse_settings: { output_format_json_quote_64bit_integers: 1 } });
+    try {
+      await client.query({ query: 'SELECT 1', format: 'JSONEachRow' }).then((r) => r.json());
+    } catch (err) {
+      await client.close();
+      if ((err as { code?: string }).code === '516') throw new ClickHouseAuthError(ep.url, user, { cause: err });
+      throw err;
+    }
+    return { client, database, close: () => client.close() };
+  }
+  const ch = await openClickHouse({ dataDir, database });
+  return { client: ch.client, database, close: () => ch.close() };
+}
+
+interface JsonCompact {
+  meta: { name: string; type: string }[];
+  data: unknown[][];
+}
+
+function cell(v: unknown): string {
+  if (v === null || v === undefined) return 'NULL';
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+/** Rows as an aligned text table, numbers right-aligned. */
+export function formatTable(r: JsonCompact): string {
+  const cols = r.meta.map((m) => m.name);
+  const cells = r.data.map((row) => row.map(cell));
+  const numeric = r.meta.map((m) => /^(U?Int|Float|Decimal)/.test(m.type.replace(/^(Nullable|LowCardinality)\(/, '')));
+  const widths = cols.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i].length)));
+  const fmt = (vals: string[]) => vals.map((v, i) => (numeric[i] ? v.padStart(widths[i]) : v.padEnd(widths[i]))).join('  ').trimEnd();
+  return [fmt(cols), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(fmt), `(${r.data.length} row${r.data.length === 1 ? '' : 's'})`].join('\n') + '\n';
+}
+
+/** Run `sql` and write the result in `format` to `out`. */
+export async function runQuery(t: QueryTarget, sql: string, format: string, out: NodeJS.WritableStream): Promise<void> {
+  if (format !== 'table' && format !== 'json') throw new ConfigError('format', `expected table or json, got ${JSON.stringify(format)}`);
+  const text = sql.trim().replace(/;\s*$/, '');
+  const isSelect = /^(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b/i.test(text);
+  if (!isSelect) {
+    await t.client.command({ query: text });
+    return;
+  }
+  if (format === 'json') {
+    const rs = await t.client.query({ query: text, format: 'JSONEachRow' });
+    for (const row of await rs.json<Record<string, unknown>>()) out.write(`${JSON.stringify(row)}\n`);
+    return;
+  }
+  const rs = await t.client.query({ query: text, format: 'JSONCompact' });
+  out.write(formatTable(await rs.json<JsonCompact>() as unknown as JsonCompact));
+}

@@ -1,0 +1,48 @@
+/**
+ * Ready SQL reports (`netrig report NAME`). Each takes the database and a look-back window.
+ */
+
+export interface Report {
+  description: string;
+  sql: (db: string, since: string) => string;
+}
+
+export const REPORTS: Readonly<Record<string, Report>> = {
+  'top-endpoints': {
+    description: 'busiest HTTP endpoints with error counts and latency percentiles',
+    sql: (db, since) => `
+      SELECT host, path, count() AS requests, countIf(status >= 500) AS errors_5xx, countIf(timed_out = 1) AS timeouts,
+             round(quantile(0.5)(latency_ns) / 1e6, 3) AS p50_ms, round(quantile(0.99)(latency_ns) / 1e6, 3) AS p99_ms
+      FROM ${db}.http_requests WHERE ts > now64(9) - INTERVAL ${since}
+      GROUP BY host, path ORDER BY requests DESC, host, path LIMIT 25`,
+  },
+  errors: {
+    description: 'HTTP errors (status 4xx/5xx, gRPC errors) and timed-out requests by endpoint',
+    sql: (db, since) => `
+      SELECT host, path, status, grpc_status, timed_out, count() AS requests, any(comm) AS example_process
+      FROM ${db}.http_requests
+      WHERE ts > now64(9) - INTERVAL ${since} AND (status >= 400 OR timed_out = 1 OR grpc_status > 0)
+      GROUP BY host, path, status, grpc_status, timed_out ORDER BY requests DESC, host, path LIMIT 50`,
+  },
+  retransmits: {
+    description: 'TCP retransmits by connection endpoints',
+    sql: (db, since) => `
+      SELECT node, saddr, daddr, dport, kind, count() AS retransmits, any(comm) AS process
+      FROM ${db}.tcp_events WHERE ts > now64(9) - INTERVAL ${since} AND kind IN ('retransmit', 'synack_retransmit')
+      GROUP BY node, saddr, daddr, dport, kind ORDER BY retransmits DESC LIMIT 50`,
+  },
+  drops: {
+    description: 'packet drops by reason and the kernel location that dropped them',
+    sql: (db, since) => `
+      SELECT node, drop_reason, drop_location, protocol, count() AS drops, sum(pkt_len) AS bytes
+      FROM ${db}.tcp_events WHERE ts > now64(9) - INTERVAL ${since} AND kind = 'drop'
+      GROUP BY node, drop_reason, drop_location, protocol ORDER BY drops DESC LIMIT 50`,
+  },
+  losses: {
+    description: 'records netrig lost (ring buffer full, NATS away) by node, kind and cause',
+    sql: (db, since) => `
+      SELECT node, kind, cause, sum(records) AS records, min(ts) AS first, max(ts) AS last
+      FROM ${db}.capture_losses WHERE ts > now64(9) - INTERVAL ${since}
+      GROUP BY node, kind, cause ORDER BY records DESC`,
+  },
+};

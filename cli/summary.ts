@@ -1,0 +1,103 @@
+/**
+ * The live summary of `netrig up`: records/s, rows/s per table, lost records, consumer lag
+ * and the slowest endpoints by p99. Redrawn in place on a terminal; one plain line per
+ * interval otherwise (logs, CI).
+ */
+import type { Edge } from '../edge/edge.js';
+import type { ClickHouse } from '../lib/clickhouse.js';
+import type { Processor } from '../processors/runtime/processor.js';
+
+interface TopEndpoint {
+  host: string;
+  path: string;
+  n: string;
+  p99_ms: number;
+}
+
+export class Summary {
+  private timer: NodeJS.Timeout | null = null;
+  private lastRecords = 0;
+  private lastRows = new Map<string, number>();
+  private lastAt = performance.now();
+  private busy = false;
+
+  constructor(
+    private readonly edge: Edge,
+    private readonly processor: Processor,
+    private readonly ch: ClickHouse,
+    private readonly out: NodeJS.WriteStream,
+    private readonly intervalMs: number,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.tick(), this.intervalMs);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private async top(): Promise<TopEndpoint[]> {
+    try {
+      const rs = await this.ch.client.query({
+        query: `SELECT host, path, count() AS n, round(quantile(0.99)(latency_ns) / 1e6, 2) AS p99_ms
+                FROM ${this.ch.database}.http_requests WHERE ts > now64(9) - INTERVAL 5 MINUTE AND timed_out = 0
+                GROUP BY host, path ORDER BY p99_ms DESC LIMIT 5`,
+        format: 'JSONEachRow',
+      });
+      return await rs.json<TopEndpoint>();
+    } catch {
+      return [];
+    }
+  }
+
+  private async tick(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      const now = performance.now();
+      const secs = Math.max(0.001, (now - this.lastAt) / 1000);
+      this.lastAt = now;
+      const records = this.edge.drained.reduce((a, b) => a + b, 0);
+      const recordsPerSec = (records - this.lastRecords) / secs;
+      this.lastRecords = records;
+      const rowsPerSec: [string, number][] = [];
+      for (const v of (await this.processor.metrics.rows.get()).values) {
+        const table = String(v.labels.table);
+        rowsPerSec.push([table, (v.value - (this.lastRows.get(table) ?? 0)) / secs]);
+        this.lastRows.set(table, v.value);
+      }
+      const lost = this.edge.ledger.total();
+      const lag = (await this.processor.metrics.lag.get()).values.reduce((a, v) => a + v.value, 0);
+      const top = await this.top();
+      if (this.out.isTTY) this.draw(recordsPerSec, rowsPerSec, lost, lag, top);
+      else this.line(recordsPerSec, rowsPerSec, lost, lag, top);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private line(rps: number, rows: [string, number][], lost: number, lag: number, top: TopEndpoint[]): void {
+    const rowText = rows.map(([t, r]) => `${t}=${r.toFixed(1)}`).join(' ');
+    const slow = top[0] ? ` slowest=${top[0].host}${top[0].path} p99=${top[0].p99_ms}ms` : '';
+    this.out.write(`netrig: records/s=${rps.toFixed(0)} rows/s ${rowText || '-'} lost=${lost} lag=${lag}${slow}\n`);
+  }
+
+  private draw(rps: number, rows: [string, number][], lost: number, lag: number, top: TopEndpoint[]): void {
+    const lines = [
+      `netrig up — ${new Date().toISOString()}  (Ctrl-C stops)`,
+      '',
+      `  records/s     ${rps.toFixed(0)}`,
+      `  lost records  ${lost}`,
+      `  consumer lag  ${lag} messages`,
+      '',
+      '  rows/s',
+      ...(rows.length ? rows.map(([t, r]) => `    ${t.padEnd(16)} ${r.toFixed(1)}`) : ['    -']),
+      '',
+      '  slowest endpoints (p99, last 5 min)',
+      ...(top.length ? top.map((e) => `    ${String(e.p99_ms).padStart(10)} ms  ${e.n.padStart(7)}  ${e.host}${e.path}`) : ['    -']),
+    ];
+    this.out.write(`\x1b[H\x1b[2J${lines.join('\n')}\n`);
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * `netrig up`: the whole pipeline on this host. A nats-server of its own (or --nats), the
+ * embedded ClickHouse engine under the data dir served on a ClickHouse-compatible HTTP
+ * endpoint (or --clickhouse-url), a processor and the edge; a live summary until Ctrl-C,
+ * then everything stops in reverse order with nothing left attached or running.
+ */
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { runEdge, type EdgeInput, type RunningEdge } from '../edge/index.js';
+import { lockDataDir, openClickHouse, type ClickHouse } from '../lib/clickhouse.js';
+import { ClickHouseEndpoint } from '../lib/clickhouse-endpoint.js';
+import { intValue } from '../lib/config.js';
+import { logger } from '../lib/logger.js';
+import { startOwnedNatsServer, type OwnedNatsServer } from '../lib/nats-server.js';
+import { clickhouseTarget, runProcessor, type RunningProcessor } from '../processors/index.js';
+import { writeEndpoint } from './endpoint-file.js';
+import { Summary } from './summary.js';
+
+export interface UpInput extends EdgeInput {
+  dataDir?: string;
+  natsPort?: string | number;
+  clickhouseUrl?: string;
+  clickhouseUser?: string;
+  clickhousePassword?: string;
+  database?: string;
+  httpHost?: string;
+  httpPort?: string | number;
+  user?: string;
+  password?: string;
+  functions?: string;
+  ttlDays?: string | number;
+  processorMetricsPort?: string | number;
+  summaryInterval?: string | number;
+}
+
+/** A running `netrig up`. */
+export interface Up {
+  endpointUrl: string | null;
+  natsUrl: string;
+  stop(): Promise<void>;
+}
+
+function localPort(url: string | undefined): number[] {
+  if (!url) return [];
+  try {
+    const u = new URL(url);
+    return ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(u.hostname) ? [Number(u.port || (u.protocol === 'https:' ? 8443 : 8123))] : [];
+  } catch {
+    return [];
+  }
+}
+
+export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdout): Promise<Up> {
+  const log = logger('up');
+  const dataDir = resolve(input.dataDir ?? './.netrig');
+  mkdirSync(dataDir, { recursive: true });
+  const unlock = lockDataDir(dataDir);
+  const undo: (() => Promise<void> | void)[] = [unlock];
+  const stopAll = async () => {
+    for (const u of undo.splice(0).reverse()) {
+      try {
+        await u();
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'stop step failed');
+      }
+    }
+  };
+  try {
+    // NATS: our own server unless one is given.
+    let nats: OwnedNatsServer | null = null;
+    let natsUrl = input.nats;
+    if (!natsUrl) {
+      nats = await startOwnedNatsServer(intValue('nats-port', input.natsPort ?? 4222, 0, 65535), join(dataDir, 'nats'), log);
+      undo.push(() => nats!.stop());
+      natsUrl = nats.url;
+    }
+
+    // ClickHouse: the embedded engine (served over HTTP) unless a server is given.
+    const ch: ClickHouse = await openClickHouse(clickhouseTarget({ ...input, dataDir }));
+    undo.push(() => ch.close());
+    let endpoint: ClickHouseEndpoint | null = null;
+    let endpointUrl: string | null = null;
+    if (ch.connection) {
+      endpoint = new ClickHouseEndpoint({
+        connection: ch.connection, database: ch.database, user: input.user ?? 'default', password: input.password ?? '',
+        host: input.httpHost ?? '127.0.0.1', port: intValue('http-port', input.httpPort ?? 8123, 0, 65535), log,
+      });
+      await endpoint.start();
+      undo.push(() => endpoint!.stop());
+      endpointUrl = `http://${input.httpHost ?? '127.0.0.1'}:${endpoint.port}`;
+      undo.push(writeEndpoint(dataDir, { url: endpointUrl, user: input.user ?? 'default', database: ch.database, pid: process.pid }));
+    }
+
+    // The edge never captures netrig itself: this process, its nats-server, the endpoint.
+    const edge: RunningEdge = await runEdge({
+      ...input,
+      nats: natsUrl,
+      excludePids: [...(nats ? [nats.pid] : []), ...String(input.excludePids ?? '').split(',').filter(Boolean).map(Number)],
+      excludePorts: [...(endpoint ? [endpoint.port] : []), ...localPort(input.clickhouseUrl), ...String(input.excludePorts ?? '').split(',').filter(Boolean).map(Number)],
+    });
+    undo.push(() => edge.stop());
+
+    const processor: RunningProcessor = await runProcessor(
+      { ...input, nats: natsUrl, metricsPort: input.processorMetricsPort ?? 0 },
+      { ch },
+    );
+    undo.push(() => processor.stop());
+
+    const summary = new Summary(edge.edge, processor.processor, ch, out, intValue('summary-interval', input.summaryInterval ?? 1, 1, 3600) * 1000);
+    summary.start();
+    undo.push(() => summary.stop());
+    log.info({ nats: natsUrl, clickhouse: endpointUrl ?? ch.where, dataDir }, 'netrig up: running; Ctrl-C stops it');
+    return { endpointUrl, natsUrl, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
