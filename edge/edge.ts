@@ -41,7 +41,7 @@ export interface EdgeOptions {
 }
 
 /** A drain that yields this many records is followed at once by the next. */
-const BUSY_DRAIN_RECORDS = 4096;
+export const BUSY_DRAIN_RECORDS = 4096;
 const HOUSEKEEPING_MS = 1000;
 
 /** Offset CLOCK_REALTIME − CLOCK_MONOTONIC as [seconds, nanoseconds]. */

@@ -52,9 +52,12 @@ function replySubject(m: JsMsg): string {
   return (m as unknown as { msg: { reply?: string } }).msg.reply ?? '';
 }
 
-/** Durable consumer name of a lane. */
-export function consumerName(fn: string, shard: number): string {
-  return `netrig_${fn}_${shard}`;
+/**
+ * Durable consumer name of a lane. The database is part of it: pipelines writing to
+ * different databases (a replay, a second deployment) read the stream independently.
+ */
+export function consumerName(database: string, fn: string, shard: number): string {
+  return `netrig_${database}_${fn}_${shard}`;
 }
 
 export class Processor {
@@ -107,7 +110,7 @@ export class Processor {
   }
 
   private async openConsumer(jsm: JetStreamManager, lane: Lane): Promise<void> {
-    const name = consumerName(lane.fn.name, lane.shard);
+    const name = consumerName(this.o.ch.database, lane.fn.name, lane.shard);
     let start = 0;
     try {
       const ci = await jsm.consumers.info(this.o.stream, name);
@@ -173,7 +176,7 @@ export class Processor {
       const labels = { fn: lane.fn.name, shard: String(lane.shard) };
       this.metrics.lwmLag.set(labels, lane.lowWaterLag());
       try {
-        const ci = await jsm.consumers.info(this.o.stream, consumerName(lane.fn.name, lane.shard));
+        const ci = await jsm.consumers.info(this.o.stream, consumerName(this.o.ch.database, lane.fn.name, lane.shard));
         this.metrics.lag.set(labels, ci.num_pending);
       } catch {
         // Lag is informational; the consume loop reports real failures.
@@ -185,7 +188,7 @@ export class Processor {
   async lag(): Promise<number> {
     const jsm = await jetstreamManager(this.o.nc);
     let n = 0;
-    for (const lane of this.lanes) n += (await jsm.consumers.info(this.o.stream, consumerName(lane.fn.name, lane.shard))).num_pending;
+    for (const lane of this.lanes) n += (await jsm.consumers.info(this.o.stream, consumerName(this.o.ch.database, lane.fn.name, lane.shard))).num_pending;
     return n;
   }
 
