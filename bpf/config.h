@@ -12,7 +12,9 @@ struct netrig_config {
 };
 
 enum config_drop_flags {
-	CFG_DROP_NOT_SPECIFIED = 1 << 0, /* also report drops whose reason is NOT_SPECIFIED */
+	/* also report drops that are mostly noise: reason NOT_SPECIFIED, and QUEUE_PURGE
+	 * (buffers freed when a socket closes with data still queued) */
+	CFG_DROP_NOISY = 1 << 0,
 };
 
 enum filter_type {

@@ -151,13 +151,15 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
 	     struct sock *rx_sk)
 {
-	/* Real drops only: CONSUMED is a normal free; NOT_SPECIFIED only when asked for. */
+	/* Real drops only: CONSUMED is a normal free; the noisy reasons only when asked for. */
 	__u32 not_specified = bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED);
 	if (reason < not_specified)
 		return 0;
-	if (reason == not_specified) {
+	if (reason == not_specified ||
+	    (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_QUEUE_PURGE) &&
+	     reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_QUEUE_PURGE))) {
 		struct netrig_config *cfg = get_config();
-		if (!cfg || !(cfg->drop_flags & CFG_DROP_NOT_SPECIFIED))
+		if (!cfg || !(cfg->drop_flags & CFG_DROP_NOISY))
 			return 0;
 	}
 	struct skb_drop_rec r = {};

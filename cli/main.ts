@@ -47,6 +47,7 @@ function edgeOptions(cmd: Command): Command {
     .option('--node <name>', 'node name (default: hostname)')
     .option('--shards <n>', 'shards per node', '16')
     .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
+    .option('--subject-prefix <prefix>', 'subjects are <prefix>.<region>.<node>.<shard>', 'netrig.raw')
     .option('--stream-max-age <duration>', 'stream retention by age (e.g. 24h, 7d)', '24h')
     .option('--stream-max-bytes <size>', 'stream retention by size (e.g. 8GiB)', '8GiB')
     .option('--duplicate-window <duration>', 'message-id de-duplication window', '2m')
@@ -62,7 +63,7 @@ function edgeOptions(cmd: Command): Command {
     .option('--include-netns <list>', 'capture payload only in these network namespaces (inode numbers)')
     .option('--exclude-netns <list>', 'never capture payload in these network namespaces')
     .option('--include-cgroups <list>', 'capture payload only in these cgroup v2 ids')
-    .option('--report-unspecified-drops', 'also report drops whose reason is NOT_SPECIFIED')
+    .option('--report-noisy-drops', 'also report drops with reason NOT_SPECIFIED or QUEUE_PURGE (mostly normal frees)')
     .option('--metrics-port <port>', 'edge Prometheus /metrics port (0 picks one)', '9464');
 }
 
@@ -107,6 +108,7 @@ clickhouseOptions(processorOptions(natsOption(program.command('process'))))
   .description('run processing functions: raw stream → ClickHouse rows')
   .option('--shards <n>', 'shards per node, as the edges publish them', '16')
   .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
+  .option('--subject-prefix <prefix>', 'subjects the edges publish on: <prefix>.<region>.<node>.<shard>', 'netrig.raw')
   .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks one)', '9465')
   .action(async (opts) => {
     const running = await runProcessor(opts).catch(fail);

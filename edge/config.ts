@@ -34,7 +34,7 @@ export interface EdgeInput {
   includeNetns?: string | number[];
   excludeNetns?: string | number[];
   includeCgroups?: string | bigint[];
-  reportUnspecifiedDrops?: boolean;
+  reportNoisyDrops?: boolean;
   metricsPort?: string | number;
   objectPath?: string;
 }
@@ -61,7 +61,7 @@ export function edgeConfig(input: EdgeInput): EdgeConfig {
   const settings: CaptureSettings = {
     captureBytes: bytesValue('capture-bytes', input.captureBytes ?? '16KiB', 0, 65536),
     samplePerMillion: Math.round(sampleRate * 1_000_000),
-    reportUnspecifiedDrops: input.reportUnspecifiedDrops ?? false,
+    reportNoisyDrops: input.reportNoisyDrops ?? false,
     include: {
       pids: intList('include-pids', input.includePids, 1, 2 ** 22),
       ports: intList('include-ports', input.includePorts, 1, 65535),

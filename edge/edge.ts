@@ -139,13 +139,21 @@ export class Edge {
     this.metrics.ringFill.set(this.source.fill());
   }
 
-  /** Empty envelopes for shards that sent nothing for a heartbeat interval. */
+  /**
+   * Empty envelopes for shards that sent nothing for a heartbeat interval. A shard with
+   * envelopes still queued (NATS slow or away) needs none: those will move its clock.
+   */
   private heartbeats(): void {
     for (let shard = 0; shard < this.opts.shards; shard++) {
       if (this.nowMs - this.lastEnvelopeMs[shard] >= this.opts.heartbeatMs) {
-        this.seal({ shard, records: Buffer.alloc(0), count: 0, kinds: new Uint32Array(REC_KIND_MAX), dropLocations: new Set(), dropReasons: new Set() });
+        if (this.publisher.queued(shard)) this.lastEnvelopeMs[shard] = this.nowMs;
+        else this.heartbeat(shard);
       }
     }
+  }
+
+  private heartbeat(shard: number): void {
+    this.seal({ shard, records: Buffer.alloc(0), count: 0, kinds: new Uint32Array(REC_KIND_MAX), dropLocations: new Set(), dropReasons: new Set() });
   }
 
   private seal(b: SealedBatch): void {
@@ -190,12 +198,16 @@ export class Edge {
       clearImmediate(this.timer as NodeJS.Immediate);
     }
     this.source.poll(this.visit);
-    this.batcher.flush();
+    // Kernel losses first, so the last envelopes carry them; an empty one if none is left.
     this.housekeeping();
+    this.batcher.flush();
+    if (this.ledger.hasPending()) this.heartbeat(0);
     const flushed = await this.publisher.flush(flushMs);
     const unsent = this.publisher.stop();
     this.source.close();
-    if (!flushed || unsent) this.log.warn({ unsentRecords: unsent }, 'edge stopped with unsent records');
+    if (!flushed || unsent || this.ledger.hasPending()) {
+      this.log.warn({ unsentRecords: unsent, unreportedLosses: this.ledger.take() }, 'edge stopped with unsent records');
+    }
     this.log.info({ run: this.runId, envelopes: this.seq }, 'edge stopped');
   }
 }

@@ -29,8 +29,8 @@ export interface CaptureSettings {
   captureBytes: number;
   /** Share of sockets whose payload is captured, in millionths (1e6 = all). */
   samplePerMillion: number;
-  /** Also report drops whose reason is NOT_SPECIFIED (noisy on some kernels). */
-  reportUnspecifiedDrops: boolean;
+  /** Also report the noisy drop reasons: NOT_SPECIFIED and QUEUE_PURGE (frees at socket close). */
+  reportNoisyDrops: boolean;
   /** Capture only sockets matching every non-empty list. */
   include: FilterSet;
   /** Never capture sockets matching any of these. */
@@ -98,7 +98,7 @@ export class LibbpfSource implements RecordSource {
     cfg.writeUInt32LE(Math.min(s.captureBytes, 65536), f.capture_bytes);
     cfg.writeUInt32LE(s.samplePerMillion, f.sample_per_million);
     cfg.writeUInt32LE(includeMask, f.include_mask);
-    cfg.writeUInt32LE(s.reportUnspecifiedDrops ? 1 : 0, f.drop_flags);
+    cfg.writeUInt32LE(s.reportNoisyDrops ? 1 : 0, f.drop_flags);
     this.update(this.cfgMap, Buffer.alloc(4), cfg);
 
     // Filters: write the wanted entries, delete the ones no longer wanted.

@@ -35,6 +35,21 @@ export class LossLedger {
     for (let k = 0; k < kinds.length; k++) if (kinds[k]) this.add(k, cause, kinds[k]);
   }
 
+  /** Put back counts an envelope took but never delivered (totals already include them). */
+  restore(counts: LossCount[]): void {
+    for (const l of counts) {
+      const key = `${l.kind}/${l.cause}`;
+      const p = this.pending.get(key);
+      if (p) p.records += l.records;
+      else this.pending.set(key, { ...l });
+    }
+  }
+
+  /** Counts are waiting for an envelope. */
+  hasPending(): boolean {
+    return this.pending.size > 0;
+  }
+
   /** Hand the pending counts to an envelope and start afresh. */
   take(): LossCount[] {
     if (this.pending.size === 0) return [];

@@ -6,7 +6,7 @@
  * envelope that does not fit is dropped and its records are counted as lost.
  */
 import type { JetStreamClient } from '@nats-io/jetstream';
-import { encodeEnvelope, envelopeSubject, messageId, type Envelope } from '../schemas/envelope.js';
+import { encodeEnvelope, envelopeSubject, messageId, type Envelope, type LossCount } from '../schemas/envelope.js';
 import type { Logger } from '../lib/logger.js';
 import { LossCause, type LossLedger } from './losses.js';
 import type { EdgeMetrics } from './metrics.js';
@@ -20,6 +20,8 @@ export interface PendingEnvelope {
   /** Bytes it holds in the buffer. */
   bytes: number;
   encoded?: Buffer;
+  /** Loss counts it took from the ledger when it was encoded. */
+  lost?: LossCount[];
 }
 
 export interface PublisherOptions {
@@ -49,6 +51,11 @@ export class Publisher {
     private readonly log: Logger,
   ) {}
 
+  /** Envelopes of `shard` waiting to be published. */
+  queued(shard: number): number {
+    return this.queues[shard]?.length ?? 0;
+  }
+
   /** Bytes waiting in the buffer. */
   get bufferedBytes(): number {
     return this.buffered;
@@ -75,7 +82,10 @@ export class Publisher {
     let backoff = RETRY_MIN_MS;
     while (q.length && !this.stopped) {
       const p = q[0];
-      p.encoded ??= encodeEnvelope({ ...p.envelope, lost: this.ledger.take() });
+      if (!p.encoded) {
+        p.lost = this.ledger.take();
+        p.encoded = encodeEnvelope({ ...p.envelope, lost: p.lost });
+      }
       const started = performance.now();
       try {
         await this.js.publish(envelopeSubject(this.opts.subjectPrefix, p.envelope), p.encoded, {
@@ -118,12 +128,16 @@ export class Publisher {
     });
   }
 
-  /** Stop publishing; envelopes still queued are counted as lost for 'shutdown'. */
+  /**
+   * Stop publishing; envelopes still queued are counted as lost for 'shutdown', and the loss
+   * counts they carried go back to the ledger.
+   */
   stop(): number {
     this.stopped = true;
     let records = 0;
     for (const q of this.queues) {
       for (const p of q ?? []) {
+        if (p.lost) this.ledger.restore(p.lost);
         this.ledger.addBatch(p.kinds, LossCause.Shutdown);
         records += p.envelope.count;
       }

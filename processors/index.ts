@@ -14,6 +14,7 @@ import { logger } from '../lib/logger.js';
 import { serveMetrics } from '../lib/metrics-server.js';
 import { connectNats } from '../lib/nats.js';
 import { identifier } from '../schemas/migrate.js';
+import { http1Function } from './http1/index.js';
 import { lossesFunction } from './losses/index.js';
 import type { ProcessingFunction } from './runtime/function.js';
 import { Processor } from './runtime/processor.js';
@@ -24,6 +25,7 @@ export type { ProcessingFunction, FunctionLane, LaneContext, Row } from './runti
 
 /** Every processing function, by name. */
 export const FUNCTIONS: Readonly<Record<string, ProcessingFunction>> = {
+  http1: http1Function,
   tcp: tcpFunction,
   losses: lossesFunction,
 };

@@ -168,8 +168,9 @@ static __always_inline void fill_tuple(struct flow_tuple *t, const struct sock_c
 		map_v4(t->saddr, BPF_CORE_READ(skc, skc_rcv_saddr));
 		map_v4(t->daddr, BPF_CORE_READ(skc, skc_daddr));
 	} else {
-		BPF_CORE_READ_INTO(t->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(t->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+		/* &t->saddr: the macro copies sizeof(*dst), all 16 bytes of the array. */
+		BPF_CORE_READ_INTO(&t->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&t->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
 	}
 }
 

@@ -28,6 +28,15 @@ export interface EnvelopeContext {
 export interface LaneContext {
   shard: number;
   log: Logger;
+  /** Identity of the stream (`<name>@<created>`), as rows carry it in `_stream`. */
+  streamId: string;
+  /**
+   * True when earlier runs committed rows for this function and shard: the lane re-reads
+   * messages a previous owner handled, and may read its own committed rows to resume.
+   */
+  resuming: boolean;
+  /** Run a read-only query against the rows' database (`{db}` is replaced by its name). */
+  query<T>(sql: string, params?: Record<string, unknown>): Promise<T[]>;
   /** Emit a row completed by the message being handled. */
   emit(table: string, row: Row): void;
   /** Count something the function saw (parse errors, resyncs, ...), exported as a metric. */
@@ -53,5 +62,5 @@ export interface ProcessingFunction {
   readonly name: string;
   readonly kinds: readonly number[];
   readonly tables: readonly string[];
-  createLane(ctx: LaneContext): FunctionLane;
+  createLane(ctx: LaneContext): FunctionLane | Promise<FunctionLane>;
 }

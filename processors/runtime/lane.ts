@@ -12,7 +12,7 @@ import { decodeEnvelope } from '../../schemas/envelope.js';
 import { REC_HDR } from '../../schemas/layouts.js';
 import { decodeRecord, kindName, nextRecordOffset, RECORD_VERSIONS } from '../../schemas/records.js';
 import type { DeadLetters } from './dlq.js';
-import type { EnvelopeContext, FunctionLane, ProcessingFunction, Row } from './function.js';
+import type { EnvelopeContext, FunctionLane, LaneContext, ProcessingFunction, Row } from './function.js';
 import type { ProcessorMetrics } from './metrics.js';
 
 /** Rows of one table waiting for the next insert, in message order. */
@@ -34,6 +34,8 @@ export interface LaneMessage {
 export interface LaneOptions {
   fn: ProcessingFunction;
   shard: number;
+  /** Read-only queries against the rows' database. */
+  query: LaneContext['query'];
   /** Identity of the stream the rows derive from: `<name>@<created>`. */
   streamId: string;
   /** Highest sequence already committed per table by earlier runs. */
@@ -48,7 +50,7 @@ export class Lane {
   readonly shard: number;
   /** Highest sequence fully handled. */
   processedSeq = 0;
-  private readonly impl: FunctionLane;
+  private impl!: FunctionLane;
   private readonly wanted: Uint8Array;
   private pending = new Map<string, PendingRows>();
   private pendingCount = 0;
@@ -57,18 +59,27 @@ export class Lane {
   private unacked: [number, string][] = [];
   private readonly loggedOnce = new Set<string>();
 
-  constructor(private readonly o: LaneOptions) {
+  private constructor(private readonly o: LaneOptions) {
     this.fn = o.fn;
     this.shard = o.shard;
     this.wanted = new Uint8Array(0x10000);
     for (const k of o.fn.kinds) this.wanted[k] = 1;
+  }
+
+  /** A lane with its function's state created (which may read committed rows to resume). */
+  static async create(o: LaneOptions): Promise<Lane> {
+    const lane = new Lane(o);
     const fnLabel = { fn: o.fn.name };
-    this.impl = o.fn.createLane({
+    lane.impl = await o.fn.createLane({
       shard: o.shard,
       log: o.log,
-      emit: (table, row) => this.emit(table, row),
+      streamId: o.streamId,
+      resuming: [...o.committed.values()].some((seq) => seq > 0),
+      query: o.query,
+      emit: (table, row) => lane.emit(table, row),
       count: (event, n = 1) => o.metrics.events.inc({ ...fnLabel, event }, n),
     });
+    return lane;
   }
 
   /** Rows waiting to be inserted. */

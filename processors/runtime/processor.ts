@@ -99,7 +99,10 @@ export class Processor {
       for (const shard of this.o.shards) {
         const laneCommitted = new Map<string, number>();
         for (const t of fn.tables) laneCommitted.set(t, committed.get(t)?.get(`${fn.name}/${shard}`) ?? 0);
-        const lane = new Lane({ fn, shard, streamId: this.streamId, committed: laneCommitted, metrics: this.metrics, dlq, log: log.child({ fn: fn.name, shard }) });
+        const lane = await Lane.create({
+          fn, shard, streamId: this.streamId, committed: laneCommitted, metrics: this.metrics, dlq,
+          log: log.child({ fn: fn.name, shard }), query: (sql, params) => this.query(sql, params),
+        });
         this.lanes.push(lane);
       }
     }
@@ -107,6 +110,11 @@ export class Processor {
     this.flushTimer = setInterval(() => void this.flush(), this.o.flushIntervalMs);
     this.lagTimer = setInterval(() => void this.pollLag(jsm), LAG_POLL_MS);
     log.info({ stream: this.streamId, functions: this.o.functions.map((f) => f.name), shards: this.o.shards.length, lanes: this.lanes.length }, 'processor started');
+  }
+
+  private async query<T>(sql: string, params?: Record<string, unknown>): Promise<T[]> {
+    const rs = await this.o.ch.client.query({ query: sql.replaceAll('{db}', this.o.ch.database), query_params: params, format: 'JSONEachRow' });
+    return rs.json<T>();
   }
 
   private async openConsumer(jsm: JetStreamManager, lane: Lane): Promise<void> {
