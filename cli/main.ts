@@ -3,11 +3,11 @@
  * The netrig command line: up, edge, process, query, report.
  */
 import { Command } from 'commander';
-import { NetrigError } from '../lib/errors.js';
+import { ConfigError, NetrigError } from '../lib/errors.js';
 import { rootLogger } from '../lib/logger.js';
 import { runEdge } from '../edge/index.js';
 import { runProcessor } from '../processors/index.js';
-import { openQueryTarget, runQuery } from './query.js';
+import { openQueryTarget, runQuery, type QueryTargetInput } from './query.js';
 import { REPORTS } from './reports.js';
 import { up } from './up.js';
 
@@ -35,6 +35,20 @@ function untilSignal(stop: () => Promise<void>): void {
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
+}
+
+/** Open the query target, print the result of the SQL `sql(database)` builds, close. */
+async function queryAndPrint(opts: QueryTargetInput & { format: string }, sql: (database: string) => string): Promise<void> {
+  try {
+    const t = await openQueryTarget(opts);
+    try {
+      await runQuery(t, sql(t.database), opts.format, process.stdout);
+    } finally {
+      await t.close();
+    }
+  } catch (err) {
+    fail(err);
+  }
 }
 
 function natsOption(cmd: Command): Command {
@@ -120,38 +134,18 @@ clickhouseOptions(program.command('query'))
   .description('run SQL against the rows (through a running `netrig up`, the data dir, or a server)')
   .argument('<sql>', 'the SQL statement')
   .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
-  .action(async (sql: string, opts) => {
-    try {
-      const t = await openQueryTarget(opts);
-      try {
-        await runQuery(t, sql, opts.format, process.stdout);
-      } finally {
-        await t.close();
-      }
-    } catch (err) {
-      fail(err);
-    }
-  });
+  .action((sql: string, opts) => queryAndPrint(opts, () => sql));
 
 clickhouseOptions(program.command('report'))
   .description(`ready reports: ${Object.keys(REPORTS).join(', ')}`)
   .argument('<name>', 'report name')
   .option('--format <format>', 'table or json', 'table')
   .option('--since <interval>', 'look-back window, e.g. "1 HOUR", "15 MINUTE", "7 DAY"', '1 HOUR')
-  .action(async (name: string, opts) => {
-    try {
-      const report = REPORTS[name];
-      if (!report) throw new NetrigError('ERR_CONFIG', `unknown report '${name}'; known: ${Object.keys(REPORTS).join(', ')}`);
-      if (!/^\d+ (SECOND|MINUTE|HOUR|DAY|WEEK|MONTH)$/i.test(opts.since)) throw new NetrigError('ERR_CONFIG', `--since: expected e.g. "15 MINUTE" or "7 DAY", got ${JSON.stringify(opts.since)}`);
-      const t = await openQueryTarget(opts);
-      try {
-        await runQuery(t, report.sql(t.database, opts.since), opts.format, process.stdout);
-      } finally {
-        await t.close();
-      }
-    } catch (err) {
-      fail(err);
-    }
+  .action((name: string, opts) => {
+    const report = REPORTS[name];
+    if (!report) fail(new ConfigError('report', `unknown report '${name}'; known: ${Object.keys(REPORTS).join(', ')}`));
+    if (!/^\d+ (SECOND|MINUTE|HOUR|DAY|WEEK|MONTH)$/i.test(opts.since)) fail(new ConfigError('since', `expected e.g. "15 MINUTE" or "7 DAY", got ${JSON.stringify(opts.since)}`));
+    return queryAndPrint(opts, (database) => report.sql(database, opts.since));
   });
 
 program.parseAsync(process.argv).catch(fail);

@@ -6,7 +6,7 @@
 import { BpfError, PrivilegeError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import {
-  libbpf, libbpfStrerror, setLibbpfLogger,
+  attachUprobe, libbpf, libbpfStrerror, setLibbpfLogger, type UprobeOptions,
   type BpfLinkPtr, type BpfMapPtr, type BpfObjectPtr, type BpfProgramPtr,
 } from './libbpf.js';
 import koffi from 'koffi';
@@ -89,12 +89,16 @@ export class BpfObject {
     throw new BpfError(`loading the BPF object failed: ${libbpfStrerror(err)}\n${detail}`, err);
   }
 
-  /** Attach every program by its section name; on failure, detach what was attached. */
+  /**
+   * Attach every program by its section name; on failure, detach what was attached.
+   * Uprobe programs name no binary in their section: attachUprobe() attaches them.
+   */
   attachAll(): AttachedProgram[] {
     let prog: BpfProgramPtr | null = null;
     while ((prog = libbpf.nextProgram(this.handle(), prog))) {
       const name = libbpf.programName(prog);
       const section = libbpf.programSection(prog);
+      if (section === 'uprobe' || section === 'uretprobe') continue;
       const link = libbpf.attach(prog);
       if (!link) {
         const errno = koffi.errno();
@@ -106,6 +110,26 @@ export class BpfObject {
     }
     this.log.info({ programs: this.attached.length }, 'bpf programs attached');
     return [...this.attached];
+  }
+
+  /**
+   * Attach the uprobe program `name` to a function of the ELF file at `path`, in every
+   * process that maps the file now or later. Returns false (and logs) when it cannot.
+   */
+  attachUprobe(name: string, path: string, o: UprobeOptions): boolean {
+    let prog: BpfProgramPtr | null = null;
+    while ((prog = libbpf.nextProgram(this.handle(), prog))) {
+      if (libbpf.programName(prog) !== name) continue;
+      const link = attachUprobe(prog, path, o);
+      if (!link) {
+        this.log.debug({ prog: name, path, func: o.funcName, err: libbpfStrerror(koffi.errno()) }, 'uprobe not attached');
+        return false;
+      }
+      this.links.push(link);
+      this.attached.push({ name, section: `${o.retprobe ? 'uretprobe' : 'uprobe'}:${path}:${o.funcName}` });
+      return true;
+    }
+    throw new BpfError(`BPF object has no program '${name}'`, 0);
   }
 
   /** A loaded map by name. */

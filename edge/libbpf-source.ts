@@ -11,7 +11,11 @@ import { libbpf, libbpfStrerror } from './libbpf.js';
 import { RingBufferReader } from './ringbuf.js';
 import type { RecordSource, RecordVisitor, SourceLoss } from './source.js';
 import { prepareHost } from './system.js';
+import { TlsTargets } from './tls-targets.js';
 import { BpfError } from '../lib/errors.js';
+
+/** New libssl files (containers, processes started later with their own) are looked for this often. */
+const TLS_SCAN_MS = 10_000;
 
 /** Loss causes as the kernel numbers them (enum loss_cause). */
 const KERNEL_LOSS_CAUSES = ['ringbuf_full'];
@@ -60,6 +64,8 @@ export class LibbpfSource implements RecordSource {
   private readonly ncpus: number;
   private readonly lossSeen = new Float64Array(REC_KIND_MAX * KERNEL_LOSS_CAUSES.length);
   private filterEntries = new Map<string, { key: Buffer; action: number }>();
+  private readonly tls: TlsTargets;
+  private readonly tlsTimer: NodeJS.Timeout;
 
   private constructor(private readonly obj: BpfObject, opts: LibbpfSourceOptions, private readonly log: Logger) {
     this.ncpus = libbpf.numPossibleCpus();
@@ -68,6 +74,9 @@ export class LibbpfSource implements RecordSource {
     this.filterMap = obj.map('filters');
     this.configure(opts.settings);
     this.programs = obj.attachAll();
+    this.tls = new TlsTargets(obj, log);
+    this.tls.scan();
+    this.tlsTimer = setInterval(() => this.tls.scan(), TLS_SCAN_MS).unref();
     const events = obj.map('events');
     this.ring = new RingBufferReader(events.fd, events.maxEntries);
   }
@@ -155,6 +164,7 @@ export class LibbpfSource implements RecordSource {
   }
 
   close(): void {
+    clearInterval(this.tlsTimer);
     this.ring.close();
     this.obj.close();
     this.log.info('bpf programs detached');

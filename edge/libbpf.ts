@@ -18,6 +18,29 @@ export type BpfMapPtr = { readonly __brand: 'bpf_map' };
 export type BpfProgramPtr = { readonly __brand: 'bpf_program' };
 export type BpfLinkPtr = { readonly __brand: 'bpf_link' };
 
+/** struct bpf_uprobe_opts (libbpf 1.1): sz, ref_ctr_offset, bpf_cookie, retprobe, func_name. */
+const UprobeOpts = koffi.struct('netrig_bpf_uprobe_opts', {
+  sz: 'size_t',
+  ref_ctr_offset: 'size_t',
+  bpf_cookie: 'uint64_t',
+  retprobe: 'bool',
+  func_name: 'const char *',
+});
+
+/** Options of bpf_program__attach_uprobe_opts. */
+export interface UprobeOptions {
+  retprobe: boolean;
+  funcName: string;
+}
+
+const attachUprobeOpts = lib.func('bpf_link *bpf_program__attach_uprobe_opts(bpf_program *prog, int pid, const char *path, size_t offset, netrig_bpf_uprobe_opts *opts)');
+
+/** Attach a uprobe program to `funcName` in the ELF file at `path`, for every process (pid -1). */
+export function attachUprobe(prog: BpfProgramPtr, path: string, o: UprobeOptions): BpfLinkPtr | null {
+  const opts = { sz: koffi.sizeof(UprobeOpts), ref_ctr_offset: 0, bpf_cookie: 0, retprobe: o.retprobe, func_name: o.funcName };
+  return attachUprobeOpts(prog, -1, path, 0, opts) as BpfLinkPtr | null;
+}
+
 export const libbpf = {
   openFile: lib.func('bpf_object *bpf_object__open_file(const char *path, void *opts)') as (path: string, opts: null) => BpfObjectPtr | null,
   load: lib.func('int bpf_object__load(bpf_object *obj)') as (o: BpfObjectPtr) => number,

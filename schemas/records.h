@@ -14,7 +14,7 @@
  *   0x0001-0x000f   connection lifecycle   (bpf/conn.h)
  *   0x0010-0x001f   socket payload         (bpf/sock_data.h)
  *   0x0020-0x002f   TCP and packet events  (bpf/tcp_events.h)
- *   0x0030-0x003f   TLS plaintext          (reserved for uprobes)
+ *   0x0030-0x003f   TLS plaintext          (bpf/tls.h)
  *   0x0040-0x00ff   reserved
  * Kinds stay below REC_KIND_MAX so per-kind counters are plain arrays.
  */
@@ -26,6 +26,7 @@ enum rec_kind {
 	REC_TCP_RETRANSMIT = 0x0020, /* segment or SYN/ACK retransmitted */
 	REC_TCP_RESET = 0x0021,      /* RST sent or received */
 	REC_SKB_DROP = 0x0022,       /* packet freed with a drop reason */
+	REC_TLS_DATA = 0x0030,       /* TLS plaintext of one SSL_read/SSL_write (sock_data_rec layout) */
 	REC_KIND_MAX = 0x0040,
 };
 

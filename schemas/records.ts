@@ -17,6 +17,7 @@ export const RecordKind = {
   TcpRetransmit: 0x0020,
   TcpReset: 0x0021,
   SkbDrop: 0x0022,
+  TlsData: 0x0030,
 } as const;
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
 
@@ -35,6 +36,7 @@ export const RECORD_VERSIONS: Readonly<Record<RecordKind, number>> = {
   [RecordKind.TcpRetransmit]: 1,
   [RecordKind.TcpReset]: 1,
   [RecordKind.SkbDrop]: 1,
+  [RecordKind.TlsData]: 1,
 };
 
 /** Human names of kinds, for logs, metrics and capture_losses rows. */
@@ -46,6 +48,7 @@ export const KIND_NAMES: Readonly<Record<number, string>> = {
   [RecordKind.TcpRetransmit]: 'tcp_retransmit',
   [RecordKind.TcpReset]: 'tcp_reset',
   [RecordKind.SkbDrop]: 'skb_drop',
+  [RecordKind.TlsData]: 'tls_data',
 };
 
 export function kindName(kind: number): string {
@@ -82,6 +85,9 @@ export type Role = (typeof Role)[keyof typeof Role];
 
 export const Direction = { Egress: 0, Ingress: 1 } as const;
 export type Direction = (typeof Direction)[keyof typeof Direction];
+
+/** enum tls_op (bpf/tls.h): the `syscall` field of TLS_DATA records. */
+export const TLS_OPS = ['', 'SSL_read', 'SSL_write', 'SSL_read_ex', 'SSL_write_ex'] as const;
 
 /** enum sock_op */
 export const SOCK_OPS = ['other', 'read', 'write', 'readv', 'writev', 'recvfrom', 'sendto', 'recvmsg', 'sendmsg', 'recvmmsg', 'sendmmsg'] as const;
@@ -158,6 +164,10 @@ export interface ConnCloseRecord extends RecordHeader {
   comm: string;
 }
 
+/**
+ * Socket payload (kind SockData) or TLS plaintext (kind TlsData: same layout, positions
+ * count plaintext bytes, `syscall` is an enum tls_op).
+ */
 export interface SockDataRecord extends RecordHeader {
   /** Position of payload[0] in this direction of the socket. */
   posBytes: number;
@@ -267,6 +277,7 @@ const MIN_SIZE: Readonly<Record<number, number>> = {
   [RecordKind.TcpRetransmit]: TCP_EVENT_REC.size,
   [RecordKind.TcpReset]: TCP_EVENT_REC.size,
   [RecordKind.SkbDrop]: SKB_DROP_REC.size,
+  [RecordKind.TlsData]: SOCK_DATA_REC.size,
 };
 
 /**
@@ -308,7 +319,8 @@ export function decodeRecord(b: Buffer, off: number): DecodedRecord | DecodeFail
         oldState: b[off + f.old_state], comm: cstr(b, off + f.comm, 16),
       };
     }
-    case RecordKind.SockData: {
+    case RecordKind.SockData:
+    case RecordKind.TlsData: {
       const f = SOCK_DATA_REC.fields;
       const cap = b.readUInt32LE(off + f.cap_bytes);
       if (f.payload + cap > h.sizeBytes) return 'bad_size';

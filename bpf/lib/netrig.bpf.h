@@ -61,6 +61,8 @@ struct {
 struct conn_state {
 	__u64 tx_pos_bytes;  /* next egress byte position */
 	__u64 rx_pos_bytes;  /* next ingress byte position */
+	__u64 tls_tx_pos_bytes; /* next egress plaintext position (TLS) */
+	__u64 tls_rx_pos_bytes; /* next ingress plaintext position (TLS) */
 	__u64 open_ts_ns;    /* ESTABLISHED, connect() or first sight */
 	__u64 connect_ts_ns; /* connect() for active opens */
 	__u64 cgroup_id;     /* owner's cgroup, when known */

@@ -1,5 +1,6 @@
 /**
- * http1: HTTP/1.0 and 1.1 exchanges in both roles → `http_requests`.
+ * http1: HTTP/1.0 and 1.1 exchanges in both roles → `http_requests`, from socket bytes and,
+ * for HTTPS, from the TLS plaintext the OpenSSL uprobes capture (rows with tls = 1).
  *
  * Per connection: a reassembler per direction orders the captured chunks by byte position
  * and turns gaps into events, and an Http1Connection pairs requests with responses. Kernel
@@ -51,6 +52,8 @@ interface ConnMeta {
 }
 
 interface Conn {
+  /** Fed TLS plaintext (uprobes) rather than the socket's bytes. */
+  tls: boolean;
   node: string;
   /** conn_id of its rows (boot id and socket cookie). */
   connId: string;
@@ -75,9 +78,22 @@ interface Conn {
   held: { x: Http1Exchange; clock: [number, number]; tsNs: number }[];
 }
 
-/** Key of a connection's remembered boundary: node and conn_id, as rows carry them. */
-function boundaryKey(node: string, connId: string): string {
-  return `${node}|${connId}`;
+/** Connections fed TLS plaintext are kept apart from their socket bytes under this key suffix. */
+const TLS_SUFFIX = '|tls';
+
+/** Key of a connection's remembered boundary: node, conn_id and tls, as rows carry them. */
+function boundaryKey(node: string, connId: string, tls: boolean): string {
+  return `${node}|${connId}|${tls ? 1 : 0}`;
+}
+
+/**
+ * The first byte of a connection cannot start an HTTP/1 message (methods and "HTTP/" start
+ * with a capital letter): TLS, SSH, database protocols are let go at once.
+ */
+function notHttpStart(rec: SockDataRecord): boolean {
+  if (rec.posBytes !== 0 || rec.offsetBytes !== 0 || rec.payload.length === 0) return false;
+  const b = rec.payload[0];
+  return b < 0x41 || b > 0x5a;
 }
 
 function roleHint(role: number): RoleHint {
@@ -109,36 +125,46 @@ class Http1Lane implements FunctionLane {
       case RecordKind.ConnOpen:
       case RecordKind.ConnInfo: {
         const r = rec as ConnOpenRecord | ConnInfoRecord;
+        const meta = { tuple: r.tuple, role: r.role, tgid: r.tgid, comm: r.comm, connFlags: r.connFlags };
         const c = this.conns.get(key);
         // CONN_OPEN of a server socket names no owner; CONN_INFO always does.
-        if (c && (rec.kind === RecordKind.ConnInfo || !c.meta)) {
-          c.meta = { tuple: r.tuple, role: r.role, tgid: r.tgid, comm: r.comm, connFlags: r.connFlags };
-          this.releaseHeld(c);
-        } else if (!c && r.tuple.protocol === 6) {
-          this.conn(key, rec.connId, env, rec.tsNs).meta = { tuple: r.tuple, role: r.role, tgid: r.tgid, comm: r.comm, connFlags: r.connFlags };
-        }
+        if (c && (rec.kind === RecordKind.ConnInfo || !c.meta)) this.setMeta(c, meta);
+        else if (!c && r.tuple.protocol === 6) this.conn(key, false, rec.connId, env, rec.tsNs).meta = meta;
+        const t = this.conns.get(key + TLS_SUFFIX);
+        if (t && (rec.kind === RecordKind.ConnInfo || !t.meta)) this.setMeta(t, meta);
         break;
       }
       case RecordKind.SockData:
-        this.data(this.conn(key, rec.connId, env, rec.tsNs), rec as SockDataRecord);
+        this.data(this.conn(key, false, rec.connId, env, rec.tsNs), rec as SockDataRecord);
         break;
-      case RecordKind.ConnClose: {
-        const c = this.conns.get(key);
-        if (c && !c.closedAtNs) this.close(c, (rec as ConnCloseRecord).tsNs);
+      case RecordKind.TlsData: {
+        const t = this.conn(key + TLS_SUFFIX, true, rec.connId, env, rec.tsNs);
+        t.meta ??= this.conns.get(key)?.meta ?? null;
+        this.data(t, rec as SockDataRecord);
         break;
       }
+      case RecordKind.ConnClose:
+        for (const c of [this.conns.get(key), this.conns.get(key + TLS_SUFFIX)]) {
+          if (c && !c.closedAtNs) this.close(c, (rec as ConnCloseRecord).tsNs);
+        }
+        break;
     }
   }
 
-  private conn(key: string, cookie: number, env: EnvelopeContext, tsNs: number): Conn {
+  private setMeta(c: Conn, meta: ConnMeta): void {
+    c.meta = meta;
+    this.releaseHeld(c);
+  }
+
+  private conn(key: string, tls: boolean, cookie: number, env: EnvelopeContext, tsNs: number): Conn {
     let c = this.conns.get(key);
     if (!c) {
       const connId = connUuid(env.envelope.boot, cookie);
       c = {
-        node: env.envelope.node, connId, meta: null,
+        tls, node: env.envelope.node, connId, meta: null,
         dirs: [new StreamReassembler(), new StreamReassembler()], http: null, abandoned: false,
         firstTsNs: tsNs, lastTsNs: tsNs, bytesSeen: 0, pinSeq: 0, pinTsNs: 0, pinReleased: false,
-        emittedAny: false, closedAtNs: 0, lastReqEnd: this.boundaries.get(boundaryKey(env.envelope.node, connId)) ?? -1, held: [],
+        emittedAny: false, closedAtNs: 0, lastReqEnd: this.boundaries.get(boundaryKey(env.envelope.node, connId, tls)) ?? -1, held: [],
       };
       this.conns.set(key, c);
     }
@@ -161,8 +187,9 @@ class Http1Lane implements FunctionLane {
     c.dirs[other].expire(rec.tsNs, (ev: StreamEvent) => http.data(other as 0 | 1, ev));
     c.lastTsNs = Math.max(c.lastTsNs, rec.tsNs);
     c.bytesSeen += rec.lenBytes;
-    if (http.stopReason || (!http.recognized && (c.bytesSeen > GIVE_UP_BYTES || rec.tsNs - c.firstTsNs > GIVE_UP_NS))) {
-      this.abandon(c, http.stopReason ?? 'not_http1');
+    if (http.stopReason) this.abandon(c, http.stopReason);
+    else if (!http.recognized && (c.bytesSeen > GIVE_UP_BYTES || rec.tsNs - c.firstTsNs > GIVE_UP_NS || notHttpStart(rec))) {
+      this.abandon(c, 'not_http1');
     }
     this.touched.add(c);
   }
@@ -221,7 +248,7 @@ class Http1Lane implements FunctionLane {
       resp_bytes: x.respBytes,
       ttfb_ns: x.respFirstTsNs ? Math.max(0, x.respFirstTsNs - x.reqFirstTsNs) : 0,
       latency_ns: x.respLastTsNs ? Math.max(0, x.respLastTsNs - x.reqFirstTsNs) : 0,
-      tls: 0,
+      tls: c.tls ? 1 : 0,
       timed_out: x.timedOut ? 1 : 0,
       req_pos: x.reqStartPos,
       content_type: x.contentType,
@@ -311,7 +338,7 @@ class Http1Lane implements FunctionLane {
       }
       const gone = c.closedAtNs ? now - c.closedAtNs > CLOSED_GRACE_NS : now - c.lastTsNs > IDLE_EVICT_NS;
       if (gone && !this.busy(c)) {
-        if (!c.closedAtNs && c.lastReqEnd >= 0) this.remember(boundaryKey(c.node, c.connId), c.lastReqEnd);
+        if (!c.closedAtNs && c.lastReqEnd >= 0) this.remember(boundaryKey(c.node, c.connId, c.tls), c.lastReqEnd);
         this.unpin(c);
         this.conns.delete(key);
       } else {
@@ -340,20 +367,20 @@ class Http1Lane implements FunctionLane {
 async function committedBoundaries(ctx: LaneContext): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   if (!ctx.resuming) return out;
-  const rows = await ctx.query<{ node: string; conn_id: string; end_pos: string }>(
-    `SELECT node, toString(conn_id) AS conn_id, max(req_pos + req_bytes) AS end_pos
+  const rows = await ctx.query<{ node: string; conn_id: string; tls: number; end_pos: string }>(
+    `SELECT node, toString(conn_id) AS conn_id, tls, max(req_pos + req_bytes) AS end_pos
      FROM {db}.http_requests
      WHERE _stream = {stream:String} AND _fn = 'http1' AND _shard = {shard:UInt16} AND timed_out = 0
-     GROUP BY node, conn_id`,
+     GROUP BY node, conn_id, tls`,
     { stream: ctx.streamId, shard: ctx.shard },
   );
-  for (const r of rows) out.set(boundaryKey(r.node, r.conn_id), Number(r.end_pos));
+  for (const r of rows) out.set(boundaryKey(r.node, r.conn_id, Number(r.tls) === 1), Number(r.end_pos));
   return out;
 }
 
 export const http1Function: ProcessingFunction = {
   name: 'http1',
-  kinds: [RecordKind.ConnOpen, RecordKind.ConnInfo, RecordKind.SockData, RecordKind.ConnClose],
+  kinds: [RecordKind.ConnOpen, RecordKind.ConnInfo, RecordKind.SockData, RecordKind.TlsData, RecordKind.ConnClose],
   tables: ['http_requests'],
   async createLane(ctx) {
     return new Http1Lane(ctx, await committedBoundaries(ctx));
