@@ -9,8 +9,9 @@
 
 /* Largest payload in one record; a syscall's capture is split into records of this size. */
 #define SOCK_DATA_CHUNK_BYTES 8192
-/* Most iovec segments read from one readv/writev/recvmsg/sendmsg. */
-#define SOCK_DATA_MAX_IOV 8
+/* Most iovec segments read from one readv/writev/recvmsg/sendmsg (nginx writes a chunked
+ * response as one writev of 20 and more). */
+#define SOCK_DATA_MAX_IOV 64
 /* Most messages of one recvmmsg/sendmmsg whose payload is captured. */
 #define SOCK_DATA_MAX_MMSG 8
 

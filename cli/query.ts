@@ -4,7 +4,7 @@
  * store directly, or a ClickHouse server by URL.
  */
 import { resolve } from 'node:path';
-import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
 import { ClickHouseAuthError, openClickHouse } from '../lib/clickhouse.js';
 import { ConfigError } from '../lib/errors.js';
 import { identifier } from '../schemas/migrate.js';
@@ -35,7 +35,11 @@ export async function openQueryTarget(input: QueryTargetInput): Promise<QueryTar
   const ep = readEndpoint(dataDir);
   if (ep) {
     const user = input.clickhouseUser ?? ep.user;
-    const client = createClient({ url: ep.url, username: user, password: input.clickhousePassword ?? '', database, clickhouse_settings: { output_format_json_quote_64bit_integers: 1 } });
+    const client = createClient({
+      url: ep.url, username: user, password: input.clickhousePassword ?? '', database,
+      clickhouse_settings: { output_format_json_quote_64bit_integers: 1 },
+      log: { level: ClickHouseLogLevel.OFF },
+    });
     try {
       await client.query({ query: 'SELECT 1', format: 'JSONEachRow' }).then((r) => r.json());
     } catch (err) {

@@ -38,6 +38,23 @@ export const REPORTS: Readonly<Record<string, Report>> = {
       FROM ${db}.tcp_events WHERE ts > now64(9) - INTERVAL ${since} AND kind = 'drop'
       GROUP BY node, drop_reason, drop_location, protocol ORDER BY drops DESC LIMIT 50`,
   },
+  'slow-dns': {
+    description: 'DNS names by p99 latency, with timeouts and NXDOMAIN counts (client side)',
+    sql: (db, since) => `
+      SELECT qname, qtype, count() AS queries, countIf(timed_out = 1) AS timeouts, countIf(rcode = 3) AS nxdomain,
+             round(quantile(0.5)(latency_ns) / 1e6, 3) AS p50_ms, round(quantile(0.99)(latency_ns) / 1e6, 3) AS p99_ms,
+             groupUniqArray(3)(toString(server_addr)) AS servers
+      FROM ${db}.dns_queries WHERE ts > now64(9) - INTERVAL ${since} AND role = 'client'
+      GROUP BY qname, qtype ORDER BY timeouts DESC, p99_ms DESC LIMIT 25`,
+  },
+  tls: {
+    description: 'TLS inventory: server names by protocol version, cipher and ALPN, with handshake times',
+    sql: (db, since) => `
+      SELECT sni, version, cipher, alpn, arrayStringConcat(any(alpn_offered), ',') AS offered, count() AS handshakes,
+             countIf(completed = 0) AS incomplete, round(quantile(0.5)(handshake_ns) / 1e6, 3) AS p50_ms
+      FROM ${db}.tls_handshakes WHERE ts > now64(9) - INTERVAL ${since}
+      GROUP BY sni, version, cipher, alpn ORDER BY handshakes DESC LIMIT 50`,
+  },
   losses: {
     description: 'records netrig lost (ring buffer full, NATS away) by node, kind and cause',
     sql: (db, since) => `

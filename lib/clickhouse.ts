@@ -6,7 +6,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
 import type { Connection } from '@clickhouse/client-common';
 import { createChdbConnection } from 'chdb/connection';
 import { DataDirLockedError, NetrigError, PrerequisiteError } from './errors.js';
@@ -106,6 +106,8 @@ export async function openClickHouse(target: ClickHouseTarget): Promise<ClickHou
       password: target.password ?? '',
       clickhouse_settings: SETTINGS,
       request_timeout: 60_000,
+      // Failures reach the caller as errors with a clear message; the client's own log would print stacks.
+      log: { level: ClickHouseLogLevel.OFF },
     });
     try {
       await checkServer(client, target.url, user);

@@ -6,10 +6,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { openClickHouse, type ClickHouse } from '../../lib/clickhouse.js';
 import { logger } from '../../lib/logger.js';
+import type { Processor } from '../../processors/runtime/processor.js';
 import { ensureStream } from '../../lib/raw-stream.js';
 import { encodeEnvelope, envelopeSubject, messageId, type Envelope } from '../../schemas/envelope.js';
 import { onExit } from './cleanup.js';
@@ -61,4 +62,33 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * Wait until every lane of `p` has handled the last message stored on its shard's subjects
+ * (`<subjectPrefix>.*.*.<shard>`), then flush: every row of what is on the stream now is
+ * in ClickHouse.
+ */
+export async function drainProcessor(p: Processor, nc: NatsConnection, stream: string, subjectPrefix: string, timeoutMs = 30_000): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const lastOfShard = new Map<number, number>();
+  for (const shard of new Set(p.lanes.map((l) => l.shard))) {
+    // null when the shard has no message yet.
+    const m = await jsm.streams.getMessage(stream, { last_by_subj: `${subjectPrefix}.*.*.${shard}` });
+    lastOfShard.set(shard, m?.seq ?? 0);
+  }
+  let state = '';
+  await waitFor(`processor on ${stream} to drain`, async () => {
+    for (const lane of p.lanes) {
+      const last = lastOfShard.get(lane.shard) ?? 0;
+      if (lane.processedSeq < last) {
+        state = `lane ${lane.fn.name}/${lane.shard}: handled up to ${lane.processedSeq}, the shard's last message is ${last}`;
+        return false;
+      }
+    }
+    return true;
+  }, timeoutMs).catch((err: Error) => {
+    throw new Error(`${err.message} (${state})`);
+  });
+  await p.flush();
 }

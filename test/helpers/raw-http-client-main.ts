@@ -3,10 +3,13 @@
  * host's namespace (see raw-http.ts). It opens one TCP connection, writes each request with
  * one write, reads each response completely (Content-Length or chunked), then reports on
  * stdout and waits for a line on stdin before closing, so the test can look at the open
- * socket (ss) first. At the end it saves every byte sent and received to files.
+ * socket (ss) first. At the end it saves every byte sent and received to files. With
+ * `pipeline`, every request goes out in one single write before any response is read.
+ * Each exchange reports the time from just before its request's write to the read that
+ * completed its response (CLOCK_MONOTONIC, as the kernel's timestamps).
  *
- * stdin, first line: {"addr","port","requests":[base64...],"out":dir}
- * stdout lines: {"event":"done","localAddress","localPort","responses":[...]}, then after the
+ * stdin, first line: {"addr","port","requests":[base64...],"out":dir,"pipeline"?:bool}
+ * stdout lines: {"event":"done","localAddress","localPort","exchanges":[...]}, then after the
  * stdin line, {"event":"closed"} once the socket is closed and the files are written.
  */
 import { connect, type Socket } from 'node:net';
@@ -19,6 +22,7 @@ interface Spec {
   port: number;
   requests: string[];
   out: string;
+  pipeline?: boolean;
 }
 
 /** Byte ranges of one exchange within the connection's two directions. */
@@ -28,6 +32,8 @@ interface Exchange {
   respStart: number;
   respEnd: number;
   status: number;
+  /** Nanoseconds from just before the request's write to the read that completed its response. */
+  elapsedNs: number;
 }
 
 const HEADER_END = Buffer.from('\r\n\r\n');
@@ -97,22 +103,41 @@ async function main(): Promise<void> {
   });
 
   const exchanges: Exchange[] = [];
-  for (const req of requests) {
-    const reqStart = sentBytes;
+  /** Read (and wait for) the next complete response; its exchange starts at `reqStart` and `t0`. */
+  const readResponse = async (reqStart: number, reqEnd: number, t0: bigint) => {
     const respStart = receivedBytes - pending.length;
-    sock.write(req);
-    sent.push(req);
-    sentBytes += req.length;
     for (;;) {
       const r = responseLength(pending);
       if (r.len >= 0) {
         pending = pending.subarray(r.len);
-        exchanges.push({ reqStart, reqEnd: sentBytes, respStart, respEnd: respStart + r.len, status: r.status });
-        break;
+        const elapsedNs = Number(process.hrtime.bigint() - t0);
+        exchanges.push({ reqStart, reqEnd, respStart, respEnd: respStart + r.len, status: r.status, elapsedNs });
+        return;
       }
       if (ended) throw new Error(`connection closed by the server after ${receivedBytes} bytes`);
       await new Promise<void>((resolve) => (waiter = resolve));
       waiter = null;
+    }
+  };
+  if (spec.pipeline) {
+    const all = Buffer.concat(requests);
+    const t0 = process.hrtime.bigint();
+    sock.write(all);
+    sent.push(all);
+    sentBytes += all.length;
+    let reqStart = 0;
+    for (const req of requests) {
+      await readResponse(reqStart, reqStart + req.length, t0);
+      reqStart += req.length;
+    }
+  } else {
+    for (const req of requests) {
+      const reqStart = sentBytes;
+      const t0 = process.hrtime.bigint();
+      sock.write(req);
+      sent.push(req);
+      sentBytes += req.length;
+      await readResponse(reqStart, sentBytes, t0);
     }
   }
   process.stdout.write(JSON.stringify({ event: 'done', localAddress: sock.localAddress, localPort: sock.localPort, exchanges }) + '\n');

@@ -1,7 +1,9 @@
 /**
  * HTTP exchanges whose bytes are known exactly: raw-http-client-main.js runs in a host's
- * namespace, sends each request over one keep-alive TCP connection and saves every byte it
- * sent and received. Before it closes, `beforeClose` can look at the open connection.
+ * namespace, sends each request over one keep-alive TCP connection (one write each, or all
+ * in one write when pipelining) and saves every byte it sent and received, with the time
+ * each exchange took as the client saw it. Before it closes, `beforeClose` can look at the
+ * open connection.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +22,8 @@ export interface RawExchange {
   respStart: number;
   respEnd: number;
   status: number;
+  /** Nanoseconds from just before the request's write to the read that completed its response. */
+  elapsedNs: number;
 }
 
 export interface RawHttpResult {
@@ -36,6 +40,8 @@ export interface RawHttpOptions {
   /** Called while the connection is still open, after the last response. */
   beforeClose?: (conn: { localAddress: string; localPort: number }) => Promise<void>;
   timeoutMs?: number;
+  /** Write every request in one single write before reading any response (pipelining). */
+  pipeline?: boolean;
 }
 
 /** A GET request with the headers a browser-less client sends. */
@@ -67,7 +73,7 @@ export async function rawHttpSession(client: Host, addr: string, port: number, r
       if (msg.event !== event) throw new Error(`raw client said ${l.value}, expected '${event}'`);
       return msg;
     };
-    child.stdin!.write(JSON.stringify({ addr, port, requests: requests.map((r) => r.toString('base64')), out }) + '\n');
+    child.stdin!.write(JSON.stringify({ addr, port, requests: requests.map((r) => r.toString('base64')), out, pipeline: opts.pipeline ?? false }) + '\n');
     const done = (await next('done')) as unknown as { localAddress: string; localPort: number; exchanges: RawExchange[] };
     try {
       await opts.beforeClose?.({ localAddress: done.localAddress, localPort: done.localPort });
