@@ -3,8 +3,8 @@
  *
  * Input: envelopes of raw kernel records from the raw stream (schemas/envelope.ts), one
  * durable consumer per (function, shard).
- * Output: rows in ClickHouse (schemas/migrations/): http_requests (http1), connections and
- * tcp_events (tcp), capture_losses (losses).
+ * Output: rows in ClickHouse (schemas/migrations/): http_requests (http1), dns_queries (dns),
+ * tls_handshakes (tls), connections and tcp_events (tcp), capture_losses (losses).
  */
 import type { Server } from 'node:http';
 import { openClickHouse, type ClickHouse, type ClickHouseTarget } from '../lib/clickhouse.js';
@@ -14,11 +14,13 @@ import { logger } from '../lib/logger.js';
 import { serveMetrics } from '../lib/metrics-server.js';
 import { connectNats } from '../lib/nats.js';
 import { identifier } from '../schemas/migrate.js';
+import { dnsFunction } from './dns/index.js';
 import { http1Function } from './http1/index.js';
 import { lossesFunction } from './losses/index.js';
 import type { ProcessingFunction } from './runtime/function.js';
 import { Processor } from './runtime/processor.js';
 import { tcpFunction } from './tcp/index.js';
+import { tlsFunction } from './tls/index.js';
 
 export { Processor, type ProcessorOptions } from './runtime/processor.js';
 export type { ProcessingFunction, FunctionLane, LaneContext, Row } from './runtime/function.js';
@@ -26,6 +28,8 @@ export type { ProcessingFunction, FunctionLane, LaneContext, Row } from './runti
 /** Every processing function, by name. */
 export const FUNCTIONS: Readonly<Record<string, ProcessingFunction>> = {
   http1: http1Function,
+  dns: dnsFunction,
+  tls: tlsFunction,
   tcp: tcpFunction,
   losses: lossesFunction,
 };

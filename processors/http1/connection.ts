@@ -51,6 +51,8 @@ export const ExchangeFlags = {
 
 /** One request and its final response (or none: `timedOut`). */
 export interface Http1Exchange {
+  /** This socket's side: 'client' when it sent the request. */
+  role: 'client' | 'server';
   method: string;
   /** Request target as sent, at most 2 KiB. */
   path: string;
@@ -143,7 +145,7 @@ function messageBits(flags: number, partial: number, inferred: number, head: num
     | (flags & MessageFlags.HeadPartial ? head : 0);
 }
 
-function toExchange(e: Pending): Http1Exchange {
+function toExchange(e: Pending, role: 'client' | 'server'): Http1Exchange {
   const { req, resp } = e;
   let flags = messageBits(req.flags, ExchangeFlags.ReqBodyPartial, ExchangeFlags.ReqEndInferred, ExchangeFlags.ReqHeadPartial);
   if (resp) {
@@ -151,7 +153,7 @@ function toExchange(e: Pending): Http1Exchange {
     if (resp.status === 101 || (req.method === 'CONNECT' && resp.status >= 200 && resp.status < 300)) flags |= ExchangeFlags.Upgraded;
   }
   return {
-    method: req.method, path: req.target, host: req.host, version: req.version === '1.0' ? 'http/1.0' : 'http/1.1',
+    role, method: req.method, path: req.target, host: req.host, version: req.version === '1.0' ? 'http/1.0' : 'http/1.1',
     status: resp?.status ?? 0, reqStartPos: req.startPos, reqBytes: req.wireBytes, respBytes: resp?.wireBytes ?? 0,
     reqBodyBytes: req.bodyBytes, respBodyBytes: resp?.bodyBytes ?? 0,
     reqFirstTsNs: req.firstTsNs, reqLastTsNs: req.lastTsNs,
@@ -412,7 +414,7 @@ export class Http1Connection {
   private emit(e: Pending): void {
     if (e.timedOut) this.stats.timedOut++;
     this.stats.exchanges++;
-    this.ready.push(toExchange(e));
+    this.ready.push(toExchange(e, this.role === 'server' ? 'server' : 'client'));
   }
 
   /** Hand exchanges over outside the guarded region, so a throwing callback is the caller's. */

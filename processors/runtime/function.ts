@@ -13,7 +13,7 @@ import type { Envelope } from '../../schemas/envelope.js';
 import type { DecodedRecord } from '../../schemas/records.js';
 
 /** A row for one ClickHouse table: column name → JSON-serialisable value. */
-export type Row = Record<string, string | number | boolean | null>;
+export type Row = Record<string, string | number | boolean | null | string[]>;
 
 /** The envelope a record came in, with the stream position of its message. */
 export interface EnvelopeContext {

@@ -1,0 +1,86 @@
+/**
+ * dns: one `dns_queries` row per DNS query with its response, or timed out, over UDP (each
+ * datagram a message; unconnected server sockets name each datagram's peer) and TCP (2-byte
+ * length prefix), on port 53. Queries and responses are matched by id, peer and question.
+ */
+import { l7Function, rowBase, rowSides, type ConnView, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
+import type { StreamEvent } from '../l7/reassembly.js';
+import type { SockDataRecord } from '../../schemas/records.js';
+import { DnsMatcher, newDnsStats, type DnsExchange, type DnsStats } from './matcher.js';
+
+/** A query without a response for this long (node time) becomes a timed-out row. */
+const QUERY_TIMEOUT_NS = 15e9;
+const DNS_PORT = 53;
+
+class DnsTracker implements L7Tracker {
+  private readonly m: DnsMatcher;
+  readonly recognized = true;
+  readonly stopReason = null;
+
+  constructor(h: TrackerHints, onItem: (x: DnsExchange) => void, stats: DnsStats) {
+    this.m = new DnsMatcher(onItem, { stats, midlife: h.midlife });
+  }
+
+  data(dir: 0 | 1, ev: StreamEvent): void {
+    this.m.stream(dir, ev);
+  }
+
+  datagram(dir: 0 | 1, rec: SockDataRecord): void {
+    this.m.message(dir, rec.payload, rec.tsNs, rec.peer, rec.posBytes);
+  }
+
+  expire(nowNs: number): void {
+    this.m.expire(nowNs, QUERY_TIMEOUT_NS);
+  }
+
+  close(): void {
+    this.m.close();
+  }
+
+  isIdle(): boolean {
+    return this.m.isIdle();
+  }
+}
+
+/** Client and server columns: a datagram's peer when the socket is unconnected, else the tuple. */
+function dnsSides(x: DnsExchange, c: ConnView) {
+  if (!x.peer || !c.meta) return rowSides(c, x.role);
+  const local = { addr: c.meta.tuple.saddr, port: c.meta.tuple.sport };
+  const [client, server] = x.role === 'client' ? [local, x.peer] : [x.peer, local];
+  return { client_addr: client.addr, client_port: client.port, server_addr: server.addr, server_port: server.port };
+}
+
+export const dnsProtocol: L7Protocol<DnsExchange> = {
+  name: 'dns',
+  table: 'dns_queries',
+  plain: true,
+  tls: false,
+  tcp: true,
+  udp: true,
+  giveUpBytes: Infinity,
+  giveUpNs: Infinity,
+  pinUntilFirstItem: false,
+  accepts: (m) => m.tuple.sport === DNS_PORT || m.tuple.dport === DNS_PORT,
+  newStats: newDnsStats,
+  open: (h, onItem, stats) => new DnsTracker(h, onItem, stats as DnsStats),
+  row(x, c, clock) {
+    return {
+      ...rowBase(c, x.queryTsNs, clock),
+      role: x.role,
+      ...dnsSides(x, c),
+      transport: x.transport,
+      query_id: x.id,
+      qname: x.qname,
+      qtype: x.qtypeName,
+      rcode: x.rcode,
+      answers: x.answers,
+      answer_count: x.answerCount,
+      latency_ns: x.latencyNs,
+      timed_out: x.timedOut ? 1 : 0,
+      truncated: x.truncated ? 1 : 0,
+      retries: x.retries,
+    };
+  },
+};
+
+export const dnsFunction = l7Function(dnsProtocol);
