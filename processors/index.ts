@@ -3,7 +3,7 @@
  *
  * Input: envelopes of raw kernel records from the raw stream (schemas/envelope.ts), one
  * durable consumer per (function, shard).
- * Output: rows in ClickHouse (schemas/migrations/): http_requests (http1), dns_queries (dns),
+ * Output: rows in ClickHouse (schemas/migrations/): http_requests (http1, http2), dns_queries (dns),
  * tls_handshakes (tls), connections and tcp_events (tcp), capture_losses (losses).
  */
 import type { Server } from 'node:http';
@@ -16,6 +16,7 @@ import { connectNats } from '../lib/nats.js';
 import { identifier } from '../schemas/migrate.js';
 import { dnsFunction } from './dns/index.js';
 import { http1Function } from './http1/index.js';
+import { http2Function } from './http2/index.js';
 import { lossesFunction } from './losses/index.js';
 import type { ProcessingFunction } from './runtime/function.js';
 import { Processor } from './runtime/processor.js';
@@ -28,6 +29,7 @@ export type { ProcessingFunction, FunctionLane, LaneContext, Row } from './runti
 /** Every processing function, by name. */
 export const FUNCTIONS: Readonly<Record<string, ProcessingFunction>> = {
   http1: http1Function,
+  http2: http2Function,
   dns: dnsFunction,
   tls: tlsFunction,
   tcp: tcpFunction,

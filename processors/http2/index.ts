@@ -1,0 +1,101 @@
+/**
+ * http2: HTTP/2 streams and gRPC calls → `http_requests` (protocol 'h2' or 'grpc'), over h2c
+ * (prior knowledge) and h2 over TLS (the OpenSSL uprobes' plaintext). One row per stream,
+ * per role: gRPC service and method from :path, grpc-status and grpc-message from the
+ * trailers, and messages counted each way for unary and streaming calls alike.
+ *
+ * HPACK state cannot be rebuilt by a new owner of a connection that is already open: its
+ * header fields that refer to dynamic-table entries inserted before are marked unknown
+ * (never guessed), flagged `partial`, until the table is known again.
+ */
+import { l7Function, rowBase, rowSides, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
+import type { StreamEvent } from '../l7/reassembly.js';
+import { ExchangeFlags, Http2Connection, newHttp2Stats, type Http2Exchange, type Http2Stats } from './connection.js';
+
+/** A stream silent this long (node time) is written: timed out if it has no response. */
+const STREAM_TIMEOUT_NS = 60e9;
+
+/** An exchange and the side of the socket that carried it. */
+type Http2Item = Http2Exchange & { role: 'client' | 'server' };
+
+const PARTIAL_FLAGS = ExchangeFlags.ReqUnknownFields | ExchangeFlags.RespUnknownFields | ExchangeFlags.ReqHeadPartial
+  | ExchangeFlags.RespHeadPartial | ExchangeFlags.ReqBodyPartial | ExchangeFlags.RespBodyPartial | ExchangeFlags.ReqEndMissing
+  | ExchangeFlags.RespEndMissing | ExchangeFlags.ReqMissing | ExchangeFlags.MessagesPartial;
+
+class Http2Tracker implements L7Tracker {
+  private readonly h2: Http2Connection;
+  readonly stopReason = null;
+
+  constructor(h: TrackerHints, onItem: (x: Http2Item) => void, stats: Http2Stats) {
+    this.h2 = new Http2Connection(h.role, (x) => onItem({ ...x, role: this.h2.role === 'server' ? 'server' : 'client' }), {
+      stats, midlife: h.midlife,
+    });
+  }
+
+  data(dir: 0 | 1, ev: StreamEvent): void {
+    this.h2.data(dir, ev);
+  }
+
+  expire(nowNs: number): void {
+    this.h2.expire(nowNs, STREAM_TIMEOUT_NS);
+  }
+
+  close(): void {
+    this.h2.close();
+  }
+
+  isIdle(): boolean {
+    return this.h2.isIdle();
+  }
+
+  get recognized(): boolean {
+    return this.h2.recognized;
+  }
+}
+
+export const http2Protocol: L7Protocol<Http2Item> = {
+  name: 'http2',
+  table: 'http_requests',
+  plain: true,
+  tls: true,
+  tcp: true,
+  udp: false,
+  giveUpBytes: 64 * 1024,
+  giveUpNs: 30e9,
+  pinUntilFirstItem: false,
+  // A client starts with the preface ("PRI"), a server with a SETTINGS frame (length < 2^16).
+  rejectsFirstByte: (b) => b !== 0x50 && b !== 0x00,
+  newStats: newHttp2Stats,
+  open: (h, onItem, stats) => new Http2Tracker(h, onItem, stats as Http2Stats),
+  row(x, c, clock) {
+    const answered = x.respFirstTsNs > 0;
+    return {
+      ...rowBase(c, x.reqFirstTsNs || x.respFirstTsNs, clock),
+      role: x.role,
+      ...rowSides(c, x.role),
+      protocol: x.protocol,
+      method: x.method,
+      host: x.authority,
+      path: x.path,
+      status: x.status,
+      grpc_service: x.grpcService,
+      grpc_method: x.grpcMethod,
+      grpc_status: x.grpcStatus,
+      grpc_message: x.grpcMessage,
+      req_messages: x.protocol === 'grpc' ? x.reqMessages : 1,
+      resp_messages: x.protocol === 'grpc' ? x.respMessages : answered ? 1 : 0,
+      req_bytes: x.reqBytes,
+      resp_bytes: x.respBytes,
+      ttfb_ns: answered && x.reqFirstTsNs ? Math.max(0, x.respFirstTsNs - x.reqFirstTsNs) : 0,
+      latency_ns: answered && x.reqFirstTsNs ? Math.max(0, x.respLastTsNs - x.reqFirstTsNs) : 0,
+      tls: c.tls ? 1 : 0,
+      timed_out: x.timedOut ? 1 : 0,
+      req_pos: x.reqStartPos,
+      content_type: x.contentType,
+      user_agent: x.userAgent,
+      partial: x.flags & PARTIAL_FLAGS ? 1 : 0,
+    };
+  },
+};
+
+export const http2Function = l7Function(http2Protocol);
