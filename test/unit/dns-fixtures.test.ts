@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { byteByByte, splitAt } from '../fixtures/http1/fixture.js';
+import { byteByByte, splitAt } from '../helpers/splits.js';
 import {
   formatExchange, loadFixtures, lookup, mapRecords, run, summary, toSteps, type Fixture, type RunResult,
 } from '../fixtures/dns/fixture.js';

@@ -13,7 +13,7 @@ import { DataFlags } from '../../schemas/records.js';
 import { StreamReassembler } from '../../processors/l7/reassembly.js';
 import { DnsMatcher, type Dir, type DnsExchange, type DnsPeer } from '../../processors/dns/matcher.js';
 import { decodeDns, MAX_ANSWER_VALUES, MAX_VALUE_CHARS } from '../../processors/dns/wire.js';
-import { splitRecord } from '../fixtures/http1/fixture.js';
+import { splitRecord } from '../helpers/splits.js';
 import { loadFixtures, run, toSteps, type Rec, type Step } from '../fixtures/dns/fixture.js';
 
 const MAX_PENDING = 64;

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { byteByByte, splitAt } from '../fixtures/http1/fixture.js';
+import { byteByByte, splitAt } from '../helpers/splits.js';
 import {
   formatHandshake, loadFixtures, lookup, mirrored, run, summary, toRecords, type Fixture, type Rec, type RunResult,
 } from '../fixtures/tls/fixture.js';

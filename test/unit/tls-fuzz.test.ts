@@ -12,7 +12,7 @@ import { StreamReassembler } from '../../processors/l7/reassembly.js';
 import { parseClientHello, parseServerHello } from '../../processors/tls/hello.js';
 import { TlsHandshakeTracker, type Dir, type TlsHandshake } from '../../processors/tls/handshake.js';
 import { MAX_HANDSHAKE_MESSAGE_BYTES } from '../../processors/tls/records.js';
-import { splitAt, splitRecord } from '../fixtures/http1/fixture.js';
+import { splitAt, splitRecord } from '../helpers/splits.js';
 import { loadFixtures, mirrored, run, toRecords, type Rec } from '../fixtures/tls/fixture.js';
 import {
   appData, ccs, CH13, clientHello, clientHelloBody, extAlpn, extSni, SH13, serverHello, serverHelloBody,
