@@ -5,7 +5,9 @@
 import { Command } from 'commander';
 import { ConfigError, NetrigError } from '../lib/errors.js';
 import { rootLogger } from '../lib/logger.js';
-import { runEdge } from '../edge/index.js';
+import { controlBucket, controlKey, runEdge, type CaptureOverrides } from '../edge/index.js';
+import { connectNats } from '../lib/nats.js';
+import { logger } from '../lib/logger.js';
 import { runProcessor } from '../processors/index.js';
 import { openQueryTarget, runQuery, type QueryTargetInput } from './query.js';
 import { REPORTS } from './reports.js';
@@ -128,6 +130,41 @@ clickhouseOptions(processorOptions(natsOption(program.command('process'))))
     const running = await runProcessor(opts).catch(fail);
     rootLogger.info({ metricsPort: running.metricsPort, clickhouse: running.ch.where }, 'processor running; Ctrl-C stops it');
     untilSignal(() => running.stop());
+  });
+
+natsOption(program.command('configure'))
+  .description('change capture settings of running edges (all, a region, or one node) without restarting them')
+  .option('--region <name>', 'only the edges of this region')
+  .option('--node <name>', 'only this node (with --region)')
+  .option('--sample-rate <share>', 'share of new connections whose payload is captured (0..1)')
+  .option('--capture-bytes <size>', 'payload bytes captured per syscall (max 64KiB)')
+  .option('--include-pids <list>').option('--exclude-pids <list>')
+  .option('--include-ports <list>').option('--exclude-ports <list>')
+  .option('--include-netns <list>').option('--exclude-netns <list>')
+  .option('--include-cgroups <list>')
+  .option('--report-noisy-drops', 'also report drops with reason NOT_SPECIFIED or QUEUE_PURGE')
+  .option('--clear', 'remove the overrides of this scope')
+  .option('--show', 'print the overrides of this scope')
+  .action(async (opts) => {
+    try {
+      const nc = await connectNats(opts.nats ?? 'nats://127.0.0.1:4222', 'netrig-configure', logger('configure'));
+      try {
+        const kv = await controlBucket(nc);
+        const key = controlKey(opts.region, opts.node);
+        if (opts.clear) await kv.delete(key);
+        else if (opts.show) process.stdout.write(`${(await kv.get(key))?.string() ?? '{}'}\n`);
+        else {
+          const keys = ['sampleRate', 'captureBytes', 'reportNoisyDrops', 'includePids', 'excludePids', 'includePorts', 'excludePorts', 'includeNetns', 'excludeNetns', 'includeCgroups'] as const;
+          const o: CaptureOverrides = {};
+          for (const k of keys) if (opts[k] !== undefined) (o as Record<string, unknown>)[k] = opts[k];
+          await kv.put(key, JSON.stringify(o));
+        }
+      } finally {
+        await nc.close();
+      }
+    } catch (err) {
+      fail(err);
+    }
   });
 
 clickhouseOptions(program.command('query'))

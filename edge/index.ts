@@ -14,6 +14,7 @@ import { serveMetrics } from '../lib/metrics-server.js';
 import { connectNats } from '../lib/nats.js';
 import { edgeConfig, type EdgeInput } from './config.js';
 import { Edge } from './edge.js';
+import { CaptureControl } from './control.js';
 import { LibbpfSource } from './libbpf-source.js';
 import { bootId } from './system.js';
 
@@ -23,6 +24,7 @@ export { LibbpfSource, type CaptureSettings, type FilterSet } from './libbpf-sou
 export { FileSource } from './file-source.js';
 export type { RecordSource } from './source.js';
 export { bootId } from './system.js';
+export { CONTROL_BUCKET, controlBucket, controlKey, type CaptureOverrides } from './control.js';
 
 /** A running edge with its source, NATS connection and metrics endpoint. */
 export interface RunningEdge {
@@ -51,7 +53,7 @@ function localNatsPorts(servers: string): number[] {
 /**
  * Load the eBPF programs and publish what they capture until stop(). The edge's own
  * process and a local NATS server's port are excluded from payload capture, so netrig
- * never captures its own traffic.
+ * never captures its own traffic. Capture settings follow the control bucket at run time.
  */
 export async function runEdge(input: EdgeInput): Promise<RunningEdge> {
   const log = logger('edge');
@@ -60,22 +62,30 @@ export async function runEdge(input: EdgeInput): Promise<RunningEdge> {
   const nc: NatsConnection = await connectNats(cfg.nats, `netrig-edge-${cfg.edge.node}`, log);
   let source: LibbpfSource | null = null;
   let server: Server | null = null;
+  let control: CaptureControl | null = null;
   try {
-    source = LibbpfSource.open(cfg.source, log);
-    const edge = await Edge.start(source, nc, { ...cfg.edge, bootId: bootId() }, log);
+    const src = (source = LibbpfSource.open(cfg.source, log));
+    const edge = await Edge.start(src, nc, { ...cfg.edge, bootId: bootId() }, log);
+    control = await CaptureControl.start(nc, {
+      base: input, region: cfg.edge.region, node: cfg.edge.node, self: cfg.source.settings.exclude, log,
+      apply: (s) => src.configure(s),
+    });
     const metrics = await serveMetrics(edge.metrics.registry, cfg.metricsPort);
     server = metrics.server;
+    const ctl = control;
     return {
       edge,
-      source,
+      source: src,
       metricsPort: metrics.port,
       async stop() {
+        ctl.stop();
         await edge.stop();
         server?.close();
         await nc.drain().catch(() => undefined);
       },
     };
   } catch (err) {
+    control?.stop();
     source?.close();
     server?.close();
     await nc.close().catch(() => undefined);
