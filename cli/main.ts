@@ -9,6 +9,7 @@ import { controlBucket, controlKey, runEdge, type CaptureOverrides } from '../ed
 import { connectNats } from '../lib/nats.js';
 import { logger } from '../lib/logger.js';
 import { runProcessor } from '../processors/index.js';
+import { runReplay } from '../processors/replay.js';
 import { openQueryTarget, runQuery, type QueryTargetInput } from './query.js';
 import { REPORTS } from './reports.js';
 import { up } from './up.js';
@@ -83,12 +84,12 @@ function edgeOptions(cmd: Command): Command {
     .option('--metrics-port <port>', 'edge Prometheus /metrics port (0 picks one)', '9464');
 }
 
-function clickhouseOptions(cmd: Command): Command {
+function clickhouseOptions(cmd: Command, database: { help: string; default?: string } = { help: 'ClickHouse database', default: 'netrig' }): Command {
   return cmd
     .option('--clickhouse-url <url>', 'a ClickHouse server (default: the embedded engine under --data-dir)')
     .option('--clickhouse-user <user>', 'ClickHouse user')
     .option('--clickhouse-password <password>', 'ClickHouse password')
-    .option('--database <name>', 'ClickHouse database', 'netrig')
+    .option('--database <name>', database.help, database.default)
     .option('--data-dir <dir>', 'data directory (embedded ClickHouse, NATS store)', './.netrig');
 }
 
@@ -130,6 +131,25 @@ clickhouseOptions(processorOptions(natsOption(program.command('process'))))
     const running = await runProcessor(opts).catch(fail);
     rootLogger.info({ metricsPort: running.metricsPort, clickhouse: running.ch.where }, 'processor running; Ctrl-C stops it');
     untilSignal(() => running.stop());
+  });
+
+clickhouseOptions(natsOption(program.command('replay')), { help: 'database the replay writes (default replay_<time>; not the live one)' })
+  .description('re-run processing over a time range of the raw stream into a separate database, for forensics')
+  .option('--from <time>', 'start of the range (ISO time or epoch ms)')
+  .option('--to <time>', 'end of the range (default: now)')
+  .option('--region <name>', 'only the envelopes of this region')
+  .option('--node <name>', 'only the envelopes of this node')
+  .option('--functions <list>', 'processing functions to run (comma-separated, or all)', 'all')
+  .option('--shards <n>', 'shards per node, as the edges publish them', '16')
+  .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
+  .option('--subject-prefix <prefix>', 'subjects the edges publish on', 'netrig.raw')
+  .action(async (opts) => {
+    try {
+      const r = await runReplay(opts);
+      process.stdout.write(`replayed into database ${r.database}: ${Object.entries(r.rows).map(([t, n]) => `${t}=${n}`).join(' ')}\n`);
+    } catch (err) {
+      fail(err);
+    }
   });
 
 natsOption(program.command('configure'))

@@ -50,6 +50,8 @@ export class Lane {
   readonly shard: number;
   /** Highest sequence fully handled. */
   processedSeq = 0;
+  /** A windowed read (replay) reached its end on this lane. */
+  windowDone = false;
   private impl!: FunctionLane;
   private readonly wanted: Uint8Array;
   private pending = new Map<string, PendingRows>();

@@ -38,6 +38,18 @@ export interface ProcessorOptions {
   maxPendingRows: number;
   log: Logger;
   metrics?: ProcessorMetrics;
+  /** Read only part of the stream (netrig replay); all of it, live, by default. */
+  window?: StreamWindow;
+}
+
+/** A part of the raw stream: from a time, up to a sequence and time, for some edges. */
+export interface StreamWindow {
+  fromTime: Date;
+  toTime: Date;
+  /** The stream's last sequence when the window was opened: nothing after it is read. */
+  endSeq: number;
+  region?: string;
+  node?: string;
 }
 
 const ACK_WAIT_NS = 300 * 1e9;
@@ -127,11 +139,15 @@ export class Processor {
     } catch (err) {
       if (!/consumer not found/i.test((err as Error).message)) throw err;
     }
+    const w = this.o.window;
+    const from = start > 1
+      ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start }
+      : w ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: w.fromTime.toISOString() } : { deliver_policy: DeliverPolicy.All };
     await jsm.consumers.add(this.o.stream, {
       durable_name: name,
-      filter_subject: `${this.o.subjectPrefix}.*.*.${lane.shard}`,
+      filter_subject: `${this.o.subjectPrefix}.${w?.region ?? '*'}.${w?.node ?? '*'}.${lane.shard}`,
       ack_policy: AckPolicy.All,
-      ...(start > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start } : { deliver_policy: DeliverPolicy.All }),
+      ...from,
       ack_wait: ACK_WAIT_NS,
       max_ack_pending: MAX_ACK_PENDING,
       max_deliver: -1,
@@ -143,8 +159,14 @@ export class Processor {
   }
 
   private async consumeLoop(lane: Lane, it: ConsumerMessages): Promise<void> {
+    const w = this.o.window;
+    const toNs = w ? BigInt(w.toTime.getTime()) * 1_000_000n : 0n;
     for await (const m of it) {
       if (this.stopping) break;
+      if (w && (m.seq > w.endSeq || m.info.timestampNanos > toNs)) {
+        lane.windowDone = true;
+        continue;
+      }
       lane.handle({ seq: m.seq, subject: m.subject, data: m.data, reply: replySubject(m) });
       if (this.pendingRows() >= this.o.maxPendingRows) {
         void this.flush();
@@ -189,6 +211,34 @@ export class Processor {
       } catch {
         // Lag is informational; the consume loop reports real failures.
       }
+    }
+  }
+
+  /**
+   * With a window: resolves once every lane has read to its end (a message past the window,
+   * or nothing left to deliver) and the rows are committed.
+   */
+  async windowDone(pollMs = 250): Promise<void> {
+    const jsm = await jetstreamManager(this.o.nc);
+    for (;;) {
+      let open = 0;
+      for (const lane of this.lanes) {
+        if (lane.windowDone) continue;
+        const ci = await jsm.consumers.info(this.o.stream, consumerName(this.o.ch.database, lane.fn.name, lane.shard));
+        if (ci.num_pending === 0 && ci.num_ack_pending === 0 || ci.num_pending === 0 && ci.delivered.stream_seq <= lane.processedSeq) lane.windowDone = true;
+        else open++;
+      }
+      if (!open) break;
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+    await this.flush();
+  }
+
+  /** Remove this processor's consumers (a replay's are of no further use). */
+  async deleteConsumers(): Promise<void> {
+    const jsm = await jetstreamManager(this.o.nc);
+    for (const lane of this.lanes) {
+      await jsm.consumers.delete(this.o.stream, consumerName(this.o.ch.database, lane.fn.name, lane.shard)).catch(() => undefined);
     }
   }
 

@@ -1,0 +1,74 @@
+/**
+ * netrig replay: a time range of the raw stream, and one node of it, re-run into a separate
+ * database; the rows are exactly those of the envelopes published inside the range.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { runReplay } from '../../processors/replay.js';
+import { Role } from '../../schemas/records.js';
+import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
+import { connClose, envelope } from '../helpers/records.js';
+import { freshClickHouse, publishEnvelopes, removeClickHouseData, rows, STREAM } from '../helpers/processor-run.js';
+
+let nats: NatsServerHandle;
+let nc: NatsConnection;
+
+before(async () => {
+  nats = await startNatsServer();
+  nc = await connect({ servers: nats.url });
+});
+
+after(async () => {
+  await nc?.close();
+  await nats?.cleanup();
+  removeClickHouseData();
+});
+
+const tuple = { saddr: '10.77.9.1', daddr: '10.77.9.2', sport: 40000, dport: 80 };
+
+/** One envelope per connection close, cookie `id`, from `node`. */
+function closes(ids: number[], node: string, seq0: number) {
+  return ids.map((id, i) => envelope({
+    seq: seq0 + i, node, shard: id % 4,
+    records: [connClose({ tsNs: 2e9 + id, connId: id, tgid: 1 }, { ...tuple, sport: 40000 + id }, { role: Role.Client, comm: 'x', openTsNs: 1e9, txBytes: id, rxBytes: id })],
+  }));
+}
+
+const pause = () => new Promise((r) => setTimeout(r, 300));
+
+test('a replay reads only its time range and node, into its own database', async () => {
+  await publishEnvelopes(nc, closes([1, 2], 'a', 1));
+  await pause();
+  const from = new Date();
+  await publishEnvelopes(nc, [...closes([3, 4], 'a', 3), ...closes([5], 'b', 1)]);
+  await pause();
+  const to = new Date();
+  await pause();
+  await publishEnvelopes(nc, closes([6], 'a', 5));
+
+  const ch = await freshClickHouse('replay');
+  try {
+    const r = await runReplay({ nats: nats.url, from: from.toISOString(), to: to.toISOString(), functions: 'tcp', shards: 4, stream: STREAM.name, ttlDays: 3650 }, { ch });
+    assert.equal(r.database, ch.database);
+    assert.deepEqual(r.rows, { connections: 3, tcp_events: 0 });
+    const got = await rows<{ node: string; bytes_sent: string }>(ch, `SELECT node, bytes_sent FROM ${ch.database}.connections ORDER BY bytes_sent`);
+    assert.deepEqual(got, [{ node: 'a', bytes_sent: '3' }, { node: 'a', bytes_sent: '4' }, { node: 'b', bytes_sent: '5' }]);
+
+    // The replay's consumers are gone afterwards.
+    const names: string[] = [];
+    for await (const ci of (await jetstreamManager(nc)).consumers.list(STREAM.name)) names.push(ci.name);
+    assert.deepEqual(names.filter((n) => n.includes(ch.database)), []);
+  } finally {
+    await ch.close();
+  }
+
+  const ch2 = await freshClickHouse('replay');
+  try {
+    const r = await runReplay({ nats: nats.url, from: from.toISOString(), to: to.toISOString(), node: 'b', functions: 'tcp', shards: 4, stream: STREAM.name, ttlDays: 3650 }, { ch: ch2 });
+    assert.deepEqual(r.rows, { connections: 1, tcp_events: 0 });
+  } finally {
+    await ch2.close();
+  }
+});
