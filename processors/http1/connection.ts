@@ -128,6 +128,12 @@ export interface Http1ConnectionOptions {
    * connection) pairs the request starting there as it would one at position 0.
    */
   resumeRequestPos?: number;
+  /**
+   * Request-direction positions where requests already recorded for this connection start:
+   * a processor re-reading messages it had handled pairs them again as it did then (their
+   * rows are suppressed as committed), so the requests after them pair as they did then.
+   */
+  knownRequestPositions?: ReadonlySet<number>;
 }
 
 /** A request waiting to be emitted: for its response, or for its own end. */
@@ -185,6 +191,7 @@ export class Http1Connection {
   private readonly maxPipeline: number;
   private readonly midlife: boolean;
   private readonly resumeRequestPos: number;
+  private readonly knownRequestPositions: ReadonlySet<number>;
 
   constructor(
     private readonly hint: RoleHint,
@@ -195,6 +202,7 @@ export class Http1Connection {
     this.maxPipeline = opts.maxPipeline ?? DEFAULT_MAX_PIPELINE;
     this.midlife = opts.midlife ?? false;
     this.resumeRequestPos = opts.resumeRequestPos ?? -1;
+    this.knownRequestPositions = opts.knownRequestPositions ?? new Set();
     this.parsers = [this.newParser(0), this.newParser(1)];
   }
 
@@ -293,6 +301,7 @@ export class Http1Connection {
       onDesync: () => this.onDesync(dir),
       onStop: (reason) => this.onStop(reason),
       requestMethod: () => this.respEntry?.req.method ?? null,
+      responseUnpaired: () => this.respEntry === null,
     };
     const expect = this.reqDir < 0 ? 'any' : dir === this.reqDir ? 'request' : 'response';
     return new Http1Parser(hooks, { expect, stats: this.stats });
@@ -339,7 +348,8 @@ export class Http1Connection {
     if (this.firstWaiting() >= 0 || !this.parsers[respDir].atBoundary) return false;
     const respLast = this.lastTs[respDir];
     if (respLast > req.firstTsNs) return false;
-    return respLast >= 0 || (req.startPos === 0 && !this.midlife) || req.startPos === this.resumeRequestPos;
+    return respLast >= 0 || (req.startPos === 0 && !this.midlife) || req.startPos === this.resumeRequestPos
+      || this.knownRequestPositions.has(req.startPos);
   }
 
   private responseStart(msg: Http1Message): void {

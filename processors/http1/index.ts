@@ -13,7 +13,8 @@
 import { l7Function, rowBase, rowSides, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
 import type { StreamEvent } from '../l7/reassembly.js';
 import type { LaneContext } from '../runtime/function.js';
-import { resumeKey } from '../l7/stream-lane.js';
+import { resumeKey, type ResumeState } from '../l7/stream-lane.js';
+import { ConnFlags, Role } from '../../schemas/records.js';
 import { ExchangeFlags, Http1Connection, newHttp1Stats, type Http1Exchange, type Http1Stats } from './connection.js';
 
 /** A request without a response for this long (node time) becomes a timed-out row. */
@@ -26,7 +27,7 @@ class Http1Tracker implements L7Tracker {
   private readonly http: Http1Connection;
 
   constructor(h: TrackerHints, onItem: (x: Http1Exchange) => void, stats: Http1Stats) {
-    this.http = new Http1Connection(h.role, onItem, { stats, midlife: h.midlife, resumeRequestPos: h.resume });
+    this.http = new Http1Connection(h.role, onItem, { stats, midlife: h.midlife, resumeRequestPos: h.resume, knownRequestPositions: h.known });
   }
 
   data(dir: 0 | 1, ev: StreamEvent): void {
@@ -58,15 +59,38 @@ class Http1Tracker implements L7Tracker {
  * Where each connection's last committed exchange ended, from this function's own rows, so
  * a resuming lane pairs an idle connection's next request at once.
  */
-async function committedBoundaries(ctx: LaneContext): Promise<Map<string, number>> {
-  const rows = await ctx.query<{ node: string; conn_id: string; tls: number; end_pos: string }>(
-    `SELECT node, toString(conn_id) AS conn_id, tls, max(req_pos + req_bytes) AS end_pos
+async function committedBoundaries(ctx: LaneContext): Promise<ResumeState> {
+  const rows = await ctx.query<{
+    node: string; conn_id: string; tls: number; end_pos: string; positions: string[];
+    pid: number; comm: string; role: string; ca: string; cp: number; sa: string; sp: number;
+  }>(
+    `SELECT node, toString(conn_id) AS conn_id, tls, max(req_pos + req_bytes) AS end_pos,
+       groupArrayIf(req_pos, _seq >= {from:UInt64}) AS positions,
+       argMax(pid, _seq) AS pid, argMax(comm, _seq) AS comm, argMax(toString(role), _seq) AS role,
+       argMax(toString(client_addr), _seq) AS ca, argMax(client_port, _seq) AS cp,
+       argMax(toString(server_addr), _seq) AS sa, argMax(server_port, _seq) AS sp
      FROM {db}.http_requests
      WHERE _stream = {stream:String} AND _fn = 'http1' AND _shard = {shard:UInt16} AND timed_out = 0
      GROUP BY node, conn_id, tls`,
-    { stream: ctx.streamId, shard: ctx.shard },
+    { stream: ctx.streamId, shard: ctx.shard, from: ctx.resumeFrom },
   );
-  return new Map(rows.map((r) => [resumeKey(r.node, r.conn_id, Number(r.tls) === 1), Number(r.end_pos)]));
+  const out: ResumeState = { points: new Map(), owners: new Map(), known: new Map() };
+  for (const r of rows) {
+    const key = resumeKey(r.node, r.conn_id, Number(r.tls) === 1);
+    out.points.set(key, Number(r.end_pos));
+    if (r.positions.length) out.known.set(key, new Set(r.positions.map(Number)));
+    if (r.pid || r.comm) {
+      const server = r.role === 'server';
+      const family = r.ca.includes('.') ? 4 : 6;
+      out.owners.set(key, {
+        tuple: server
+          ? { saddr: r.sa, sport: r.sp, daddr: r.ca, dport: r.cp, family, protocol: 6 }
+          : { saddr: r.ca, sport: r.cp, daddr: r.sa, dport: r.sp, family, protocol: 6 },
+        role: server ? Role.Server : Role.Client, tgid: r.pid, comm: r.comm, connFlags: ConnFlags.Captured,
+      });
+    }
+  }
+  return out;
 }
 
 export const http1Protocol: L7Protocol<Http1Exchange> = {

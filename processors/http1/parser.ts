@@ -134,6 +134,12 @@ export interface Http1ParserHooks {
   onStop(reason: StopReason): void;
   /** Method of the request the response being parsed answers, or null if unknown. */
   requestMethod(): string | null;
+  /**
+   * The response being parsed answers no request this connection saw (capture or a re-read
+   * began after it): its framing cannot be trusted (a HEAD response announces a body it does
+   * not carry), so the parser skips to the next message start instead of counting a body.
+   */
+  responseUnpaired?(): boolean;
 }
 
 /** Counters of one or more parsers; pass one object to many parsers to sum them. */
@@ -729,7 +735,10 @@ export class Http1Parser {
       return;
     }
     const method = this.hooks.requestMethod();
-    if (method === 'CONNECT' && status < 300) {
+    if (this.hooks.responseUnpaired?.() && (this.transferEncoding || this.contentLength !== 0)) {
+      this.endMessage(end, ts);
+      this.state = 'seek';
+    } else if (method === 'CONNECT' && status < 300) {
       this.endMessage(end, ts);
       this.stopHere('connect');
     } else if (method === 'HEAD' || status === 204 || status === 304) {

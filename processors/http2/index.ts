@@ -18,6 +18,9 @@ const STREAM_TIMEOUT_NS = 60e9;
 /** An exchange and the side of the socket that carried it. */
 type Http2Item = Http2Exchange & { role: 'client' | 'server' };
 
+/** END_STREAMs a RST_STREAM cut off: the protocol's doing, not the capture's. */
+const END_FLAGS = ExchangeFlags.ReqEndMissing | ExchangeFlags.RespEndMissing;
+
 const PARTIAL_FLAGS = ExchangeFlags.ReqUnknownFields | ExchangeFlags.RespUnknownFields | ExchangeFlags.ReqHeadPartial
   | ExchangeFlags.RespHeadPartial | ExchangeFlags.ReqBodyPartial | ExchangeFlags.RespBodyPartial | ExchangeFlags.ReqEndMissing
   | ExchangeFlags.RespEndMissing | ExchangeFlags.ReqMissing | ExchangeFlags.MessagesPartial;
@@ -93,7 +96,7 @@ export const http2Protocol: L7Protocol<Http2Item> = {
       req_pos: x.reqStartPos,
       content_type: x.contentType,
       user_agent: x.userAgent,
-      partial: x.flags & PARTIAL_FLAGS ? 1 : 0,
+      partial: x.flags & (x.resetCode >= 0 ? PARTIAL_FLAGS & ~END_FLAGS : PARTIAL_FLAGS) ? 1 : 0,
     };
   },
 };

@@ -42,6 +42,22 @@ export interface TrackerHints {
   udp: boolean;
   /** Protocol-specific resume point remembered for this connection (see L7Protocol.resume). */
   resume: number | undefined;
+  /** Positions of this connection's committed items the re-read will see again (see ResumeState). */
+  known: ReadonlySet<number> | undefined;
+}
+
+/** What a resuming lane knows from its committed rows, per resumeKey. */
+export interface ResumeState {
+  /** Where each connection may resume (its last committed item's point). */
+  points: Map<string, number>;
+  /**
+   * Owners of connections with committed rows: their CONN_INFO may lie before the re-read,
+   * and items held for an owner would be emitted at another message than the first time
+   * (and so not recognised as committed).
+   */
+  owners: Map<string, ConnMeta>;
+  /** Positions of committed items at or after the message the lane resumes from. */
+  known: Map<string, Set<number>>;
 }
 
 /** One protocol's state on one connection. Never throws on input. */
@@ -102,7 +118,7 @@ export interface L7Protocol<X> {
    */
   resume?: {
     fromItem(x: X): number | null;
-    load(ctx: LaneContext): Promise<Map<string, number>>;
+    load(ctx: LaneContext): Promise<ResumeState>;
   };
 }
 
@@ -180,10 +196,13 @@ export class StreamLane<X> implements FunctionLane {
   constructor(
     private readonly p: L7Protocol<X>,
     private readonly ctx: LaneContext,
-    private readonly resumePoints: Map<string, number>,
+    private readonly resumed: ResumeState,
   ) {
     this.stats = p.newStats();
+    this.resumePoints = resumed.points;
   }
+
+  private readonly resumePoints: Map<string, number>;
 
   onRecord(rec: DecodedRecord, env: EnvelopeContext): void {
     this.clock = env.envelope.clock;
@@ -242,6 +261,7 @@ export class StreamLane<X> implements FunctionLane {
         metaPinSeq: 0, metaPinUntilNs: 0, itemsSeen: false, closedAtNs: 0,
         resume: this.resumePoints.get(resumeKey(env.envelope.node, connId, tls)), held: [],
       };
+      c.meta = this.resumed.owners.get(resumeKey(env.envelope.node, connId, tls)) ?? null;
       this.conns.set(key, c);
     }
     return c;
@@ -262,6 +282,7 @@ export class StreamLane<X> implements FunctionLane {
         tls: c.tls,
         udp,
         resume: c.resume,
+        known: this.resumed.known.get(resumeKey(c.node, c.connId, c.tls)),
       }, (x) => this.item(c, x), this.stats);
     }
     const t = c.tracker;
@@ -339,8 +360,10 @@ export class StreamLane<X> implements FunctionLane {
     this.clock = env.envelope.clock;
     const node = env.envelope.node;
     const now = env.envelope.mono;
-    if (now - (this.lastSweep.get(node) ?? 0) >= SWEEP_EVERY_NS) {
-      this.lastSweep.set(node, now);
+    // Sweeps at fixed steps of node time, so a re-read sweeps at the same messages.
+    const step = Math.floor(now / SWEEP_EVERY_NS);
+    if (step !== this.lastSweep.get(node)) {
+      this.lastSweep.set(node, step);
       this.sweep(node, now);
       this.reportStats();
     }
@@ -435,8 +458,8 @@ export function l7Function<X>(p: L7Protocol<X>): ProcessingFunction {
     kinds,
     tables: [p.table],
     async createLane(ctx) {
-      const points = p.resume && ctx.resuming ? await p.resume.load(ctx) : new Map<string, number>();
-      return new StreamLane(p, ctx, points);
+      const resumed = p.resume && ctx.resuming ? await p.resume.load(ctx) : { points: new Map(), owners: new Map(), known: new Map() };
+      return new StreamLane(p, ctx, resumed);
     },
   };
 }

@@ -35,6 +35,8 @@ export interface LaneContext {
    * messages a previous owner handled, and may read its own committed rows to resume.
    */
   resuming: boolean;
+  /** First stream sequence this lane reads (1: the start of the stream). */
+  resumeFrom: number;
   /** Run a read-only query against the rows' database (`{db}` is replaced by its name). */
   query<T>(sql: string, params?: Record<string, unknown>): Promise<T[]>;
   /** Emit a row completed by the message being handled. */

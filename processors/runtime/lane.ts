@@ -38,6 +38,8 @@ export interface LaneOptions {
   query: LaneContext['query'];
   /** Identity of the stream the rows derive from: `<name>@<created>`. */
   streamId: string;
+  /** First stream sequence the lane's consumer delivers (1: the start of the stream). */
+  resumeFrom: number;
   /** Highest sequence already committed per table by earlier runs. */
   committed: Map<string, number>;
   metrics: ProcessorMetrics;
@@ -48,6 +50,8 @@ export interface LaneOptions {
 export class Lane {
   readonly fn: ProcessingFunction;
   readonly shard: number;
+  /** First stream sequence the lane's consumer delivers. */
+  readonly resumeFrom: number;
   /** Highest sequence fully handled. */
   processedSeq = 0;
   /** A windowed read (replay) reached its end on this lane. */
@@ -64,6 +68,7 @@ export class Lane {
   private constructor(private readonly o: LaneOptions) {
     this.fn = o.fn;
     this.shard = o.shard;
+    this.resumeFrom = o.resumeFrom;
     this.wanted = new Uint8Array(0x10000);
     for (const k of o.fn.kinds) this.wanted[k] = 1;
   }
@@ -77,6 +82,7 @@ export class Lane {
       log: o.log,
       streamId: o.streamId,
       resuming: [...o.committed.values()].some((seq) => seq > 0),
+      resumeFrom: o.resumeFrom,
       query: o.query,
       emit: (table, row) => lane.emit(table, row),
       count: (event, n = 1) => o.metrics.events.inc({ ...fnLabel, event }, n),
@@ -183,6 +189,11 @@ export class Lane {
   /** After a successful insert of rows up to `seq` for `table`. */
   committed(table: string, seq: number): void {
     if (seq > (this.o.committed.get(table) ?? 0)) this.o.committed.set(table, seq);
+  }
+
+  /** Highest sequence that may be acknowledged once the rows emitted so far are committed. */
+  ackLimit(): number {
+    return Math.min(this.processedSeq, this.impl.lowWaterMark() - 1);
   }
 
   /**

@@ -111,8 +111,9 @@ export class Processor {
       for (const shard of this.o.shards) {
         const laneCommitted = new Map<string, number>();
         for (const t of fn.tables) laneCommitted.set(t, committed.get(t)?.get(`${fn.name}/${shard}`) ?? 0);
+        const resumeFrom = await this.consumerStart(jsm, consumerName(ch.database, fn.name, shard));
         const lane = await Lane.create({
-          fn, shard, streamId: this.streamId, committed: laneCommitted, metrics: this.metrics, dlq,
+          fn, shard, streamId: this.streamId, committed: laneCommitted, metrics: this.metrics, dlq, resumeFrom,
           log: log.child({ fn: fn.name, shard }), query: (sql, params) => this.query(sql, params),
         });
         this.lanes.push(lane);
@@ -129,12 +130,26 @@ export class Processor {
     return rs.json<T>();
   }
 
-  private async openConsumer(jsm: JetStreamManager, lane: Lane): Promise<void> {
-    const name = consumerName(this.o.ch.database, lane.fn.name, lane.shard);
-    let start = 0;
+  /**
+   * Where a lane's consumer resumes: its acknowledgement floor + 1, 1 for a new lane. A
+   * consumer created at a start sequence reports an ack floor of 0 until its first
+   * acknowledgement (nats-server 2.9), so never below the sequence it was created at.
+   */
+  private async consumerStart(jsm: JetStreamManager, name: string): Promise<number> {
     try {
       const ci = await jsm.consumers.info(this.o.stream, name);
-      start = ci.ack_floor.stream_seq + 1;
+      const created = ci.config.deliver_policy === DeliverPolicy.StartSequence ? ci.config.opt_start_seq ?? 1 : 1;
+      return Math.max(ci.ack_floor.stream_seq + 1, created);
+    } catch (err) {
+      if (!/consumer not found/i.test((err as Error).message)) throw err;
+      return 1;
+    }
+  }
+
+  private async openConsumer(jsm: JetStreamManager, lane: Lane): Promise<void> {
+    const name = consumerName(this.o.ch.database, lane.fn.name, lane.shard);
+    const start = lane.resumeFrom;
+    try {
       await jsm.consumers.delete(this.o.stream, name);
     } catch (err) {
       if (!/consumer not found/i.test((err as Error).message)) throw err;
@@ -184,7 +199,9 @@ export class Processor {
   /** Insert pending rows, then acknowledge what they and the low-water marks allow. */
   flush(): Promise<void> {
     this.flushing = this.flushing.then(async () => {
-      const handled = this.lanes.map((l) => l.processedSeq);
+      // What may be acknowledged is fixed now, together with the rows this insert takes: a
+      // pin released while the insert runs belongs to a row that is not in it.
+      const handled = this.lanes.map((l) => l.ackLimit());
       this.metrics.pendingRows.set(this.pendingRows());
       try {
         await this.sink.flush(this.lanes);
