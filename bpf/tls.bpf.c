@@ -41,6 +41,7 @@ static __always_inline int call_start(__u8 op, void *ssl, const void *buf, __u64
 	c->num = num > 0x7fffffff ? 0x7fffffff : num;
 	c->op = op;
 	c->cookie = 0;
+	c->start_ns = bpf_ktime_get_ns();
 	c->active = 1;
 	return 0;
 }
@@ -52,6 +53,15 @@ static __always_inline int call_end(long ret)
 	if (!c || !c->active)
 		return 0;
 	c->active = 0;
+	/* A handshake moves no plaintext: remember its socket for the SSL object's first calls. */
+	if (c->op == TLS_OP_HANDSHAKE) {
+		if (c->cookie) {
+			struct ssl_key hk = { .ssl = c->ssl, .tgid = bpf_get_current_pid_tgid() >> 32 };
+			__u64 hc = c->cookie;
+			bpf_map_update_elem(&ssl_sockets, &hk, &hc, BPF_ANY);
+		}
+		return 0;
+	}
 	/* _ex forms return 1 on success and store the byte count through their last argument. */
 	__u64 bytes = 0;
 	if (c->len_ptr) {
@@ -70,8 +80,10 @@ static __always_inline int call_end(long ret)
 		bpf_map_update_elem(&ssl_sockets, &k, &cookie, BPF_ANY);
 	} else {
 		__u64 *known = bpf_map_lookup_elem(&ssl_sockets, &k);
-		if (!known)
+		if (!known) {
+			count_loss(REC_TLS_DATA, LOSS_TLS_UNATTRIBUTED);
 			return 0;
+		}
 		cookie = *known;
 	}
 	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
@@ -86,6 +98,9 @@ static __always_inline int call_end(long ret)
 					       egress ? DIR_EGRESS : DIR_INGRESS);
 	if (!s)
 		return 0;
+	/* Written bytes moved during the call, not at its return. */
+	if (egress)
+		s->rec.hdr.ts_ns = c->start_ns;
 	struct data_src src = { .buf = c->buf, .count = bytes };
 	copy_payload(s, &src, pos, bytes, capture_limit(cfg, bytes));
 	return 0;
@@ -135,6 +150,18 @@ int BPF_KPROBE(ssl_read_ex_entry, void *ssl, void *buf, size_t num, size_t *read
 
 SEC("uretprobe")
 int BPF_KRETPROBE(ssl_read_ex_return, int ret)
+{
+	return call_end(ret);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(ssl_handshake_entry, void *ssl)
+{
+	return call_start(TLS_OP_HANDSHAKE, ssl, 0, 0, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ssl_handshake_return, int ret)
 {
 	return call_end(ret);
 }

@@ -17,6 +17,7 @@ enum tls_op {
 	TLS_OP_SSL_WRITE = 2,
 	TLS_OP_SSL_READ_EX = 3,
 	TLS_OP_SSL_WRITE_EX = 4,
+	TLS_OP_HANDSHAKE = 5, /* SSL_do_handshake: no data, only the socket it uses */
 };
 
 #endif /* NETRIG_TLS_H */

@@ -18,7 +18,7 @@ import { BpfError } from '../lib/errors.js';
 const TLS_SCAN_MS = 10_000;
 
 /** Loss causes as the kernel numbers them (enum loss_cause). */
-const KERNEL_LOSS_CAUSES = ['ringbuf_full'];
+const KERNEL_LOSS_CAUSES = ['ringbuf_full', 'tls_unattributed'];
 
 /** Which sockets' payload is captured. Lifecycle and TCP events are never filtered. */
 export interface FilterSet {

@@ -28,6 +28,8 @@ const PROBES: { prog: string; func: string; retprobe: boolean }[] = [
   { prog: 'ssl_write_ex_return', func: 'SSL_write_ex', retprobe: true },
   { prog: 'ssl_read_ex_entry', func: 'SSL_read_ex', retprobe: false },
   { prog: 'ssl_read_ex_return', func: 'SSL_read_ex', retprobe: true },
+  { prog: 'ssl_handshake_entry', func: 'SSL_do_handshake', retprobe: false },
+  { prog: 'ssl_handshake_return', func: 'SSL_do_handshake', retprobe: true },
 ];
 
 /** Paths (as this process can open them) of libssl files mapped by running processes. */

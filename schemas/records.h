@@ -37,8 +37,9 @@ enum rec_hdr_flags {
 
 /* Causes of kernel-side loss, counted per kind in the `losses` map. */
 enum loss_cause {
-	LOSS_RINGBUF_FULL = 0, /* bpf_ringbuf_output failed: the edge fell behind */
-	LOSS_CAUSE_MAX = 1,
+	LOSS_RINGBUF_FULL = 0,      /* bpf_ringbuf_output failed: the edge fell behind */
+	LOSS_TLS_UNATTRIBUTED = 1,  /* TLS plaintext whose socket could not be told */
+	LOSS_CAUSE_MAX = 2,
 };
 
 /* Common header of every record; 32 bytes, naturally aligned. */

@@ -15,6 +15,7 @@ struct tls_call {
 	__u64 buf;      /* plaintext buffer */
 	__u64 len_ptr;  /* size_t *written / *readbytes of the _ex forms, else 0 */
 	__u64 cookie;   /* socket seen inside the call, 0 if none yet */
+	__u64 start_ns; /* when the call began */
 	__u32 num;      /* buffer size */
 	__u8 op;        /* enum tls_op */
 	__u8 active;

@@ -170,3 +170,34 @@ export async function socketCookies(host: Host, filter: { sport?: number; dport?
   if (r.code !== 0) throw new Error(`ss failed in ${host.ns}: ${r.stderr}`);
   return [...r.stdout.matchAll(/\bsk:([0-9a-f]+)/g)].map((m) => parseInt(m[1], 16));
 }
+
+/** What execWithPid() gives: the output and the pid the command ran as. */
+export interface PidExecResult extends ExecResult {
+  pid: number;
+}
+
+/**
+ * Run a command inside `host`'s namespace like Host.exec(), and also say which pid it ran
+ * as (`ip netns exec` execs the command in place, so the spawned pid is the command's):
+ * rows name the process that made the traffic. Never rejects for a non-zero exit.
+ */
+export function execWithPid(host: Host, cmd: string, args: string[], opts: ExecOptions = {}): Promise<PidExecResult> {
+  return new Promise((resolve, reject) => {
+    const child = host.spawn(cmd, args, { env: opts.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout!.on('data', (b: Buffer) => out.push(b));
+    child.stderr!.on('data', (b: Buffer) => err.push(b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run ${cmd} in ${host.ns}: ${e.message}`));
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ pid: child.pid!, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), code });
+    });
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(opts.input ?? '');
+  });
+}
