@@ -76,8 +76,10 @@ async function detachCase(t: TestContext, signal: 'SIGTERM' | 'SIGINT'): Promise
 
   // Its objects, by the descriptors it holds.
   const own: BpfIds = bpfIdsOf(pid);
-  assert.equal(own.progs.size, attached, 'it holds one descriptor per attached program');
-  assert.equal(own.links.size, attached, 'one link per attached program');
+  // Tracepoint programs attach once each; the TLS uprobe programs are loaded too and attach
+  // once per libssl file found, so there are at least as many of both as the log counted.
+  assert.ok(own.progs.size >= attached, `it holds a descriptor for every attached program (${own.progs.size} >= ${attached})`);
+  assert.ok(own.links.size >= attached, `a link for every attached program (${own.links.size} >= ${attached})`);
   assert.ok(own.maps.size > 0, 'it holds its maps');
 
   const progs = (await bpftoolProgs()).filter((p) => own.progs.has(p.id));
