@@ -26,9 +26,11 @@ if ((${#missing[@]})); then
   done
 fi
 
-# npm dependencies, from the lockfile.
+# npm dependencies at the lockfile's versions. `npm install`, not `npm ci`: the lockfile has
+# no entries for other platforms' optional binaries (chdb, msgpackr-extract), which npm ci
+# rejects as out of sync.
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 # BPF objects, then TypeScript.
