@@ -3,7 +3,7 @@
  * datagram a message; unconnected server sockets name each datagram's peer) and TCP (2-byte
  * length prefix), on port 53. Queries and responses are matched by id, peer and question.
  */
-import { l7Function, rowBase, rowSides, type ConnView, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
+import { l7Function, l7Row, type ConnView, type RowPeers, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
 import type { StreamEvent } from '../l7/reassembly.js';
 import type { SockDataRecord } from '../../schemas/records.js';
 import { DnsMatcher, newDnsStats, type DnsExchange, type DnsStats } from './matcher.js';
@@ -42,9 +42,9 @@ class DnsTracker implements L7Tracker {
   }
 }
 
-/** Client and server columns: a datagram's peer when the socket is unconnected, else the tuple. */
-function dnsSides(x: DnsExchange, c: ConnView) {
-  if (!x.peer || !c.meta) return rowSides(c, x.role);
+/** Client and server of an unconnected UDP exchange: the local socket and the datagram's peer. */
+function dnsPeers(x: DnsExchange, c: ConnView): RowPeers | undefined {
+  if (!x.peer || !c.meta) return undefined;
   const local = { addr: c.meta.tuple.saddr, port: c.meta.tuple.sport };
   const [client, server] = x.role === 'client' ? [local, x.peer] : [x.peer, local];
   return { client_addr: client.addr, client_port: client.port, server_addr: server.addr, server_port: server.port };
@@ -64,10 +64,7 @@ export const dnsProtocol: L7Protocol<DnsExchange> = {
   newStats: newDnsStats,
   open: (h, onItem, stats) => new DnsTracker(h, onItem, stats as DnsStats),
   row(x, c, clock) {
-    return {
-      ...rowBase(c, x.queryTsNs, clock),
-      role: x.role,
-      ...dnsSides(x, c),
+    return l7Row({
       transport: x.transport,
       query_id: x.id,
       qname: x.qname,
@@ -79,7 +76,7 @@ export const dnsProtocol: L7Protocol<DnsExchange> = {
       timed_out: x.timedOut ? 1 : 0,
       truncated: x.truncated ? 1 : 0,
       retries: x.retries,
-    };
+    }, c, x.queryTsNs, clock, x.role, dnsPeers(x, c));
   },
 };
 

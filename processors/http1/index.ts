@@ -10,7 +10,7 @@
  * committed exchange ended is read back from http_requests when a lane resumes, so an idle
  * connection's next request pairs at once.
  */
-import { l7Function, rowBase, rowSides, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
+import { l7Function, l7Row, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
 import type { StreamEvent } from '../l7/reassembly.js';
 import type { LaneContext } from '../runtime/function.js';
 import { resumeKey, type ResumeState } from '../l7/stream-lane.js';
@@ -108,16 +108,17 @@ export const http1Protocol: L7Protocol<Http1Exchange> = {
   newStats: newHttp1Stats,
   open: (h, onItem, stats) => new Http1Tracker(h, onItem, stats as Http1Stats),
   row(x, c, clock) {
-    const role = x.role;
-    return {
-      ...rowBase(c, x.reqFirstTsNs, clock),
-      role,
-      ...rowSides(c, role),
+    return l7Row({
       protocol: x.version,
       method: x.method,
       host: x.host,
       path: x.path,
       status: x.status,
+      // Every row names every column: the sink sends rows as arrays under one column list.
+      grpc_service: '',
+      grpc_method: '',
+      grpc_status: -1,
+      grpc_message: '',
       req_messages: 1,
       resp_messages: x.status ? 1 : 0,
       req_bytes: x.reqBytes,
@@ -130,7 +131,7 @@ export const http1Protocol: L7Protocol<Http1Exchange> = {
       content_type: x.contentType,
       user_agent: x.userAgent,
       partial: x.flags & PARTIAL_FLAGS ? 1 : 0,
-    };
+    }, c, x.reqFirstTsNs, clock, x.role);
   },
   resume: {
     fromItem: (x) => (x.timedOut || x.flags & ExchangeFlags.Upgraded ? null : x.reqStartPos + x.reqBytes),

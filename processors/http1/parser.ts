@@ -224,6 +224,12 @@ function tokenPrefix(b: Buffer, n: number): number {
   return PARTIAL;
 }
 
+/** Index of the first LF in buf[from, to), or -1: a loop, cheaper than a native call for a line. */
+function findLf(buf: Buffer, from: number, to: number): number {
+  for (let i = from; i < to; i++) if (buf[i] === LF) return i;
+  return -1;
+}
+
 /** Can b[0, n) begin a start line? Out of sync only known methods count. */
 function startPrefix(b: Buffer, n: number, knownOnly: boolean): number {
   let best = Math.max(statusPrefix(b, n), literalPrefix(b, n, H2_PREFACE_LINE));
@@ -462,21 +468,20 @@ export class Http1Parser {
 
   /** Collect line bytes from buf[off]; process the line at its LF. Returns the new offset. */
   private lineBytes(buf: Buffer, off: number, base: number, ts: number): number {
-    let lf = buf.indexOf(LF, off);
-    let stop = lf < 0 ? buf.length : lf + 1;
     // A cap is crossed at a fixed stream position, however the bytes are split: the line
     // takes bytes up to that one, the rest is skipped out of sync.
     const over = this.lineCapPos() - base;
-    if (stop > over) {
-      stop = over + 1;
-      lf = -1;
-    }
+    const lf = findLf(buf, off, Math.min(buf.length, over));
+    const stop = lf >= 0 ? lf + 1 : Math.min(buf.length, over + 1);
     const cr = lf >= 0 && (lf > off ? buf[lf - 1] : this.lineLast) === CR;
     const keep = Math.min(stop - off, LINE_BUFFER_BYTES - this.lineKept);
     if (keep > 0) {
       this.reserveLine(this.lineKept + keep);
-      buf.copy(this.line, this.lineKept, off, off + keep);
-      this.lineKept += keep;
+      // A loop: lines are short, and Buffer#copy's native call costs more than the bytes.
+      const line = this.line;
+      let k = this.lineKept;
+      for (let i = off; i < off + keep; i++) line[k++] = buf[i];
+      this.lineKept = k;
     }
     this.lineLen += stop - off;
     this.lineLast = buf[stop - 1];

@@ -169,18 +169,33 @@ function roleHint(role: number): RoleHint {
   return role === Role.Client ? 'client' : role === Role.Server ? 'server' : 'unknown';
 }
 
-/** Client and server columns of a row, from the connection's tuple and the side the bytes showed. */
-export function rowSides(c: ConnView, role: 'client' | 'server'): Row {
-  const m = c.meta;
-  return m ? sides(m.tuple, role === 'server' ? Role.Server : Role.Client) : { client_addr: '::', client_port: 0, server_addr: '::', server_port: 0 };
-}
+/** The client and server columns of a row. */
+export type RowPeers = ReturnType<typeof sides>;
 
-/** Columns every L7 row starts with. */
-export function rowBase(c: ConnView, tsNs: number, clock: [number, number]): Row {
-  return {
-    ts: wallNs(tsNs, clock), region: c.region, node: c.node, conn_id: c.connId,
-    pid: c.meta?.tgid ?? 0, comm: c.meta?.comm ?? '',
-  };
+const NO_PEERS: RowPeers = { client_addr: '::', client_port: 0, server_addr: '::', server_port: 0 };
+
+/**
+ * Completes a function's own columns into an L7 row: time, origin, owner, role, and the
+ * client and server (from the connection's tuple seen from `role`, unless `peers` names
+ * them). Columns are added to `fields` instead of spread into a new object: node 20's V8
+ * takes a slow path for `{ ...a, b: 1 }` (about 1 µs per property added after the spread),
+ * which was most of the cost of a row.
+ */
+export function l7Row(fields: Row, c: ConnView, tsNs: number, clock: [number, number], role: 'client' | 'server', peers?: RowPeers): Row {
+  const m = c.meta;
+  const p = peers ?? (m ? sides(m.tuple, role === 'server' ? Role.Server : Role.Client) : NO_PEERS);
+  fields.ts = wallNs(tsNs, clock);
+  fields.region = c.region;
+  fields.node = c.node;
+  fields.conn_id = c.connId;
+  fields.pid = m?.tgid ?? 0;
+  fields.comm = m?.comm ?? '';
+  fields.role = role;
+  fields.client_addr = p.client_addr;
+  fields.client_port = p.client_port;
+  fields.server_addr = p.server_addr;
+  fields.server_port = p.server_port;
+  return fields;
 }
 
 export class StreamLane<X> implements FunctionLane {

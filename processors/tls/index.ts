@@ -4,7 +4,7 @@
  * handshake_ns from the ClientHello to the client's first encrypted record after the
  * ServerHello. A connection is read only until its handshake is done.
  */
-import { l7Function, rowBase, rowSides, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
+import { l7Function, l7Row, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
 import type { StreamEvent } from '../l7/reassembly.js';
 import { newTlsStats, TlsHandshakeTracker, type TlsHandshake, type TlsStats } from './handshake.js';
 
@@ -64,10 +64,7 @@ export const tlsProtocol: L7Protocol<TlsHandshake> = {
   newStats: newTlsStats,
   open: (h, onItem, stats) => new TlsTracker(h, onItem, stats as TlsStats),
   row(x, c, clock) {
-    return {
-      ...rowBase(c, x.clientHelloTsNs, clock),
-      role: x.role,
-      ...rowSides(c, x.role),
+    return l7Row({
       sni: x.sni,
       alpn_offered: x.alpnOffered,
       alpn: x.alpn,
@@ -75,7 +72,7 @@ export const tlsProtocol: L7Protocol<TlsHandshake> = {
       cipher: x.cipher,
       handshake_ns: x.handshakeNs,
       completed: x.complete ? 1 : 0,
-    };
+    }, c, x.clientHelloTsNs, clock, x.role);
   },
 };
 
