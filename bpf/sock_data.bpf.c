@@ -134,7 +134,7 @@ static __always_inline struct sock_args *current_args(void)
 	if (!a)
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	if (BPF_CORE_READ(regs, orig_ax) != a->nr)
+	if (regs->orig_ax != a->nr)
 		return 0;
 	return a;
 }
@@ -241,8 +241,8 @@ static __always_inline struct conn_state *track_new(const struct sock *sk, __u64
 						    __u8 dir)
 {
 	struct conn_state st = {};
-	__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	__u16 sport = sk->__sk_common.skc_num;
+	__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	st.role = guess_role(proto, sport, dport, dir);
 	st.conn_flags = CONN_F_ROLE_GUESSED;
 	if (proto == IPPROTO_TCP_)
@@ -314,7 +314,7 @@ static __always_inline int on_sock_data(struct sock *sk, int ret, int msg_flags,
 	__u32 msg = 0;
 	if (a && (a->op == SOCK_OP_RECVMMSG || a->op == SOCK_OP_SENDMMSG))
 		msg = a->mmsg_index++;
-	int unconnected_udp = proto == IPPROTO_UDP_ && BPF_CORE_READ(sk, __sk_common.skc_dport) == 0;
+	int unconnected_udp = proto == IPPROTO_UDP_ && sk->__sk_common.skc_dport == 0;
 
 	/* Unconnected UDP receive: the source address reaches user memory at syscall exit. */
 	if (unconnected_udp && dir == DIR_INGRESS && a && a->op != SOCK_OP_READ &&

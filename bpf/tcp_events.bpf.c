@@ -166,13 +166,13 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 	if (!skb_tuple(&r.tuple, skb, &r.drop_flags))
 		return 0;
 	/* The socket the packet belonged to, when the stack knew it. */
-	struct sock *sk = BPF_CORE_READ(skb, sk);
+	struct sock *sk = skb->sk;
 	if (!sk)
 		sk = rx_sk;
 	__u64 cookie = 0;
 	if (sk) {
-		cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-		r.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		cookie = sk->__sk_common.skc_cookie.counter;
+		r.state = sk->__sk_common.skc_state;
 	}
 	fill_hdr(&r.hdr, REC_SKB_DROP, SKB_DROP_VERSION, sizeof(r), cookie);
 	if (cookie)

@@ -156,39 +156,44 @@ static __always_inline void map_v4(__u8 *dst, __be32 a)
 	__builtin_memcpy(dst + 12, &a, 4);
 }
 
+/*
+ * Socket fields are read by direct loads: every caller has the socket as a BTF pointer
+ * (tp_btf), which the verifier turns into fault-safe loads, far cheaper than a
+ * bpf_probe_read_kernel call per field on a path run for every send and receive.
+ */
+
 /* Local and remote addresses of a socket (or request socket) from its sock_common. */
 static __always_inline void fill_tuple(struct flow_tuple *t, const struct sock_common *skc,
 				       __u8 protocol)
 {
-	__u16 family = BPF_CORE_READ(skc, skc_family);
+	__u16 family = skc->skc_family;
 	t->family = family;
 	t->protocol = protocol;
 	t->pad = 0;
-	t->sport = BPF_CORE_READ(skc, skc_num);
-	t->dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	t->sport = skc->skc_num;
+	t->dport = bpf_ntohs(skc->skc_dport);
 	if (family == AF_INET) {
-		map_v4(t->saddr, BPF_CORE_READ(skc, skc_rcv_saddr));
-		map_v4(t->daddr, BPF_CORE_READ(skc, skc_daddr));
+		map_v4(t->saddr, skc->skc_rcv_saddr);
+		map_v4(t->daddr, skc->skc_daddr);
 	} else {
-		/* &t->saddr: the macro copies sizeof(*dst), all 16 bytes of the array. */
-		BPF_CORE_READ_INTO(&t->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&t->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(t->saddr, skc->skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(t->daddr, skc->skc_v6_daddr.in6_u.u6_addr8, 16);
 	}
 }
 
 static __always_inline __u32 sock_netns(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return sk->__sk_common.skc_net.net->ns.inum;
 }
 
 /* TCP or UDP over IPv4/IPv6: the sockets netrig follows. Returns the protocol or 0. */
 static __always_inline __u8 inet_proto(const struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
-	__u16 type = BPF_CORE_READ(sk, sk_type);
+	__u16 proto = sk->sk_protocol;
+	__u16 type = sk->sk_type;
 	if (proto == IPPROTO_TCP_ && type == SOCK_STREAM_)
 		return IPPROTO_TCP_;
 	if (proto == IPPROTO_UDP_ && type == SOCK_DGRAM_)
