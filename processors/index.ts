@@ -97,6 +97,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
       flushIntervalMs: intValue('flush-interval-ms', input.flushIntervalMs ?? 500, 10, 60_000),
       ttlDays: intValue('ttl-days', input.ttlDays ?? 30, 1, 3650),
       maxPendingRows: 200_000,
+      connect: () => connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-processor-lanes', log),
     });
     const m = await serveMetrics(processor.metrics.registry, intValue('metrics-port', input.metricsPort ?? 9465, 0, 65535));
     server = m.server;

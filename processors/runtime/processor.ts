@@ -40,6 +40,14 @@ export interface ProcessorOptions {
   metrics?: ProcessorMetrics;
   /** Read only part of the stream (netrig replay); all of it, live, by default. */
   window?: StreamWindow;
+  /**
+   * Opens another connection to the same NATS. Lanes then read through connections of
+   * their own, LANES_PER_CONNECTION to each, so that however many lanes run, what a
+   * connection can have waiting on the server stays below the server's per-client limit
+   * (max_pending, 64 MiB by default), past which the server cuts the client off as a slow
+   * consumer. Without it every lane reads through `nc`.
+   */
+  connect?: () => Promise<NatsConnection>;
 }
 
 /** A part of the raw stream: from a time, up to a sequence and time, for some edges. */
@@ -53,6 +61,13 @@ export interface StreamWindow {
 }
 
 const ACK_WAIT_NS = 300 * 1e9;
+/**
+ * Bytes one lane's consumer may have requested and not yet received: NATS's default
+ * max_payload, so any message fits in one pull.
+ */
+const PULL_BYTES = 1024 * 1024;
+/** Lanes per NATS connection when the processor may open more (32 MiB of pulls each). */
+const LANES_PER_CONNECTION = 32;
 const MAX_ACK_PENDING = 200_000;
 const LAG_POLL_MS = 5000;
 
@@ -77,6 +92,8 @@ export class Processor {
   readonly lanes: Lane[] = [];
   private readonly sink: ClickHouseSink;
   private readonly iterators: ConsumerMessages[] = [];
+  /** Connections opened for lanes (not `nc`), closed at stop. */
+  private readonly laneConnections: NatsConnection[] = [];
   private readonly loops: Promise<void>[] = [];
   private flushTimer: NodeJS.Timeout | null = null;
   private lagTimer: NodeJS.Timeout | null = null;
@@ -93,7 +110,13 @@ export class Processor {
   /** Apply migrations, open every lane's consumer and start consuming. */
   static async start(o: ProcessorOptions): Promise<Processor> {
     const p = new Processor(o);
-    await p.init();
+    try {
+      await p.init();
+    } catch (err) {
+      for (const it of p.iterators) it.stop();
+      await Promise.allSettled(p.laneConnections.map((c) => c.close()));
+      throw err;
+    }
     return p;
   }
 
@@ -119,7 +142,7 @@ export class Processor {
         this.lanes.push(lane);
       }
     }
-    for (const lane of this.lanes) await this.openConsumer(jsm, lane);
+    for (const [i, lane] of this.lanes.entries()) await this.openConsumer(jsm, lane, await this.laneConnection(i));
     this.flushTimer = setInterval(() => void this.flush(), this.o.flushIntervalMs);
     this.lagTimer = setInterval(() => void this.pollLag(jsm), LAG_POLL_MS);
     log.info({ stream: this.streamId, functions: this.o.functions.map((f) => f.name), shards: this.o.shards.length, lanes: this.lanes.length }, 'processor started');
@@ -146,7 +169,15 @@ export class Processor {
     }
   }
 
-  private async openConsumer(jsm: JetStreamManager, lane: Lane): Promise<void> {
+  /** The connection the i-th lane reads through. */
+  private async laneConnection(i: number): Promise<NatsConnection> {
+    if (!this.o.connect) return this.o.nc;
+    const k = Math.floor(i / LANES_PER_CONNECTION);
+    while (this.laneConnections.length <= k) this.laneConnections.push(await this.o.connect());
+    return this.laneConnections[k];
+  }
+
+  private async openConsumer(jsm: JetStreamManager, lane: Lane, nc: NatsConnection): Promise<void> {
     const name = consumerName(this.o.ch.database, lane.fn.name, lane.shard);
     const start = lane.resumeFrom;
     try {
@@ -167,8 +198,8 @@ export class Processor {
       max_ack_pending: MAX_ACK_PENDING,
       max_deliver: -1,
     });
-    const consumer = await jetstream(this.o.nc).consumers.get(this.o.stream, name);
-    const it = await consumer.consume({ max_messages: 256 });
+    const consumer = await jetstream(nc).consumers.get(this.o.stream, name);
+    const it = await consumer.consume({ max_bytes: PULL_BYTES });
     this.iterators.push(it);
     this.loops.push(this.consumeLoop(lane, it));
   }
@@ -278,6 +309,7 @@ export class Processor {
     await Promise.allSettled(this.loops);
     await this.flush();
     await this.o.nc.flush().catch(() => undefined);
+    await Promise.allSettled(this.laneConnections.map((c) => c.drain()));
     this.sink.stop();
     this.o.log.info('processor stopped');
   }
