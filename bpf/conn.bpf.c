@@ -5,6 +5,7 @@
  * connection id. Never sampled: every TCP connection gets its open and close records.
  */
 #include "lib/netrig.bpf.h"
+#include "lib/tls_call.bpf.h"
 #include "conn.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -66,7 +67,7 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	/* Only TCP; the tracepoint also fires for SCTP and MPTCP. */
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP_)
+	if (sk->sk_protocol != IPPROTO_TCP_)
 		return 0;
 	__u64 cookie = bpf_get_socket_cookie((void *)sk);
 	__u64 now = bpf_ktime_get_ns();
@@ -78,22 +79,21 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		st.connect_ts_ns = now;
 		st.open_ts_ns = now;
 		set_owner_current(&st);
-		bpf_map_update_elem(&conns, &cookie, &st, BPF_ANY);
+		/* A socket that sent before connecting (never for TCP, but cheap to be sure) starts over. */
+		struct conn_state *cur = conn_create(sk, &st);
+		if (cur)
+			*cur = st;
 		return 0;
 	}
 
 	/* Handshake done: the old state tells the role. */
 	if (newstate == TCP_ESTABLISHED_ &&
 	    (oldstate == TCP_SYN_SENT_ || oldstate == TCP_SYN_RECV_)) {
-		struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
-		if (!st) {
-			struct conn_state fresh = {};
-			fresh.role = oldstate == TCP_SYN_SENT_ ? ROLE_CLIENT : ROLE_SERVER;
-			bpf_map_update_elem(&conns, &cookie, &fresh, BPF_NOEXIST);
-			st = bpf_map_lookup_elem(&conns, &cookie);
-			if (!st)
-				return 0;
-		}
+		struct conn_state fresh = {};
+		fresh.role = oldstate == TCP_SYN_SENT_ ? ROLE_CLIENT : ROLE_SERVER;
+		struct conn_state *st = conn_create(sk, &fresh);
+		if (!st)
+			return 0;
 		st->open_ts_ns = now;
 		emit_open(sk, cookie, st);
 		return 0;
@@ -101,12 +101,13 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 
 	/* Closed: one record with what the connection moved, then forget it. */
 	if (newstate == TCP_CLOSE_) {
-		struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
+		struct conn_state *st = conn_get(sk);
 		if (!st && !was_connected(oldstate))
 			return 0;
 		emit_close(sk, cookie, st, oldstate);
 		if (st)
-			bpf_map_delete_elem(&conns, &cookie);
+			bpf_sk_storage_delete(&conns, (struct sock *)sk);
+		bpf_map_delete_elem(&tls_conns, &cookie);
 	}
 	return 0;
 }

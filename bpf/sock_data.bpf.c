@@ -248,8 +248,7 @@ static __always_inline struct conn_state *track_new(const struct sock *sk, __u64
 	if (proto == IPPROTO_TCP_)
 		st.conn_flags |= CONN_F_MIDLIFE;
 	st.open_ts_ns = bpf_ktime_get_ns();
-	bpf_map_update_elem(&conns, &cookie, &st, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&conns, &cookie);
+	return conn_create(sk, &st);
 }
 
 /* Tell the processors who owns the socket, deciding capture the first time. */
@@ -294,8 +293,7 @@ static __always_inline int on_sock_data(struct sock *sk, int ret, int msg_flags,
 	if (!cfg)
 		return 0;
 	__u64 cookie = bpf_get_socket_cookie(sk);
-	note_tls_socket(cookie);
-	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
+	struct conn_state *st = conn_get(sk);
 	if (!st) {
 		st = track_new(sk, cookie, proto, dir);
 		if (!st)
@@ -309,6 +307,7 @@ static __always_inline int on_sock_data(struct sock *sk, int ret, int msg_flags,
 		announce(cfg, sk, cookie, st, proto);
 	if (st->capture != CAPTURE_YES)
 		return 0;
+	note_tls_socket(cookie);
 
 	struct sock_args *a = current_args();
 	__u32 msg = 0;

@@ -16,10 +16,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 static __always_inline void event_from_sock(struct tcp_event_rec *r, const struct sock *sk,
 					    __u64 cookie)
 {
-	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
+	struct conn_state *st = conn_get(sk);
 	fill_tuple(&r->tuple, &sk->__sk_common, IPPROTO_TCP_);
 	r->netns_ino = sock_netns(sk);
-	r->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	r->state = sk->__sk_common.skc_state;
 	if (st) {
 		hdr_owner(&r->hdr, st);
 		__builtin_memcpy(r->comm, st->comm, sizeof(r->comm));
@@ -176,7 +176,7 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 	}
 	fill_hdr(&r.hdr, REC_SKB_DROP, SKB_DROP_VERSION, sizeof(r), cookie);
 	if (cookie)
-		hdr_owner(&r.hdr, bpf_map_lookup_elem(&conns, &cookie));
+		hdr_owner(&r.hdr, conn_get(sk));
 	r.location = (__u64)location;
 	r.reason = reason;
 	r.pkt_len_bytes = BPF_CORE_READ(skb, len);

@@ -86,14 +86,15 @@ static __always_inline int call_end(long ret)
 		}
 		cookie = *known;
 	}
-	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
+	/* Only captured sockets have plaintext positions (see note_tls_socket). */
+	struct tls_conn *t = bpf_map_lookup_elem(&tls_conns, &cookie);
 	struct netrig_config *cfg = get_config();
-	if (!st || !cfg || st->capture != CAPTURE_YES)
+	if (!t || !cfg)
 		return 0;
 
 	/* Plaintext positions are their own stream, beside the socket's ciphertext positions. */
 	__u8 egress = c->op == TLS_OP_SSL_WRITE || c->op == TLS_OP_SSL_WRITE_EX;
-	__u64 pos = __sync_fetch_and_add(egress ? &st->tls_tx_pos_bytes : &st->tls_rx_pos_bytes, bytes);
+	__u64 pos = __sync_fetch_and_add(egress ? &t->tx_pos_bytes : &t->rx_pos_bytes, bytes);
 	struct data_scratch *s = start_records(REC_TLS_DATA, cookie, pos, bytes, c->op,
 					       egress ? DIR_EGRESS : DIR_INGRESS);
 	if (!s)

@@ -23,7 +23,7 @@ export interface EdgeInput {
   captureBytes?: string | number;
   sampleRate?: string | number;
   ringBytes?: string | number;
-  connTable?: string | number;
+  tlsConnTable?: string | number;
   maxBufferBytes?: string | number;
   lingerMs?: string | number;
   heartbeat?: string;
@@ -101,7 +101,7 @@ export function edgeConfig(input: EdgeInput): EdgeConfig {
     source: {
       objectPath: input.objectPath ?? DEFAULT_OBJECT_PATH,
       ringBytes: powerOfTwo('ring-bytes', bytesValue('ring-bytes', input.ringBytes ?? '32MiB', 64 * 1024, 1024 ** 3), 64 * 1024, 1024 ** 3),
-      connTableEntries: intValue('conn-table', input.connTable ?? 262144, 1024, 1 << 24),
+      tlsConnTableEntries: intValue('tls-conn-table', input.tlsConnTable ?? 65536, 1024, 1 << 24),
       settings,
     },
   };

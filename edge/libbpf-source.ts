@@ -45,8 +45,11 @@ export interface LibbpfSourceOptions {
   objectPath: string;
   /** Ring buffer size in bytes (a power of two, multiple of the page size). */
   ringBytes: number;
-  /** Sockets tracked at once before the least recently used is forgotten. */
-  connTableEntries: number;
+  /**
+   * TLS connections whose plaintext positions are kept at once, before the least recently
+   * used is forgotten (other socket state lives in the sockets' own storage, unbounded).
+   */
+  tlsConnTableEntries: number;
   settings: CaptureSettings;
 }
 
@@ -87,7 +90,7 @@ export class LibbpfSource implements RecordSource {
     const obj = BpfObject.open(opts.objectPath, log);
     try {
       obj.setMaxEntries('events', opts.ringBytes);
-      obj.setMaxEntries('conns', opts.connTableEntries);
+      obj.setMaxEntries('tls_conns', opts.tlsConnTableEntries);
       obj.load();
       return new LibbpfSource(obj, opts, log);
     } catch (err) {

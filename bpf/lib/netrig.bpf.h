@@ -61,8 +61,6 @@ struct {
 struct conn_state {
 	__u64 tx_pos_bytes;  /* next egress byte position */
 	__u64 rx_pos_bytes;  /* next ingress byte position */
-	__u64 tls_tx_pos_bytes; /* next egress plaintext position (TLS) */
-	__u64 tls_rx_pos_bytes; /* next ingress plaintext position (TLS) */
 	__u64 open_ts_ns;    /* ESTABLISHED, connect() or first sight */
 	__u64 connect_ts_ns; /* connect() for active opens */
 	__u64 cgroup_id;     /* owner's cgroup, when known */
@@ -85,13 +83,31 @@ enum capture_decision {
 	CAPTURE_NO = 2,
 };
 
-/* LRU so sockets that vanish without a CLOSE transition (UDP) age out. */
+/*
+ * Per-socket state in the socket's own local storage: found without hashing (a lookup in
+ * a hash table sized for every socket of a busy node costs cache and TLB misses on every
+ * send and receive), and freed with the socket, so sockets that vanish without a CLOSE
+ * transition (UDP) never linger and no number of sockets evicts another's state.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct conn_state);
 } conns SEC(".maps") __weak;
+
+/* The socket's state, or 0 when netrig has not seen it yet. */
+static __always_inline struct conn_state *conn_get(const struct sock *sk)
+{
+	return bpf_sk_storage_get(&conns, (struct sock *)sk, 0, 0);
+}
+
+/* The socket's state, created as a copy of `init` when it has none. */
+static __always_inline struct conn_state *conn_create(const struct sock *sk,
+						      struct conn_state *init)
+{
+	return bpf_sk_storage_get(&conns, (struct sock *)sk, init, BPF_SK_STORAGE_GET_F_CREATE);
+}
 
 static __always_inline struct netrig_config *get_config(void)
 {

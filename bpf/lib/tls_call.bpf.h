@@ -29,12 +29,35 @@ struct {
 	__type(value, struct tls_call);
 } tls_calls SEC(".maps") __weak;
 
-/* Inside a socket send/receive: if an SSL call is running on this thread, it uses `cookie`. */
+/*
+ * Plaintext positions of a captured socket that carried an SSL call, by cookie: the return
+ * probes have no socket, only the cookie the call noted. Removed at CLOSE; LRU for sockets
+ * that never close through TCP's state machine.
+ */
+struct tls_conn {
+	__u64 tx_pos_bytes; /* next egress plaintext position */
+	__u64 rx_pos_bytes; /* next ingress plaintext position */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct tls_conn);
+} tls_conns SEC(".maps") __weak;
+
+/*
+ * Inside a send/receive on a captured socket: if an SSL call is running on this thread, it
+ * uses this socket, which gets plaintext positions.
+ */
 static __always_inline void note_tls_socket(__u64 cookie)
 {
 	struct tls_call *c = bpf_task_storage_get(&tls_calls, bpf_get_current_task_btf(), 0, 0);
-	if (c && c->active)
-		c->cookie = cookie;
+	if (!c || !c->active)
+		return;
+	c->cookie = cookie;
+	struct tls_conn fresh = {};
+	bpf_map_update_elem(&tls_conns, &cookie, &fresh, BPF_NOEXIST);
 }
 
 #endif /* NETRIG_TLS_CALL_BPF_H */
