@@ -2,11 +2,13 @@
 /*
  * Socket payload for L7 reassembly, tied to its socket inside the kernel.
  *
- * The syscall entry tracepoints save the user buffer (or iovec, msghdr, mmsghdr vector)
- * in task-local storage. tp_btf/sock_send_length and tp_btf/sock_recv_length fire inside
- * every socket send and receive with a trusted socket and the byte count, so the
- * payload is copied there and stamped with its byte position in that direction. A send
- * with no saved buffer (sendfile, splice) still advances the position: a record with
+ * tp_btf/sock_send_length and tp_btf/sock_recv_length fire inside every socket send and
+ * receive with a trusted socket and the byte count. The user buffer (or iovec, msghdr,
+ * mmsghdr vector) is read from the arguments of the syscall the task is running, in the
+ * user registers the kernel saved at its entry, so no program runs at syscall entry: an
+ * enabled syscall-entry tracepoint would tax every syscall of every process. The payload
+ * is copied there and stamped with its byte position in that direction. A send with no
+ * user buffer (sendfile, splice, io_uring) still advances the position: a record with
  * only the length keeps later messages aligned.
  *
  * Receives on unconnected UDP sockets wait for the syscall's exit, when the kernel has
@@ -23,16 +25,66 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define MSG_PEEK_ 2
 #define EPHEMERAL_PORT_MIN 32768
 
-/* Syscall arguments saved at entry, per task. */
-struct sock_args {
-	__u64 buf;       /* buffer, iovec array, msghdr or mmsghdr vector */
-	__u64 addr;      /* sockaddr of sendto/recvfrom */
-	__u32 len;       /* buffer length, iovec count or message count */
-	__u32 mmsg_index; /* next message of recvmmsg/sendmmsg */
-	__s64 nr;        /* syscall number: the arguments are valid while it is running */
-	__u8 op;         /* enum sock_op */
-	__u8 pend_n;     /* deferred unconnected-UDP receives */
-	__u8 pad[6];
+/* x86-64 and arm64 (generic) numbers of the syscalls that carry socket payload. */
+#if defined(__TARGET_ARCH_x86)
+#define SYSCALL_NR(regs) ((regs)->orig_ax)
+enum { NR_read = 0, NR_write = 1, NR_readv = 19, NR_writev = 20, NR_sendto = 44, NR_recvfrom = 45,
+       NR_sendmsg = 46, NR_recvmsg = 47, NR_recvmmsg = 299, NR_sendmmsg = 307 };
+#elif defined(__TARGET_ARCH_arm64)
+#define SYSCALL_NR(regs) ((regs)->syscallno)
+enum { NR_read = 63, NR_write = 64, NR_readv = 65, NR_writev = 66, NR_sendto = 206, NR_recvfrom = 207,
+       NR_sendmsg = 211, NR_recvmsg = 212, NR_recvmmsg = 243, NR_sendmmsg = 269 };
+#else
+#error "sock_data.bpf.c: syscall numbers for this architecture are missing"
+#endif
+
+/* The user memory of the socket syscall a task is running. */
+struct sock_call {
+	__u64 buf;  /* buffer, iovec array, msghdr or mmsghdr vector */
+	__u64 addr; /* sockaddr of sendto/recvfrom */
+	__s64 nr;   /* the syscall */
+	__u32 len;  /* buffer length, iovec count or message count */
+	__u8 op;    /* enum sock_op */
+};
+
+/*
+ * The syscall the current task is running, from the user registers saved at its entry
+ * (they keep the arguments until the syscall returns). Returns 0, or -1 when the task is
+ * not in a syscall that names a user buffer (sendfile, splice, a kernel thread).
+ */
+static __always_inline int current_call(struct sock_call *c)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long nr = SYSCALL_NR(regs);
+	c->nr = nr;
+	c->buf = PT_REGS_PARM2_SYSCALL(regs);
+	c->len = PT_REGS_PARM3_SYSCALL(regs);
+	c->addr = 0;
+	switch (nr) {
+	case NR_read: c->op = SOCK_OP_READ; return 0;
+	case NR_write: c->op = SOCK_OP_WRITE; return 0;
+	case NR_readv: c->op = SOCK_OP_READV; return 0;
+	case NR_writev: c->op = SOCK_OP_WRITEV; return 0;
+	case NR_recvfrom: c->op = SOCK_OP_RECVFROM; c->addr = PT_REGS_PARM5_SYSCALL(regs); return 0;
+	case NR_sendto: c->op = SOCK_OP_SENDTO; c->addr = PT_REGS_PARM5_SYSCALL(regs); return 0;
+	case NR_recvmsg: c->op = SOCK_OP_RECVMSG; c->len = 1; return 0;
+	case NR_sendmsg: c->op = SOCK_OP_SENDMSG; c->len = 1; return 0;
+	case NR_recvmmsg: c->op = SOCK_OP_RECVMMSG; return 0;
+	case NR_sendmmsg: c->op = SOCK_OP_SENDMMSG; return 0;
+	}
+	return -1;
+}
+
+/*
+ * Per-task state for the few syscalls that need it, created on first need: the next
+ * message of a recvmmsg/sendmmsg (reset at the syscall's exit) and unconnected-UDP
+ * receives waiting for that exit.
+ */
+struct sock_task {
+	__u32 mmsg_index;
+	__u8 pend_n;
+	__u8 pad[3];
+	struct sock_call pend_call; /* the syscall the pending receives belong to */
 	__u64 pend_cookie;
 	__u64 pend_pos[SOCK_DATA_MAX_MMSG];
 	__u32 pend_len[SOCK_DATA_MAX_MMSG];
@@ -43,106 +95,19 @@ struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct sock_args);
-} sock_args_store SEC(".maps");
+	__type(value, struct sock_task);
+} sock_tasks SEC(".maps");
 
-/* ---- syscall entry: save the arguments ---------------------------------------------- */
-
-static __always_inline int save_args(struct trace_event_raw_sys_enter *ctx, __u8 op, __u64 buf,
-				     __u64 addr, __u32 len)
+static __always_inline struct sock_task *task_state(__u64 create)
 {
-	struct sock_args *a = bpf_task_storage_get(&sock_args_store, bpf_get_current_task_btf(), 0,
-						   BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!a)
-		return 0;
-	a->buf = buf;
-	a->addr = addr;
-	a->len = len;
-	a->op = op;
-	/* syscalls:sys_enter_* have an int __syscall_nr where the raw struct has a long id. */
-	a->nr = (__s32)ctx->id;
-	a->mmsg_index = 0;
-	a->pend_n = 0;
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_read")
-int sys_enter_read(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_args(ctx, SOCK_OP_READ, ctx->args[1], 0, ctx->args[2]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_write")
-int sys_enter_write(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_args(ctx, SOCK_OP_WRITE, ctx->args[1], 0, ctx->args[2]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int sys_enter_readv(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_args(ctx, SOCK_OP_READV, ctx->args[1], 0, ctx->args[2]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_writev")
-int sys_enter_writev(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_args(ctx, SOCK_OP_WRITEV, ctx->args[1], 0, ctx->args[2]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int sys_enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_args(ctx, SOCK_OP_RECVFROM, ctx->args[1], ctx->args[4], ctx->args[2]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int sys_enter_sendto(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_args(ctx, SOCK_OP_SENDTO, ctx->args[1], ctx->args[4], ctx->args[2]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int sys_enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_args(ctx, SOCK_OP_RECVMSG, ctx->args[1], 0, 1);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int sys_enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_args(ctx, SOCK_OP_SENDMSG, ctx->args[1], 0, 1);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvmmsg")
-int sys_enter_recvmmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_args(ctx, SOCK_OP_RECVMMSG, ctx->args[1], 0, ctx->args[2]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendmmsg")
-int sys_enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return save_args(ctx, SOCK_OP_SENDMMSG, ctx->args[1], 0, ctx->args[2]);
-}
-
-/* The saved arguments, if they belong to the syscall this task is running now. */
-static __always_inline struct sock_args *current_args(void)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct sock_args *a = bpf_task_storage_get(&sock_args_store, task, 0, 0);
-	if (!a)
-		return 0;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	if (regs->orig_ax != a->nr)
-		return 0;
-	return a;
+	return bpf_task_storage_get(&sock_tasks, bpf_get_current_task_btf(), 0,
+				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 
 /* ---- payload copy ------------------------------------------------------------------- */
 
 /* Where message `msg` of the saved syscall keeps its bytes and peer address. */
-static __always_inline int resolve_src(const struct sock_args *a, __u32 msg, struct data_src *src)
+static __always_inline int resolve_src(const struct sock_call *a, __u32 msg, struct data_src *src)
 {
 	struct user_msghdr mh;
 	__u64 mh_ptr;
@@ -204,7 +169,7 @@ static __always_inline void read_peer(struct peer_addr *p, __u64 name)
 }
 
 /* Emit the records of message `msg` of the saved syscall. */
-static __always_inline void emit_data(const struct netrig_config *cfg, const struct sock_args *a,
+static __always_inline void emit_data(const struct netrig_config *cfg, const struct sock_call *a,
 				      __u32 msg, __u64 cookie, __u64 pos, __u32 total, __u8 dir,
 				      int want_peer)
 {
@@ -309,24 +274,32 @@ static __always_inline int on_sock_data(struct sock *sk, int ret, int msg_flags,
 		return 0;
 	note_tls_socket(cookie);
 
-	struct sock_args *a = current_args();
+	struct sock_call call;
+	struct sock_call *a = current_call(&call) ? 0 : &call;
 	__u32 msg = 0;
-	if (a && (a->op == SOCK_OP_RECVMMSG || a->op == SOCK_OP_SENDMMSG))
-		msg = a->mmsg_index++;
+	int mmsg = a && (a->op == SOCK_OP_RECVMMSG || a->op == SOCK_OP_SENDMMSG);
 	int unconnected_udp = proto == IPPROTO_UDP_ && sk->__sk_common.skc_dport == 0;
-
 	/* Unconnected UDP receive: the source address reaches user memory at syscall exit. */
-	if (unconnected_udp && dir == DIR_INGRESS && a && a->op != SOCK_OP_READ &&
-	    a->op != SOCK_OP_READV) {
-		__u8 i = a->pend_n;
-		if (i < SOCK_DATA_MAX_MMSG) {
-			a->pend_cookie = cookie;
-			a->pend_pos[i] = pos;
-			a->pend_len[i] = ret;
-			a->pend_msg[i] = msg;
-			a->pend_n = i + 1;
+	int defer = unconnected_udp && dir == DIR_INGRESS && a && a->op != SOCK_OP_READ &&
+		    a->op != SOCK_OP_READV;
+	if (mmsg || defer) {
+		struct sock_task *t = task_state(1);
+		if (!t)
+			return 0;
+		if (mmsg)
+			msg = t->mmsg_index++;
+		if (defer) {
+			__u8 i = t->pend_n;
+			if (i < SOCK_DATA_MAX_MMSG) {
+				t->pend_call = *a;
+				t->pend_cookie = cookie;
+				t->pend_pos[i] = pos;
+				t->pend_len[i] = ret;
+				t->pend_msg[i] = msg;
+				t->pend_n = i + 1;
+			}
+			return 0;
 		}
-		return 0;
 	}
 	emit_data(cfg, a, msg, cookie, pos, ret, dir, unconnected_udp);
 	return 0;
@@ -346,38 +319,54 @@ int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 
 /* ---- deferred unconnected-UDP receives ----------------------------------------------- */
 
-static __always_inline int flush_pending(struct trace_event_raw_sys_exit *ctx)
+/* At the exit of a receive: emit the deferred UDP receives, and end the message count. */
+static __always_inline int on_recv_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	struct sock_args *a = bpf_task_storage_get(&sock_args_store, bpf_get_current_task_btf(), 0, 0);
-	if (!a || !a->pend_n || a->nr != (__s32)ctx->id)
+	struct sock_task *t = task_state(0);
+	if (!t)
+		return 0;
+	t->mmsg_index = 0;
+	if (!t->pend_n)
 		return 0;
 	struct netrig_config *cfg = get_config();
-	if (!cfg)
+	if (!cfg || t->pend_call.nr != (__s32)ctx->id) {
+		t->pend_n = 0;
 		return 0;
+	}
 	for (int i = 0; i < SOCK_DATA_MAX_MMSG; i++) {
-		if (i >= a->pend_n)
+		if (i >= t->pend_n)
 			break;
-		emit_data(cfg, a, a->pend_msg[i], a->pend_cookie, a->pend_pos[i], a->pend_len[i],
+		emit_data(cfg, &t->pend_call, t->pend_msg[i], t->pend_cookie, t->pend_pos[i], t->pend_len[i],
 			  DIR_INGRESS, 1);
 	}
-	a->pend_n = 0;
+	t->pend_n = 0;
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int sys_exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
 {
-	return flush_pending(ctx);
+	return on_recv_exit(ctx);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
 int sys_exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
 {
-	return flush_pending(ctx);
+	return on_recv_exit(ctx);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmmsg")
 int sys_exit_recvmmsg(struct trace_event_raw_sys_exit *ctx)
 {
-	return flush_pending(ctx);
+	return on_recv_exit(ctx);
+}
+
+/* sendmmsg's message count ends with the syscall. */
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int sys_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	struct sock_task *t = task_state(0);
+	if (t)
+		t->mmsg_index = 0;
+	return 0;
 }

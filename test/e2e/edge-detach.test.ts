@@ -19,8 +19,8 @@ import { CLI } from '../helpers/paths.js';
 
 /** Programs the edge must attach (C function names; the kernel keeps 15 characters). */
 const EXPECTED_PROGRAMS = [
-  'inet_sock_set_state', 'sock_send_length', 'sock_recv_length', 'sys_enter_read', 'sys_enter_write',
-  'sys_enter_sendmsg', 'sys_enter_recvmsg', 'tcp_retransmit_skb', 'tcp_send_reset', 'tcp_receive_reset', 'kfree_skb',
+  'inet_sock_set_state', 'sock_send_length', 'sock_recv_length', 'sys_exit_recvfrom', 'sys_exit_recvmsg',
+  'sys_exit_recvmmsg', 'sys_exit_sendmmsg', 'tcp_retransmit_skb', 'tcp_send_reset', 'tcp_receive_reset', 'kfree_skb',
 ];
 const KERNEL_NAME_LEN = 15;
 
