@@ -62,12 +62,13 @@ export interface StreamWindow {
 
 const ACK_WAIT_NS = 300 * 1e9;
 /**
- * Bytes one lane's consumer may have requested and not yet received: NATS's default
- * max_payload, so any message fits in one pull.
+ * Messages one lane's consumer may have requested and not yet received. Envelopes are
+ * sealed at 256 KiB, so that is about 2 MiB. (Pulls bounded by bytes instead stall in
+ * nats.js once a backlog builds: it stops re-pulling with messages still pending.)
  */
-const PULL_BYTES = 1024 * 1024;
-/** Lanes per NATS connection when the processor may open more (32 MiB of pulls each). */
-const LANES_PER_CONNECTION = 32;
+const PULL_MESSAGES = 8;
+/** Lanes per NATS connection when the processor may open more: about 32 MiB of pulls each. */
+const LANES_PER_CONNECTION = 16;
 const MAX_ACK_PENDING = 200_000;
 const LAG_POLL_MS = 5000;
 
@@ -199,7 +200,7 @@ export class Processor {
       max_deliver: -1,
     });
     const consumer = await jetstream(nc).consumers.get(this.o.stream, name);
-    const it = await consumer.consume({ max_bytes: PULL_BYTES });
+    const it = await consumer.consume({ max_messages: PULL_MESSAGES });
     this.iterators.push(it);
     this.loops.push(this.consumeLoop(lane, it));
   }
