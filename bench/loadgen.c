@@ -5,8 +5,9 @@
  * point the BPF program at this pid first; dies with its parent. Prints "calls=N ns=T"
  * when done.
  *
- *   loadgen CPU seconds S     run for S seconds
- *   loadgen CPU calls N       make exactly N calls
+ *   loadgen CPU seconds S          run for S seconds, as fast as it can
+ *   loadgen CPU seconds S rate R   run for S seconds at R calls per second (paced)
+ *   loadgen CPU calls N            make exactly N calls
  */
 #define _GNU_SOURCE
 #include <sched.h>
@@ -31,13 +32,15 @@ static unsigned long long now_ns(void)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4 || (strcmp(argv[2], "seconds") && strcmp(argv[2], "calls"))) {
-		fprintf(stderr, "usage: %s CPU seconds S | CPU calls N\n", argv[0]);
+	int paced = argc == 6 && !strcmp(argv[2], "seconds") && !strcmp(argv[4], "rate");
+	if (!paced && (argc != 4 || (strcmp(argv[2], "seconds") && strcmp(argv[2], "calls")))) {
+		fprintf(stderr, "usage: %s CPU seconds S [rate R] | CPU calls N\n", argv[0]);
 		return 2;
 	}
 	int cpu = atoi(argv[1]);
 	int by_time = !strcmp(argv[2], "seconds");
 	double amount = atof(argv[3]);
+	double rate = paced ? atof(argv[5]) : 0;
 
 	/* Die with the bench, whatever kills it (no getppid here: that would be load). */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL)) {
@@ -68,6 +71,9 @@ int main(int argc, char **argv)
 				syscall(SYS_getppid);
 			calls += CALLS_PER_CHECK;
 			t = now_ns();
+			/* Paced: ahead of schedule, wait (spinning, as a busy producer would) until due. */
+			while (rate > 0 && calls > (t - start) * rate / 1e9 && t < end)
+				t = now_ns();
 		}
 	} else {
 		unsigned long long n = (unsigned long long)amount;
