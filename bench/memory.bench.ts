@@ -114,11 +114,20 @@ class Sampler {
 async function waitRows(proc: Child, metricsPort: number, want: number, seconds: number): Promise<{ rows: number; waited: number }> {
   const t = performance.now();
   let rows = 0;
+  let failures = 0;
   for (;;) {
     try {
       rows = await committedRows(metricsPort);
+      failures = 0;
     } catch (err) {
-      throw new Error(`the processor's metrics did not answer (${(err as Error).message}; ${proc.exited() ? `it exited with ${proc.child.exitCode ?? proc.child.signalCode}` : 'it runs'}): ${proc.stderr().slice(-3000)}`);
+      // A busy processor can miss a poll (a keep-alive connection closed under the request);
+      // ten in a row, or an exit, end the benchmark.
+      if (++failures >= 10 || proc.exited()) {
+        const cause = (err as Error & { cause?: Error }).cause?.message ?? '';
+        throw new Error(`the processor's metrics did not answer (${(err as Error).message} ${cause}; ${proc.exited() ? `it exited with ${proc.child.exitCode ?? proc.child.signalCode}` : 'it runs'}): ${proc.stderr().slice(-3000)}`);
+      }
+      await sleep(1000);
+      continue;
     }
     if (rows >= want || performance.now() - t >= seconds * 1000) break;
     await sleep(500);
