@@ -19,6 +19,7 @@ import { ENVELOPE_VERSION, encodeEnvelope, envelopeSubject, messageId, type Enve
 import { REC_HDR } from '../schemas/layouts.js';
 import { ConnFlags, DataFlags, REC_KIND_MAX, Role } from '../schemas/records.js';
 import { connClose, connInfo, connOpen, sockData, type TupleSpec } from '../test/helpers/records.js';
+import { prng } from '../test/helpers/prng.js';
 
 /** One write syscall of one side. */
 export interface Write {
@@ -58,18 +59,6 @@ export interface Traffic {
   exchanges: number;
   /** Request and response bytes on the wire. */
   wireBytes: number;
-}
-
-/** mulberry32: small, fast, seeded. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const AGENTS = ['Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0', 'python-requests/2.31.0', 'Go-http-client/1.1', 'curl/8.5.0', 'okhttp/4.12.0'];
@@ -150,7 +139,7 @@ function exchange(r: () => number, host: string, ua: string, t: number): { write
 
 /** Generate keep-alive conversations carrying `o.exchanges` exchanges over `o.connections` connections. */
 export function generateTraffic(o: TrafficOptions): Traffic {
-  const r = rng(o.seed);
+  const r = prng(o.seed);
   const conversations: Conversation[] = [];
   const perConn = Math.floor(o.exchanges / o.connections);
   let extra = o.exchanges - perConn * o.connections;

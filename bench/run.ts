@@ -50,3 +50,9 @@ async function main(): Promise<number> {
 }
 
 process.exitCode = await main();
+// Every benchmark cleans up after itself; if something still holds the event loop, say what
+// and end anyway, rather than leave `npm run bench` hanging.
+setTimeout(() => {
+  console.error(`benchmarks done, but still open: ${process.getActiveResourcesInfo().join(', ')}; exiting`);
+  process.exit();
+}, 10_000).unref();

@@ -39,6 +39,7 @@ import { startNatsServer, waitExit, type NatsServerHandle } from '../helpers/nat
 import { CLI } from '../helpers/paths.js';
 import { STREAM } from '../helpers/processor-run.js';
 import { connClose, connInfo, connOpen, envelope, sockData, type TupleSpec } from '../helpers/records.js';
+import { prng } from '../helpers/prng.js';
 
 const run = promisify(execFile);
 
@@ -73,18 +74,6 @@ const FEED_PAUSE_MS = 10;
 const KILL_AT = [0.2, 0.45, 0.7];
 const EGRESS = 0;
 const INGRESS = 1;
-
-/** mulberry32: small, fast, and the same sequence everywhere. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function connUuid(cookie: number): string {
   const c = cookie.toString(16).padStart(16, '0');

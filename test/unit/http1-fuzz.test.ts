@@ -11,21 +11,10 @@ import { StreamReassembler } from '../../processors/l7/reassembly.js';
 import { Http1Connection, type Dir, type Http1Exchange } from '../../processors/http1/connection.js';
 import { LINE_BUFFER_BYTES } from '../../processors/http1/parser.js';
 import { byteByByte, loadFixtures, run, splitAt, splitRecord, toRecords, type Rec } from '../fixtures/http1/fixture.js';
+import { prng } from '../helpers/prng.js';
 
 const MAX_PENDING_BYTES = 4096;
 const MAX_PENDING_CHUNKS = 16;
-
-/** mulberry32: small, fast, and the same sequence everywhere. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   readonly next: () => number;

@@ -18,22 +18,11 @@ import {
   byteByByte, frame, loadFixtures, run, splitAt, splitRecord, toRecords, type Rec,
 } from '../fixtures/http2/fixture.js';
 import { HpackEncoder, type BlockItem } from '../fixtures/http2/hpack-encoder.js';
+import { prng } from '../helpers/prng.js';
 
 const MAX_PENDING_BYTES = 4096;
 const MAX_PENDING_CHUNKS = 16;
 const MAX_BUFFERED = 2 * (DEFAULT_MAX_HEADER_BLOCK_BYTES + CONTROL_PAYLOAD_BYTES + PREFACE.length);
-
-/** mulberry32: small, fast, and the same sequence everywhere. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   readonly next: () => number;
