@@ -289,6 +289,11 @@ export class StreamLane<X> implements FunctionLane {
       c.abandoned = true;
       return;
     }
+    if (!c.tracker && this.rejectsStart(rec)) {
+      // Another protocol's first bytes: nothing is built for it.
+      this.abandon(c, 'unrecognised');
+      return;
+    }
     if (!c.tracker || !c.dirs) {
       c.dirs = [new StreamReassembler(), new StreamReassembler()];
       c.tracker = this.p.open({
@@ -328,7 +333,9 @@ export class StreamLane<X> implements FunctionLane {
 
   private abandon(c: Conn<X>, why: string): void {
     c.abandoned = true;
+    // Nothing more is parsed: only the owner stays (a TLS stream of the socket borrows it).
     c.tracker = null;
+    c.dirs = null;
     this.ctx.count(`abandoned_${why}`);
     this.unpin(c);
   }
