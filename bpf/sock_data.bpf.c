@@ -168,13 +168,14 @@ static __always_inline void read_peer(struct peer_addr *p, __u64 name)
 	}
 }
 
-/* Emit the records of message `msg` of the saved syscall. */
+/* Emit the records of message `msg` of the syscall, stamped `ts_ns`. */
 static __always_inline void emit_data(const struct netrig_config *cfg, const struct sock_call *a,
 				      __u32 msg, __u64 cookie, __u64 pos, __u32 total, __u8 dir,
-				      int want_peer)
+				      int want_peer, __u64 ts_ns)
 {
 	struct data_src src = {};
-	struct data_scratch *s = start_records(REC_SOCK_DATA, cookie, pos, total, a ? a->op : SOCK_OP_OTHER, dir);
+	struct data_scratch *s = start_records(REC_SOCK_DATA, cookie, pos, total, a ? a->op : SOCK_OP_OTHER, dir,
+					       ts_ns);
 	if (!s)
 		return;
 	if (!a || resolve_src(a, msg, &src)) {
@@ -267,11 +268,14 @@ static __always_inline int on_sock_data(struct sock *sk, int ret, int msg_flags,
 	/* Claim this syscall's byte range; concurrent senders get disjoint ranges. */
 	__u64 pos = __sync_fetch_and_add(dir == DIR_EGRESS ? &st->tx_pos_bytes : &st->rx_pos_bytes,
 					 (__u64)ret);
-	if (!st->announced ||
-	    (st->capture == CAPTURE_YES && bpf_ktime_get_ns() - st->info_ts_ns > CONN_INFO_REFRESH_NS))
+	if (!st->announced)
 		announce(cfg, sk, cookie, st, proto);
 	if (st->capture != CAPTURE_YES)
 		return 0;
+	/* One clock read per send or receive: the refresh check and the records' stamp. */
+	__u64 now = bpf_ktime_get_ns();
+	if (now - st->info_ts_ns > CONN_INFO_REFRESH_NS)
+		announce(cfg, sk, cookie, st, proto);
 	note_tls_socket(cookie);
 
 	struct sock_call call;
@@ -301,7 +305,7 @@ static __always_inline int on_sock_data(struct sock *sk, int ret, int msg_flags,
 			return 0;
 		}
 	}
-	emit_data(cfg, a, msg, cookie, pos, ret, dir, unconnected_udp);
+	emit_data(cfg, a, msg, cookie, pos, ret, dir, unconnected_udp, now);
 	return 0;
 }
 
@@ -337,7 +341,7 @@ static __always_inline int on_recv_exit(struct trace_event_raw_sys_exit *ctx)
 		if (i >= t->pend_n)
 			break;
 		emit_data(cfg, &t->pend_call, t->pend_msg[i], t->pend_cookie, t->pend_pos[i], t->pend_len[i],
-			  DIR_INGRESS, 1);
+			  DIR_INGRESS, 1, bpf_ktime_get_ns());
 	}
 	t->pend_n = 0;
 	return 0;

@@ -42,6 +42,8 @@ static __always_inline int call_start(__u8 op, void *ssl, const void *buf, __u64
 	c->op = op;
 	c->cookie = 0;
 	c->start_ns = bpf_ktime_get_ns();
+	if (!c->active)
+		tls_calls_count(1);
 	c->active = 1;
 	return 0;
 }
@@ -53,6 +55,7 @@ static __always_inline int call_end(long ret)
 	if (!c || !c->active)
 		return 0;
 	c->active = 0;
+	tls_calls_count(-1);
 	/* A handshake moves no plaintext: remember its socket for the SSL object's first calls. */
 	if (c->op == TLS_OP_HANDSHAKE) {
 		if (c->cookie) {
@@ -95,13 +98,12 @@ static __always_inline int call_end(long ret)
 	/* Plaintext positions are their own stream, beside the socket's ciphertext positions. */
 	__u8 egress = c->op == TLS_OP_SSL_WRITE || c->op == TLS_OP_SSL_WRITE_EX;
 	__u64 pos = __sync_fetch_and_add(egress ? &t->tx_pos_bytes : &t->rx_pos_bytes, bytes);
+	/* Written bytes moved during the call, not at its return. */
 	struct data_scratch *s = start_records(REC_TLS_DATA, cookie, pos, bytes, c->op,
-					       egress ? DIR_EGRESS : DIR_INGRESS);
+					       egress ? DIR_EGRESS : DIR_INGRESS,
+					       egress ? c->start_ns : bpf_ktime_get_ns());
 	if (!s)
 		return 0;
-	/* Written bytes moved during the call, not at its return. */
-	if (egress)
-		s->rec.hdr.ts_ns = c->start_ns;
 	struct data_src src = { .buf = c->buf, .count = bytes };
 	copy_payload(s, &src, pos, bytes, capture_limit(cfg, bytes));
 	return 0;

@@ -131,17 +131,25 @@ static __always_inline void emit(void *rec, __u64 size, __u32 kind)
 		count_loss(kind, LOSS_RINGBUF_FULL);
 }
 
-static __always_inline void fill_hdr(struct rec_hdr *h, __u16 kind, __u8 version, __u32 size,
-				     __u64 cookie)
+/* A record header stamped `ts_ns` (CLOCK_MONOTONIC). */
+static __always_inline void fill_hdr_at(struct rec_hdr *h, __u16 kind, __u8 version, __u32 size,
+					__u64 cookie, __u64 ts_ns)
 {
 	h->kind = kind;
 	h->version = version;
 	h->flags = 0;
 	h->size_bytes = size;
-	h->ts_ns = bpf_ktime_get_ns();
+	h->ts_ns = ts_ns;
 	h->conn_id = cookie;
 	h->tgid = 0;
 	h->pid = 0;
+}
+
+/* A record header stamped now. */
+static __always_inline void fill_hdr(struct rec_hdr *h, __u16 kind, __u8 version, __u32 size,
+				     __u64 cookie)
+{
+	fill_hdr_at(h, kind, version, size, cookie, bpf_ktime_get_ns());
 }
 
 /* Stamp the header with the socket's owner when it is known; softirq context has none. */

@@ -133,13 +133,13 @@ static __always_inline void copy_payload(struct data_scratch *s, const struct da
 
 /* Header and shared fields of the records of one syscall. */
 static __always_inline struct data_scratch *start_records(__u16 kind, __u64 cookie, __u64 pos,
-							  __u32 total, __u8 op, __u8 dir)
+							  __u32 total, __u8 op, __u8 dir, __u64 ts_ns)
 {
 	__u32 zero = 0;
 	struct data_scratch *s = bpf_map_lookup_elem(&data_scratch, &zero);
 	if (!s)
 		return 0;
-	fill_hdr(&s->rec.hdr, kind, SOCK_DATA_VERSION, sizeof(struct sock_data_rec), cookie);
+	fill_hdr_at(&s->rec.hdr, kind, SOCK_DATA_VERSION, sizeof(struct sock_data_rec), cookie, ts_ns);
 	hdr_current(&s->rec.hdr);
 	s->rec.pos_bytes = pos;
 	s->rec.len_bytes = total;

@@ -30,6 +30,28 @@ struct {
 } tls_calls SEC(".maps") __weak;
 
 /*
+ * SSL calls in progress on any thread. The socket tracepoints look for the current thread's
+ * call only while some call is in progress, so sockets of processes without TLS pay one
+ * array read instead of a task-storage lookup per send and receive. A call whose return
+ * probe never ran leaves the count high, which only costs that lookup.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} tls_calls_active SEC(".maps") __weak;
+
+/* Count a call in (+1) or out (-1). */
+static __always_inline void tls_calls_count(__s64 delta)
+{
+	__u32 zero = 0;
+	__s64 *n = bpf_map_lookup_elem(&tls_calls_active, &zero);
+	if (n)
+		__sync_fetch_and_add(n, delta);
+}
+
+/*
  * Plaintext positions of a captured socket that carried an SSL call, by cookie: the return
  * probes have no socket, only the cookie the call noted. Removed at CLOSE; LRU for sockets
  * that never close through TCP's state machine.
@@ -52,6 +74,10 @@ struct {
  */
 static __always_inline void note_tls_socket(__u64 cookie)
 {
+	__u32 zero = 0;
+	__s64 *active = bpf_map_lookup_elem(&tls_calls_active, &zero);
+	if (!active || *active <= 0)
+		return;
 	struct tls_call *c = bpf_task_storage_get(&tls_calls, bpf_get_current_task_btf(), 0, 0);
 	if (!c || !c->active)
 		return;
