@@ -15,38 +15,10 @@ import { DnsMatcher, type Dir, type DnsExchange, type DnsPeer } from '../../proc
 import { decodeDns, MAX_ANSWER_VALUES, MAX_VALUE_CHARS } from '../../processors/dns/wire.js';
 import { splitRecord } from '../helpers/splits.js';
 import { loadFixtures, run, toSteps, type Rec, type Step } from '../fixtures/dns/fixture.js';
+import { Rng } from '../helpers/prng.js';
 
 const MAX_PENDING = 64;
 const MAX_BUFFERED = 2 * (2 + 65535);
-
-/** mulberry32: small, fast, and the same sequence everywhere. */
-class Rng {
-  private a: number;
-  constructor(seed: number) {
-    this.a = seed >>> 0;
-  }
-  next(): number {
-    this.a = (this.a + 0x6d2b79f5) >>> 0;
-    let t = this.a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  bytes(n: number): Buffer {
-    const b = Buffer.alloc(n);
-    for (let i = 0; i < n; i++) b[i] = this.int(256);
-    return b;
-  }
-}
 
 const NAMES = ['a.example', 'www.example.com', 'x.y.z.example.org', '.', 'MiXeD.Example', 'svc.cluster.local'];
 const PEERS: Array<DnsPeer | null> = [null, { addr: '::ffff:10.0.0.1', port: 53 }, { addr: '::ffff:10.0.0.2', port: 40000 }, { addr: '2001:db8::1', port: 53 }];

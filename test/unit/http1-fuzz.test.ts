@@ -11,31 +11,10 @@ import { StreamReassembler } from '../../processors/l7/reassembly.js';
 import { Http1Connection, type Dir, type Http1Exchange } from '../../processors/http1/connection.js';
 import { LINE_BUFFER_BYTES } from '../../processors/http1/parser.js';
 import { byteByByte, loadFixtures, run, splitAt, splitRecord, toRecords, type Rec } from '../fixtures/http1/fixture.js';
-import { prng } from '../helpers/prng.js';
+import { Rng } from '../helpers/prng.js';
 
 const MAX_PENDING_BYTES = 4096;
 const MAX_PENDING_CHUNKS = 16;
-
-class Rng {
-  readonly next: () => number;
-  constructor(seed: number) {
-    this.next = prng(seed);
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  bytes(n: number): Buffer {
-    const b = Buffer.alloc(n);
-    for (let i = 0; i < n; i++) b[i] = this.int(256);
-    return b;
-  }
-}
 
 /**
  * Exchanges must be self-consistent. Credentials (SECRET in the inputs) must not leak,

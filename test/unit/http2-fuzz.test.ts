@@ -18,32 +18,11 @@ import {
   byteByByte, frame, loadFixtures, run, splitAt, splitRecord, toRecords, type Rec,
 } from '../fixtures/http2/fixture.js';
 import { HpackEncoder, type BlockItem } from '../fixtures/http2/hpack-encoder.js';
-import { prng } from '../helpers/prng.js';
+import { Rng } from '../helpers/prng.js';
 
 const MAX_PENDING_BYTES = 4096;
 const MAX_PENDING_CHUNKS = 16;
 const MAX_BUFFERED = 2 * (DEFAULT_MAX_HEADER_BLOCK_BYTES + CONTROL_PAYLOAD_BYTES + PREFACE.length);
-
-class Rng {
-  readonly next: () => number;
-  constructor(seed: number) {
-    this.next = prng(seed);
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  bytes(n: number): Buffer {
-    const b = Buffer.alloc(n);
-    for (let i = 0; i < n; i++) b[i] = this.int(256);
-    return b;
-  }
-}
 
 /**
  * Exchanges must be self-consistent. Credentials (SECRET in the inputs) must not leak,

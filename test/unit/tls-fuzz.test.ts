@@ -17,36 +17,9 @@ import { loadFixtures, mirrored, run, toRecords, type Rec } from '../fixtures/tl
 import {
   appData, ccs, CH13, clientHello, clientHelloBody, extAlpn, extSni, SH13, serverHello, serverHelloBody,
 } from '../fixtures/tls/build.js';
+import { Rng } from '../helpers/prng.js';
 
 const MAX_BUFFERED = 2 * (MAX_HANDSHAKE_MESSAGE_BYTES + 9);
-
-class Rng {
-  private a: number;
-  constructor(seed: number) {
-    this.a = seed >>> 0;
-  }
-  next(): number {
-    this.a = (this.a + 0x6d2b79f5) >>> 0;
-    let t = this.a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  bytes(n: number): Buffer {
-    const b = Buffer.alloc(n);
-    for (let i = 0; i < n; i++) b[i] = this.int(256);
-    return b;
-  }
-}
 
 function mutateBytes(b: Buffer, rng: Rng): Buffer {
   const out = Buffer.from(b);
