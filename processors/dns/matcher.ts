@@ -28,9 +28,9 @@ import { DnsTcpSplitter, newDnsTcpStats, type DnsTcpMessage, type DnsTcpStats } 
 import {
   DNS_WIRE_FAILURES, decodeDns, lowerName, rcodeName, type DnsMessage, type DnsWireFailure,
 } from './wire.js';
+import type { Dir } from '../l7/sides.js';
+export type { Dir };
 
-/** Kernel direction of the socket: 0 egress (sent), 1 ingress (received). */
-export type Dir = 0 | 1;
 /** 'client' when this socket sent the query, 'server' when it received it. */
 export type DnsRole = 'client' | 'server';
 export type DnsTransport = 'udp' | 'tcp';

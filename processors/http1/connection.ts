@@ -28,11 +28,8 @@ import {
   Http1Parser, MessageFlags, newParserStats,
   type Http1Message, type Http1ParserHooks, type Http1ParserStats, type StopReason,
 } from './parser.js';
-
-/** The kernel's guess of this socket's side: a client sends requests (egress). */
-export type RoleHint = 'client' | 'server' | 'unknown';
-/** Kernel direction of the socket: 0 egress (sent), 1 ingress (received). */
-export type Dir = 0 | 1;
+import type { Dir, RoleHint } from '../l7/sides.js';
+export type { Dir, RoleHint };
 
 /** Bits of `Http1Exchange.flags`. */
 export const ExchangeFlags = {

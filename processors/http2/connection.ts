@@ -44,11 +44,8 @@ import {
   type Http2Frame, type Http2FrameHooks, type Http2FrameStats,
 } from './frames.js';
 import { HpackDecoder, newHpackStats, type HeaderField, type HpackStats } from './hpack.js';
-
-/** The kernel's guess of this socket's side: a client sends requests (egress). */
-export type RoleHint = 'client' | 'server' | 'unknown';
-/** Kernel direction of the socket: 0 egress (sent), 1 ingress (received). */
-export type Dir = 0 | 1;
+import type { Dir, RoleHint } from '../l7/sides.js';
+export type { Dir, RoleHint };
 
 /** Bits of `Http2Exchange.flags`. */
 export const ExchangeFlags = {

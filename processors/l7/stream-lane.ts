@@ -18,6 +18,7 @@ import type { EnvelopeContext, FunctionLane, LaneContext, ProcessingFunction, Ro
 import { PinSet } from '../runtime/pins.js';
 import { connUuid, sides, wallNs } from '../runtime/rows.js';
 import { StreamReassembler, type StreamEvent } from './reassembly.js';
+import type { RoleHint } from './sides.js';
 
 /** Who owns a connection, from CONN_OPEN / CONN_INFO. */
 export interface ConnMeta {
@@ -27,9 +28,6 @@ export interface ConnMeta {
   comm: string;
   connFlags: number;
 }
-
-/** The kernel's view of the socket's side. */
-export type RoleHint = 'client' | 'server' | 'unknown';
 
 /** What a protocol knows when it opens a tracker for a connection. */
 export interface TrackerHints {

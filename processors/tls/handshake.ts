@@ -36,14 +36,11 @@ import {
 import {
   ContentType, HandshakeType, newTlsRecordStats, TlsRecordReader, type TlsRecordStats, type TlsStopReason,
 } from './records.js';
+import type { Dir, RoleHint } from '../l7/sides.js';
+export type { Dir, RoleHint };
 
 /** Smallest TLS 1.3 record that can carry a Finished (32 bytes of verify_data, type, 8-byte tag). */
 const TLS13_MIN_FINISHED_RECORD = 32 + 1 + 8;
-
-/** The kernel's guess of this socket's side. */
-export type RoleHint = 'client' | 'server' | 'unknown';
-/** Kernel direction of the socket: 0 egress (sent), 1 ingress (received). */
-export type Dir = 0 | 1;
 
 /** Why a handshake was emitted without completing. */
 export type IncompleteReason =
