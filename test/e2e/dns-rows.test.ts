@@ -12,17 +12,17 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import { dnsFunction } from '../../processors/dns/index.js';
 import { lossesFunction } from '../../processors/losses/index.js';
-import { Processor } from '../../processors/runtime/processor.js';
+import type { Processor } from '../../processors/runtime/processor.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
-import { startEdge, testLogger, type EdgeRun } from '../helpers/edge-run.js';
+import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, execWithPid, runOk, type Host, type HostPair } from '../helpers/netns.js';
-import { drainProcessor, freshClickHouse, removeClickHouseData, rows, waitFor } from '../helpers/processor-run.js';
+import { drainProcessor, removeClickHouseData, rows, startEdgeProcessor, waitFor } from '../helpers/processor-run.js';
 import { startUnbound, type UnboundHandle } from '../helpers/unbound.js';
 
 const ZONE = 'netrig.test.';
@@ -127,14 +127,7 @@ describe('dns_queries rows: dig against unbound over UDP and TCP, and a silent s
       zones: { [ZONE]: [...A_RECORDS.map((a) => `${NAME}. A ${a}`), ...AAAA_RECORDS.map((a) => `${NAME}. AAAA ${a}`)] },
     });
     edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()] });
-    ch = await freshClickHouse('dns_rows');
-    nc = await connect({ servers: nats.url, name: `netrig-test-processor-${process.pid}` });
-    processor = await Processor.start({
-      nc, ch, functions: [dnsFunction, tcpFunction, lossesFunction],
-      shards: Array.from({ length: edge.config.edge.shards }, (_, i) => i),
-      stream: edge.stream, subjectPrefix: edge.subjectPrefix,
-      flushIntervalMs: 100, ttlDays: 30, maxPendingRows: 100_000, log: testLogger('processor'),
-    });
+    ({ ch, nc, processor } = await startEdgeProcessor(nats.url, edge, [dnsFunction, tcpFunction, lossesFunction], 'dns_rows'));
   });
 
   after(() => cleanupAll(

@@ -15,20 +15,20 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import { http1Function } from '../../processors/http1/index.js';
 import { lossesFunction } from '../../processors/losses/index.js';
-import { Processor } from '../../processors/runtime/processor.js';
+import type { Processor } from '../../processors/runtime/processor.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { Direction, Role } from '../../schemas/records.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
 import { onExit } from '../helpers/cleanup.js';
-import { startEdge, testLogger, type EdgeRun } from '../helpers/edge-run.js';
+import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, run, type Host, type HostPair } from '../helpers/netns.js';
 import { BIG_FILE_BYTES, startNginx, type NginxHandle } from '../helpers/nginx.js';
-import { drainProcessor, freshClickHouse, removeClickHouseData, rows, waitFor } from '../helpers/processor-run.js';
+import { drainProcessor, removeClickHouseData, rows, startEdgeProcessor, waitFor } from '../helpers/processor-run.js';
 import { getRequest, postRequest, rawHttpSession, type RawHttpResult } from '../helpers/raw-http.js';
 import { StreamReader, uncovered } from '../helpers/stream-reader.js';
 
@@ -134,14 +134,7 @@ describe('http_requests rows: curl and a raw client against nginx, both roles', 
       input: { captureBytes: CAPTURE_BYTES },
     });
     reader = await StreamReader.open(nats.url, edge.stream);
-    ch = await freshClickHouse('http_rows');
-    nc = await connect({ servers: nats.url, name: `netrig-test-processor-${process.pid}` });
-    processor = await Processor.start({
-      nc, ch, functions: [http1Function, tcpFunction, lossesFunction],
-      shards: Array.from({ length: edge.config.edge.shards }, (_, i) => i),
-      stream: edge.stream, subjectPrefix: edge.subjectPrefix,
-      flushIntervalMs: 100, ttlDays: 30, maxPendingRows: 100_000, log: testLogger('processor'),
-    });
+    ({ ch, nc, processor } = await startEdgeProcessor(nats.url, edge, [http1Function, tcpFunction, lossesFunction], 'http_rows'));
   });
 
   after(() => cleanupAll(

@@ -32,24 +32,24 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import { http1Function } from '../../processors/http1/index.js';
 import { http2Function } from '../../processors/http2/index.js';
 import { lossesFunction } from '../../processors/losses/index.js';
-import { Processor } from '../../processors/runtime/processor.js';
+import type { Processor } from '../../processors/runtime/processor.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { Role } from '../../schemas/records.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
 import { onExit } from '../helpers/cleanup.js';
-import { startEdge, testLogger, type EdgeRun } from '../helpers/edge-run.js';
+import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { ECHO_SERVICE_NAME, FAIL_MESSAGE, FAIL_STATUS, STREAM_REPLY_BYTES } from '../helpers/grpc-echo-service.js';
 import { runGrpcEchoClient, startGrpcEchoServer, type GrpcCallResult, type GrpcEchoServer } from '../helpers/grpc-echo.js';
 import { H2_FRAME_HEADER_BYTES, H2_PREFACE_BYTES, parseH2load, parseNghttp, runNodeH2Client, runTimed } from '../helpers/h2-clients.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, run, type Host, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
-import { drainProcessor, freshClickHouse, removeClickHouseData, rows, waitFor } from '../helpers/processor-run.js';
+import { drainProcessor, removeClickHouseData, rows, startEdgeProcessor, waitFor } from '../helpers/processor-run.js';
 import { StreamReader } from '../helpers/stream-reader.js';
 
 /** Per syscall: nginx and h2load gather many streams' frames into one write. */
@@ -189,14 +189,7 @@ describe('http_requests rows over h2c and gRPC: nghttp, h2load, curl, nginx and 
       input: { captureBytes: CAPTURE_BYTES },
     });
     reader = await StreamReader.open(nats.url, edge.stream);
-    ch = await freshClickHouse('http2_rows');
-    nc = await connect({ servers: nats.url, name: `netrig-test-processor-${process.pid}` });
-    processor = await Processor.start({
-      nc, ch, functions: [http2Function, http1Function, tcpFunction, lossesFunction],
-      shards: Array.from({ length: edge.config.edge.shards }, (_, i) => i),
-      stream: edge.stream, subjectPrefix: edge.subjectPrefix,
-      flushIntervalMs: 100, ttlDays: 30, maxPendingRows: 100_000, log: testLogger('processor'),
-    });
+    ({ ch, nc, processor } = await startEdgeProcessor(nats.url, edge, [http2Function, http1Function, tcpFunction, lossesFunction], 'http2_rows'));
   });
 
   after(() => cleanupAll(

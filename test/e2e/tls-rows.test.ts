@@ -19,19 +19,19 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import { http1Function } from '../../processors/http1/index.js';
 import { lossesFunction } from '../../processors/losses/index.js';
-import { Processor } from '../../processors/runtime/processor.js';
+import type { Processor } from '../../processors/runtime/processor.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { tlsFunction } from '../../processors/tls/index.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
-import { startEdge, testLogger, type EdgeRun } from '../helpers/edge-run.js';
+import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, execWithPid, run, runOk, type Host, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
-import { drainProcessor, freshClickHouse, removeClickHouseData, rows, waitFor } from '../helpers/processor-run.js';
+import { drainProcessor, removeClickHouseData, rows, startEdgeProcessor, waitFor } from '../helpers/processor-run.js';
 
 const SNI = 'www.netrig.test';
 const TLS_PORT = 443;
@@ -192,14 +192,7 @@ describe('tls_handshakes and HTTPS http_requests rows: curl and openssl s_client
     ianaCipher['TLS 1.2'] = await iana(nginx.tls!.ciphers);
     ianaCipher['TLS 1.3'] = nginx.tls!.ciphersuites;
     edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()] });
-    ch = await freshClickHouse('tls_rows');
-    nc = await connect({ servers: nats.url, name: `netrig-test-processor-${process.pid}` });
-    processor = await Processor.start({
-      nc, ch, functions: [tlsFunction, http1Function, tcpFunction, lossesFunction],
-      shards: Array.from({ length: edge.config.edge.shards }, (_, i) => i),
-      stream: edge.stream, subjectPrefix: edge.subjectPrefix,
-      flushIntervalMs: 100, ttlDays: 30, maxPendingRows: 100_000, log: testLogger('processor'),
-    });
+    ({ ch, nc, processor } = await startEdgeProcessor(nats.url, edge, [tlsFunction, http1Function, tcpFunction, lossesFunction], 'tls_rows'));
   });
 
   after(() => cleanupAll(

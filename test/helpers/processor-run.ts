@@ -1,19 +1,22 @@
 /**
- * Processor plumbing for integration tests: the embedded ClickHouse engine in a temporary
- * directory (one per test file: chdb allows one data path per process), a database per
- * test, the raw stream, envelopes published with their message ids, and waiting for rows.
+ * Processor plumbing for integration and end-to-end tests: the embedded ClickHouse engine
+ * in a temporary directory (one per test file: chdb allows one data path per process), a
+ * database per test, the raw stream, envelopes published with their message ids, a
+ * processor over an edge's stream, and waiting for rows.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import type { NatsConnection } from '@nats-io/transport-node';
 import { openClickHouse, type ClickHouse } from '../../lib/clickhouse.js';
 import { logger } from '../../lib/logger.js';
-import type { Processor } from '../../processors/runtime/processor.js';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { ProcessingFunction } from '../../processors/runtime/function.js';
+import { Processor } from '../../processors/runtime/processor.js';
 import { ensureStream } from '../../lib/raw-stream.js';
 import { encodeEnvelope, envelopeSubject, messageId, type Envelope } from '../../schemas/envelope.js';
 import { onExit } from './cleanup.js';
+import { testLogger, type EdgeRun } from './edge-run.js';
 
 let dataDir: string | null = null;
 let unregister: (() => void) | null = null;
@@ -91,4 +94,34 @@ export async function drainProcessor(p: Processor, nc: NatsConnection, stream: s
     throw new Error(`${err.message} (${state})`);
   });
   await p.flush();
+}
+
+/** A processor in this process over what an edge publishes, with its own connection and database. */
+export interface EdgeProcessor {
+  processor: Processor;
+  nc: NatsConnection;
+  ch: ClickHouse;
+}
+
+/**
+ * Process an edge's stream (every shard) with `functions` into a fresh database named after
+ * `dbPrefix`, flushing every 100 ms. The caller stops the processor and closes nc and ch.
+ */
+export async function startEdgeProcessor(natsUrl: string, edge: Pick<EdgeRun, 'stream' | 'subjectPrefix' | 'config'>, functions: ProcessingFunction[], dbPrefix: string): Promise<EdgeProcessor> {
+  const ch = await freshClickHouse(dbPrefix);
+  let nc: NatsConnection | null = null;
+  try {
+    nc = await connect({ servers: natsUrl, name: `netrig-test-processor-${process.pid}` });
+    const processor = await Processor.start({
+      nc, ch, functions,
+      shards: Array.from({ length: edge.config.edge.shards }, (_, i) => i),
+      stream: edge.stream, subjectPrefix: edge.subjectPrefix,
+      flushIntervalMs: 100, ttlDays: 30, maxPendingRows: 100_000, log: testLogger('processor'),
+    });
+    return { processor, nc, ch };
+  } catch (err) {
+    await nc?.close().catch(() => undefined);
+    await ch.close();
+    throw err;
+  }
 }
