@@ -10,7 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { killSync, onExit } from '../test/helpers/cleanup.js';
 import { freePort, waitExit } from '../test/helpers/nats-server.js';
-import { cpuBusySeconds } from './harness.js';
+import { sleep } from '../test/helpers/cleanup-all.js';
+import { cpuBusySeconds, processCpuSeconds } from './harness.js';
+
+export { sleep };
 
 /** "loadavg 1.02 0.88 0.61" */
 export function loadavg(): string {
@@ -31,10 +34,6 @@ export async function cpuShares(ms = 1000): Promise<string> {
 /** Both: "loadavg ...; busy cpu0 ..% cpu1 ..%". */
 export async function machineLoad(): Promise<string> {
   return `${loadavg()}; busy over 1 s: ${await cpuShares()}`;
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** The p-th percentile (0..100) of `xs`, nearest rank. */
@@ -116,29 +115,10 @@ export function pinPid(pid: number, cpus: number[]): void {
   if (r.status !== 0) throw new Error(`taskset -a -cp ${cpus.join(',')} ${pid} failed: ${r.stderr?.toString().trim()}`);
 }
 
-/** Fields of /proc/<pid>/stat after the command name (index 0 = state, field 3). */
-function statFields(pid: number): string[] | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return null;
-  }
-}
-
-/** /proc/stat and /proc/<pid>/stat count in USER_HZ. */
-const USER_HZ = 100;
-
-/** utime + stime of a process in seconds (all its threads), 0 once it is gone. */
-export function cpuOf(pid: number): number {
-  const f = statFields(pid);
-  return f ? (Number(f[11]) + Number(f[12])) / USER_HZ : 0;
-}
-
 /** CPU seconds of several processes. */
 export function cpuOfAll(pids: readonly number[]): number {
   let s = 0;
-  for (const p of pids) s += cpuOf(p);
+  for (const p of pids) s += processCpuSeconds(p);
   return s;
 }
 
@@ -156,7 +136,7 @@ export class CpuTally {
 
   sample(): void {
     for (const p of this.pids()) {
-      const c = cpuOf(p);
+      const c = processCpuSeconds(p);
       if (!this.first.has(p)) this.first.set(p, c);
       if (c > 0 || !this.last.has(p)) this.last.set(p, c);
     }

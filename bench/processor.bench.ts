@@ -49,9 +49,9 @@ import { Processor, consumerName } from '../processors/runtime/processor.js';
 import { migrate } from '../schemas/migrate.js';
 import { freshClickHouse, removeClickHouseData } from '../test/helpers/processor-run.js';
 import {
-  cpuOf, f, machineLoad, pinPid, runCmd, sleep, startBenchNats, tempDir, type BenchNats, type TempDir,
+  f, machineLoad, pinPid, runCmd, sleep, startBenchNats, tempDir, type BenchNats, type TempDir,
 } from './common.js';
-import { cpuSeconds, envNumber, fmtCount, median, onlineCpus, pinProcess, type BenchContext, type Benchmark } from './harness.js';
+import { cpuSeconds, envNumber, fmtCount, median, onlineCpus, pinProcess, processCpuSeconds, type BenchContext, type Benchmark } from './harness.js';
 import { generateTraffic, recordBlob, sealEnvelopes, type EncodedEnvelope, type Traffic } from './http-traffic.js';
 import { writePcap } from './pcap.js';
 
@@ -175,7 +175,7 @@ async function netrigRound(p: Prepared, nc: NatsConnection, nats: BenchNats): Pr
     await sleep(200);
     const cpu0 = cpuSeconds();
     const th0 = threadCpu();
-    const nats0 = cpuOf(nats.pid);
+    const nats0 = processCpuSeconds(nats.pid);
     const t0 = performance.now();
     proc = await Processor.start({
       nc, ch, functions: [http1Function], shards: Array.from({ length: SHARDS }, (_, i) => i), stream: STREAM.name,
@@ -190,7 +190,7 @@ async function netrigRound(p: Prepared, nc: NatsConnection, nats: BenchNats): Pr
     const wall = (performance.now() - t0) / 1000;
     const cpu = cpuSeconds() - cpu0;
     const mainCpu = threadCpu().main - th0.main;
-    const natsCpu = cpuOf(nats.pid) - nats0;
+    const natsCpu = processCpuSeconds(nats.pid) - nats0;
     const r = await (await ch.client.query({ query: `SELECT count() AS n, countIf(status = 0 OR timed_out = 1 OR partial = 1) AS bad FROM ${ch.database}.http_requests`, format: 'JSONEachRow' })).json<{ n: string; bad: string }>();
     const rows = Number(r[0].n);
     if (rows !== EXCHANGES || Number(r[0].bad) !== 0) {

@@ -41,8 +41,8 @@ import { migrate } from '../schemas/migrate.js';
 import { decodeEnvelope } from '../schemas/envelope.js';
 import { RecordKind } from '../schemas/records.js';
 import { freshClickHouse, removeClickHouseData } from '../test/helpers/processor-run.js';
-import { cpuOf, f, machineLoad, sleep, startBenchNats, type BenchNats } from './common.js';
-import { cpuSeconds, envNumber, fmtCount, median, type BenchContext, type Benchmark } from './harness.js';
+import { f, machineLoad, sleep, startBenchNats, type BenchNats } from './common.js';
+import { cpuSeconds, envNumber, fmtCount, median, processCpuSeconds, type BenchContext, type Benchmark } from './harness.js';
 import { generateTraffic, kindsOf, recordBlob } from './http-traffic.js';
 
 const EXCHANGES = Math.round(envNumber('NETRIG_BENCH_TRANSPORT_EXCHANGES', 200_000));
@@ -81,14 +81,14 @@ async function recreate(jsm: JetStreamManager, nc: NatsConnection, name: string)
 /** Time, CPU of this process and of nats-server over `fn`; `fn` may call first() when the first item arrives. */
 async function measure(nats: BenchNats, fn: (first: () => void) => Promise<void>): Promise<Measured> {
   const c0 = cpuSeconds();
-  const n0 = cpuOf(nats.pid);
+  const n0 = processCpuSeconds(nats.pid);
   const t0 = performance.now();
   let t1 = 0;
   await fn(() => {
     if (!t1) t1 = performance.now();
   });
   const seconds = (performance.now() - t0) / 1000;
-  return { seconds, startup: t1 ? (t1 - t0) / 1000 : 0, cpu: cpuSeconds() - c0, natsCpu: cpuOf(nats.pid) - n0 };
+  return { seconds, startup: t1 ? (t1 - t0) / 1000 : 0, cpu: cpuSeconds() - c0, natsCpu: processCpuSeconds(nats.pid) - n0 };
 }
 
 /** The real edge over the blob into `stream`; checks every record was published and none lost. */
