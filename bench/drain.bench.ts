@@ -549,6 +549,22 @@ function describe(r: RoundResult): string {
     `others on cpu ${LOAD_CPU}/${DRAIN_CPU} ${pct(r.othersLoadCpu)}/${pct(r.othersDrainCpu)}`;
 }
 
+/** ROUNDS steady rounds of each consumer, alternating which goes first; `rate` 0: as fast as the load goes. */
+async function interleavedRounds(ctx: BenchContext, prog: LoadProgram, label: string, rate: number): Promise<Record<ConsumerKind, RoundResult[]>> {
+  const rounds: Record<ConsumerKind, RoundResult[]> = { netrig: [], libbpf: [] };
+  for (let i = 0; i < ROUNDS; i++) {
+    const order: ConsumerKind[] = i % 2 ? ['libbpf', 'netrig'] : ['netrig', 'libbpf'];
+    const parts: string[] = [];
+    for (const kind of order) {
+      const r = await steadyRound(prog, kind, rate);
+      rounds[kind].push(r);
+      parts.push(`${kind}: ${describe(r)}`);
+    }
+    ctx.line(`${label} ${i + 1}  ${parts.join('  |  ')}`);
+  }
+  return rounds;
+}
+
 async function run(ctx: BenchContext): Promise<void> {
   if (!onlineCpus().includes(LOAD_CPU) || !onlineCpus().includes(DRAIN_CPU)) {
     throw new Error(`needs CPUs ${LOAD_CPU} and ${DRAIN_CPU} online (load generator and drain on separate cores)`);
@@ -573,17 +589,7 @@ async function run(ctx: BenchContext): Promise<void> {
       `BPF_RB_NO_WAKEUP never signals its epoll, so the libbpf side calls ring_buffer__consume (the same per-record callback loop, no epoll)`,
     );
 
-    const rounds: Record<ConsumerKind, RoundResult[]> = { netrig: [], libbpf: [] };
-    for (let i = 0; i < ROUNDS; i++) {
-      const order: ConsumerKind[] = i % 2 ? ['libbpf', 'netrig'] : ['netrig', 'libbpf'];
-      const parts: string[] = [];
-      for (const kind of order) {
-        const r = await steadyRound(prog, kind);
-        rounds[kind].push(r);
-        parts.push(`${kind}: ${describe(r)}`);
-      }
-      ctx.line(`round ${i + 1}  ${parts.join('  |  ')}`);
-    }
+    const rounds = await interleavedRounds(ctx, prog, 'round', 0);
     const n = medianRound(rounds.netrig);
     const l = medianRound(rounds.libbpf);
     const nRate = n.consumed / n.seconds;
@@ -607,17 +613,7 @@ async function run(ctx: BenchContext): Promise<void> {
     );
 
     // The target: the load paced at the target rate, drained with no loss in every round.
-    const paced: Record<ConsumerKind, RoundResult[]> = { netrig: [], libbpf: [] };
-    for (let i = 0; i < ROUNDS; i++) {
-      const order: ConsumerKind[] = i % 2 ? ['libbpf', 'netrig'] : ['netrig', 'libbpf'];
-      const parts: string[] = [];
-      for (const kind of order) {
-        const r = await steadyRound(prog, kind, TARGET_RATE);
-        paced[kind].push(r);
-        parts.push(`${kind}: ${describe(r)}`);
-      }
-      ctx.line(`paced round ${i + 1}  ${parts.join('  |  ')}`);
-    }
+    const paced = await interleavedRounds(ctx, prog, 'paced round', TARGET_RATE);
     const lossOf = (rs: RoundResult[]) => rs.reduce((n, r) => n + r.lost, 0) / rs.reduce((n, r) => n + r.produced, 0);
     // A paced producer on a shared host can fall a little short of the rate: a round counts
     // when it offered at least 97% of the target and nothing was lost.
