@@ -169,9 +169,8 @@ static __always_inline void read_peer(struct peer_addr *p, __u64 name)
 }
 
 /* Emit the records of message `msg` of the syscall, stamped `ts_ns`. */
-static __always_inline void emit_data(const struct netrig_config *cfg, const struct sock_call *a,
-				      __u32 msg, __u64 cookie, __u64 pos, __u32 total, __u8 dir,
-				      int want_peer, __u64 ts_ns)
+static __always_inline void emit_data(const struct sock_call *a, __u32 msg, __u64 cookie, __u64 pos,
+				      __u32 total, __u8 dir, int want_peer, __u64 ts_ns)
 {
 	struct data_src src = {};
 	struct data_scratch *s = start_records(REC_SOCK_DATA, cookie, pos, total, a ? a->op : SOCK_OP_OTHER, dir,
@@ -185,7 +184,7 @@ static __always_inline void emit_data(const struct netrig_config *cfg, const str
 	}
 	if (want_peer)
 		read_peer(&s->rec.peer, src.name);
-	copy_payload(s, &src, pos, total, capture_limit(cfg, total));
+	copy_records(src.iov, src.buf, src.count, total);
 }
 
 /* ---- first sight of a socket -------------------------------------------------------- */
@@ -305,7 +304,7 @@ static __always_inline int on_sock_data(struct sock *sk, int ret, int msg_flags,
 			return 0;
 		}
 	}
-	emit_data(cfg, a, msg, cookie, pos, ret, dir, unconnected_udp, now);
+	emit_data(a, msg, cookie, pos, ret, dir, unconnected_udp, now);
 	return 0;
 }
 
@@ -323,6 +322,22 @@ int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 
 /* ---- deferred unconnected-UDP receives ----------------------------------------------- */
 
+/* The deferred receives of one syscall, walked by bpf_loop. */
+struct pending_walk {
+	struct sock_task *t;
+};
+
+/* Emit deferred receive `i`: one step of bpf_loop, so the verifier checks emit_data once. */
+static long emit_pending(__u32 i, struct pending_walk *w)
+{
+	struct sock_task *t = w->t;
+	if (i >= t->pend_n || i >= SOCK_DATA_MAX_MMSG)
+		return 1;
+	emit_data(&t->pend_call, t->pend_msg[i], t->pend_cookie, t->pend_pos[i], t->pend_len[i],
+		  DIR_INGRESS, 1, bpf_ktime_get_ns());
+	return 0;
+}
+
 /* At the exit of a receive: emit the deferred UDP receives, and end the message count. */
 static __always_inline int on_recv_exit(struct trace_event_raw_sys_exit *ctx)
 {
@@ -332,16 +347,9 @@ static __always_inline int on_recv_exit(struct trace_event_raw_sys_exit *ctx)
 	t->mmsg_index = 0;
 	if (!t->pend_n)
 		return 0;
-	struct netrig_config *cfg = get_config();
-	if (!cfg || t->pend_call.nr != (__s32)ctx->id) {
-		t->pend_n = 0;
-		return 0;
-	}
-	for (int i = 0; i < SOCK_DATA_MAX_MMSG; i++) {
-		if (i >= t->pend_n)
-			break;
-		emit_data(cfg, &t->pend_call, t->pend_msg[i], t->pend_cookie, t->pend_pos[i], t->pend_len[i],
-			  DIR_INGRESS, 1, bpf_ktime_get_ns());
+	if (t->pend_call.nr == (__s32)ctx->id) {
+		struct pending_walk w = { .t = t };
+		bpf_loop(SOCK_DATA_MAX_MMSG, emit_pending, &w, 0);
 	}
 	t->pend_n = 0;
 	return 0;

@@ -91,8 +91,7 @@ static __always_inline int call_end(long ret)
 	}
 	/* Only captured sockets have plaintext positions (see note_tls_socket). */
 	struct tls_conn *t = bpf_map_lookup_elem(&tls_conns, &cookie);
-	struct netrig_config *cfg = get_config();
-	if (!t || !cfg)
+	if (!t)
 		return 0;
 
 	/* Plaintext positions are their own stream, beside the socket's ciphertext positions. */
@@ -104,8 +103,7 @@ static __always_inline int call_end(long ret)
 					       egress ? c->start_ns : bpf_ktime_get_ns());
 	if (!s)
 		return 0;
-	struct data_src src = { .buf = c->buf, .count = bytes };
-	copy_payload(s, &src, pos, bytes, capture_limit(cfg, bytes));
+	copy_records(0, c->buf, bytes, bytes);
 	return 0;
 }
 

@@ -6,7 +6,7 @@
 import { BpfError, PrivilegeError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import {
-  attachUprobe, libbpf, libbpfStrerror, setLibbpfLogger, type UprobeOptions,
+  attachUprobe, libbpf, libbpfStrerror, PROG_INFO, setLibbpfLogger, type UprobeOptions,
   type BpfLinkPtr, type BpfMapPtr, type BpfObjectPtr, type BpfProgramPtr,
 } from './libbpf.js';
 import koffi from 'koffi';
@@ -20,6 +20,17 @@ export interface BpfMapHandle {
   readonly fd: number;
   readonly maxEntries: number;
   readonly valueSize: number;
+}
+
+/** What the kernel says of one loaded program. */
+export interface ProgramStats {
+  readonly name: string;
+  readonly section: string;
+  /** Instructions the verifier processed to accept it (kernel 5.16+; 0 before). */
+  readonly verifiedInsns: number;
+  /** Time spent in the program and how often it ran, while kernel.bpf_stats_enabled is 1. */
+  readonly runTimeNs: number;
+  readonly runCount: number;
 }
 
 /** An attached program, by its C function name and ELF section. */
@@ -130,6 +141,29 @@ export class BpfObject {
       return true;
     }
     throw new BpfError(`BPF object has no program '${name}'`, 0);
+  }
+
+  /** Verifier and run-time figures of every loaded program, from bpf_prog_info. */
+  programStats(): ProgramStats[] {
+    const out: ProgramStats[] = [];
+    const info = Buffer.alloc(PROG_INFO.size);
+    let prog: BpfProgramPtr | null = null;
+    while ((prog = libbpf.nextProgram(this.handle(), prog))) {
+      const fd = libbpf.programFd(prog);
+      if (fd < 0) continue; // not loaded: another capture path's program
+      info.fill(0);
+      const len = [info.length];
+      const err = libbpf.objGetInfoByFd(fd, info, len);
+      if (err) throw new BpfError(`reading the info of program ${libbpf.programName(prog)} failed: ${libbpfStrerror(err)}`, err);
+      out.push({
+        name: libbpf.programName(prog),
+        section: libbpf.programSection(prog),
+        verifiedInsns: info.readUInt32LE(PROG_INFO.verifiedInsns),
+        runTimeNs: Number(info.readBigUInt64LE(PROG_INFO.runTimeNs)),
+        runCount: Number(info.readBigUInt64LE(PROG_INFO.runCount)),
+      });
+    }
+    return out;
   }
 
   /** A loaded map by name. */

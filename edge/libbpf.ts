@@ -54,6 +54,9 @@ export const libbpf = {
   programName: lib.func('const char *bpf_program__name(bpf_program *prog)') as (p: BpfProgramPtr) => string,
   programSection: lib.func('const char *bpf_program__section_name(bpf_program *prog)') as (p: BpfProgramPtr) => string,
   programSetAutoload: lib.func('int bpf_program__set_autoload(bpf_program *prog, bool autoload)') as (p: BpfProgramPtr, on: boolean) => number,
+  programFd: lib.func('int bpf_program__fd(bpf_program *prog)') as (p: BpfProgramPtr) => number,
+  mapSetAutocreate: lib.func('int bpf_map__set_autocreate(bpf_map *map, bool autocreate)') as (m: BpfMapPtr, on: boolean) => number,
+  objGetInfoByFd: lib.func('int bpf_obj_get_info_by_fd(int fd, _Inout_ uint8_t *info, _Inout_ uint32_t *len)') as (fd: number, info: Uint8Array, len: number[]) => number,
   attach: lib.func('bpf_link *bpf_program__attach(bpf_program *prog)') as (p: BpfProgramPtr) => BpfLinkPtr | null,
   linkDestroy: lib.func('int bpf_link__destroy(bpf_link *link)') as (l: BpfLinkPtr) => number,
   mapUpdate: lib.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)') as (fd: number, key: Uint8Array, value: Uint8Array, flags: number) => number,
@@ -62,6 +65,12 @@ export const libbpf = {
   numPossibleCpus: lib.func('int libbpf_num_possible_cpus(void)') as () => number,
   strerror: lib.func('int libbpf_strerror(int err, _Out_ uint8_t *buf, size_t size)') as (err: number, buf: Uint8Array, size: number) => number,
 };
+
+/**
+ * Offsets in struct bpf_prog_info (uapi, stable: fields are only ever appended). The buffer
+ * passed is as long as the kernel may fill; older kernels leave later fields at zero.
+ */
+export const PROG_INFO = { size: 232, runTimeNs: 192, runCount: 200, verifiedInsns: 216 } as const;
 
 /** libbpf's message for a (negative or positive) errno. */
 export function libbpfStrerror(err: number): string {

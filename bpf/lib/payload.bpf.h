@@ -49,87 +49,13 @@ static __always_inline void flush_chunk(struct data_scratch *s, __u64 pos, __u32
 	emit(s, sizeof(struct sock_data_rec) + fill, s->rec.hdr.kind);
 }
 
-/* State of one payload copy, carried across bpf_loop steps. */
-struct copy_ctx {
-	struct data_src src;
-	__u64 pos;      /* position of the syscall's first byte */
-	__u64 seg_ptr;  /* user address of the rest of the current segment */
-	__u32 want;     /* bytes to capture */
-	__u32 done;     /* bytes captured */
-	__u32 fill;     /* bytes in the record under construction */
-	__u32 offset;   /* syscall offset of that record's first byte */
-	__u32 seg;      /* next iovec segment */
-	__u32 seg_left; /* bytes left in the current segment */
-	__u8 failed;
-};
-
-/* One step: load the next iovec segment, or read up to a segment, capture or chunk edge. */
-static long copy_step(__u32 index, struct copy_ctx *c)
-{
-	__u32 zero = 0;
-	struct data_scratch *s = bpf_map_lookup_elem(&data_scratch, &zero);
-	if (!s || c->done >= c->want)
-		return 1;
-	if (c->seg_left == 0) {
-		struct iovec iv;
-		if (!c->src.iov || c->seg >= c->src.count || c->seg >= SOCK_DATA_MAX_IOV)
-			return 1;
-		if (bpf_probe_read_user(&iv, sizeof(iv), (void *)(c->src.iov + c->seg * sizeof(iv)))) {
-			c->failed = 1;
-			return 1;
-		}
-		c->seg++;
-		c->seg_ptr = (__u64)iv.iov_base;
-		c->seg_left = iv.iov_len > 0xffffffff ? 0xffffffff : iv.iov_len;
-		return 0;
-	}
-	__u32 fill = c->fill & (SOCK_DATA_CHUNK_BYTES - 1);
-	__u32 n = c->seg_left;
-	if (n > c->want - c->done)
-		n = c->want - c->done;
-	if (n > SOCK_DATA_CHUNK_BYTES - fill)
-		n = SOCK_DATA_CHUNK_BYTES - fill;
-	if (n > SOCK_DATA_CHUNK_BYTES)
-		n = SOCK_DATA_CHUNK_BYTES;
-	if (bpf_probe_read_user(s->payload + fill, n, (void *)c->seg_ptr)) {
-		c->failed = 1;
-		return 1;
-	}
-	fill += n;
-	c->done += n;
-	c->seg_ptr += n;
-	c->seg_left -= n;
-	/* A full chunk leaves as its own record. */
-	if (fill >= SOCK_DATA_CHUNK_BYTES && c->done < c->want) {
-		flush_chunk(s, c->pos, c->offset, fill, 0);
-		c->offset += fill;
-		fill = 0;
-	}
-	c->fill = fill;
-	return 0;
-}
-
 /*
- * Copy up to `want` of the syscall's `total` bytes from user memory into records of at
- * most one chunk, packing iovec segments together. Always emits at least one record, so
- * the position of the syscall's bytes is known even when none could be read.
+ * Copy up to the configured limit of the `total` bytes of the record under construction
+ * from user memory (one buffer, or an iovec array of `count` segments) into records of at
+ * most one chunk. A global function (bpf/payload.bpf.c): the verifier checks it once, not
+ * once per caller and per syscall form. Always emits at least one record.
  */
-static __always_inline void copy_payload(struct data_scratch *s, const struct data_src *src,
-					 __u64 pos, __u32 total, __u32 want)
-{
-	struct copy_ctx c = { .src = *src, .pos = pos, .want = want };
-	if (!src->iov) {
-		c.seg_ptr = src->buf;
-		c.seg_left = src->count;
-	}
-	bpf_loop(COPY_STEPS, copy_step, &c, 0);
-	__u8 flags = DATA_F_LAST;
-	if (c.done < total)
-		flags |= DATA_F_TRUNCATED;
-	if (c.failed)
-		flags |= DATA_F_READ_FAILED;
-	flush_chunk(s, pos, c.offset, c.fill, flags);
-}
+extern int copy_records(__u64 iov, __u64 buf, __u32 count, __u32 total);
 
 /* Header and shared fields of the records of one syscall. */
 static __always_inline struct data_scratch *start_records(__u16 kind, __u64 cookie, __u64 pos,
