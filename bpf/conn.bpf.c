@@ -69,7 +69,6 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 	/* Only TCP; the tracepoint also fires for SCTP and MPTCP. */
 	if (sk->sk_protocol != IPPROTO_TCP_)
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
 	__u64 now = bpf_ktime_get_ns();
 
 	/* connect(): process context, so the caller owns the socket. */
@@ -81,8 +80,10 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		set_owner_current(&st);
 		/* A socket that sent before connecting (never for TCP, but cheap to be sure) starts over. */
 		struct conn_state *cur = conn_create(sk, &st);
-		if (cur)
+		if (cur) {
+			st.conn_id = cur->conn_id;
 			*cur = st;
+		}
 		return 0;
 	}
 
@@ -95,7 +96,7 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		if (!st)
 			return 0;
 		st->open_ts_ns = now;
-		emit_open(sk, cookie, st);
+		emit_open(sk, st->conn_id, st);
 		return 0;
 	}
 
@@ -104,10 +105,11 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		struct conn_state *st = conn_get(sk);
 		if (!st && !was_connected(oldstate))
 			return 0;
-		emit_close(sk, cookie, st, oldstate);
+		__u64 id = conn_id_of(sk, st);
+		emit_close(sk, id, st, oldstate);
 		if (st)
-			bpf_sk_storage_delete(&conns, (struct sock *)sk);
-		bpf_map_delete_elem(&tls_conns, &cookie);
+			conn_delete(sk);
+		bpf_map_delete_elem(&tls_conns, &id);
 	}
 	return 0;
 }

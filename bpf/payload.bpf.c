@@ -1,35 +1,26 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /*
- * Payload copy shared by socket payload (sock_data.bpf.c) and TLS plaintext (tls.bpf.c),
- * as a global subprogram: the verifier checks it once, with scalar arguments, instead of
- * once per call site and per syscall form, which is what kept the callers' verification
- * cost multiplying.
+ * Payload copy shared by socket payload (sock_data.bpf.c, sock_syscalls.bpf.c) and TLS
+ * plaintext (tls.bpf.c), as global subprograms: the verifier checks each once, with scalar
+ * arguments, instead of once per call site and per syscall form, which is what kept the
+ * callers' verification cost multiplying. The copy's state lives in the per-CPU scratch, so
+ * a plain bounded loop of calls drives it on every kernel (bpf_loop needs 5.17, and a
+ * program that merely mentions it does not load before 5.13).
  */
 #include "lib/netrig.bpf.h"
 #include "lib/payload.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* State of one payload copy, carried across loop steps. */
-struct copy_ctx {
-	struct data_scratch *s;
-	__u64 pos;      /* position of the syscall's first byte */
-	__u64 iov;      /* iovec array, or 0 for a single buffer */
-	__u64 seg_ptr;  /* user address of the rest of the current segment */
-	__u32 count;    /* iovec segments */
-	__u32 want;     /* bytes to capture */
-	__u32 done;     /* bytes captured */
-	__u32 fill;     /* bytes in the record under construction */
-	__u32 offset;   /* syscall offset of that record's first byte */
-	__u32 seg;      /* next iovec segment */
-	__u32 seg_left; /* bytes left in the current segment */
-	__u8 failed;
-};
-
-/* One step: load the next iovec segment, or read up to a segment, capture or chunk edge. */
-static long copy_step(__u32 index, struct copy_ctx *c)
+/* One step: load the next iovec segment, or read up to a segment, capture or chunk edge.
+ * Returns 1 when the copy is over. */
+__noinline int copy_step(void)
 {
-	struct data_scratch *s = c->s;
+	__u32 zero = 0;
+	struct data_scratch *s = bpf_map_lookup_elem(&data_scratch, &zero);
+	if (!s)
+		return 1;
+	struct copy_state *c = &s->copy;
 	if (c->done >= c->want)
 		return 1;
 	if (c->seg_left == 0) {
@@ -78,18 +69,24 @@ __noinline int copy_records(__u64 iov, __u64 buf, __u32 count, __u32 total)
 	struct netrig_config *cfg = get_config();
 	if (!s || !cfg)
 		return 0;
-	__u64 pos = s->rec.pos_bytes;
-	struct copy_ctx c = { .s = s, .pos = pos, .iov = iov, .count = count, .want = capture_limit(cfg, total) };
+	struct copy_state *c = &s->copy;
+	__builtin_memset(c, 0, sizeof(*c));
+	c->pos = s->rec.pos_bytes;
+	c->iov = iov;
+	c->count = count;
+	c->want = capture_limit(cfg, total);
 	if (!iov) {
-		c.seg_ptr = buf;
-		c.seg_left = count;
+		c->seg_ptr = buf;
+		c->seg_left = count;
 	}
-	bpf_loop(COPY_STEPS, copy_step, &c, 0);
+	for (int i = 0; i < COPY_STEPS; i++)
+		if (copy_step())
+			break;
 	__u8 flags = DATA_F_LAST;
-	if (c.done < total)
+	if (c->done < total)
 		flags |= DATA_F_TRUNCATED;
-	if (c.failed)
+	if (c->failed)
 		flags |= DATA_F_READ_FAILED;
-	flush_chunk(s, pos, c.offset, c.fill, flags);
+	flush_chunk(s, c->pos, c->offset, c->fill, flags);
 	return 0;
 }

@@ -15,15 +15,10 @@
  * written the datagram's source address into the user's msg_name.
  */
 #include "lib/netrig.bpf.h"
-#include "lib/payload.bpf.h"
+#include "lib/socket.bpf.h"
 #include "lib/tls_call.bpf.h"
-#include "conn.h"
-#include "sock_data.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-#define MSG_PEEK_ 2
-#define EPHEMERAL_PORT_MIN 32768
 
 /* x86-64 and arm64 (generic) numbers of the syscalls that carry socket payload. */
 #if defined(__TARGET_ARCH_x86)
@@ -37,15 +32,6 @@ enum { NR_read = 63, NR_write = 64, NR_readv = 65, NR_writev = 66, NR_sendto = 2
 #else
 #error "sock_data.bpf.c: syscall numbers for this architecture are missing"
 #endif
-
-/* The user memory of the socket syscall a task is running. */
-struct sock_call {
-	__u64 buf;  /* buffer, iovec array, msghdr or mmsghdr vector */
-	__u64 addr; /* sockaddr of sendto/recvfrom */
-	__s64 nr;   /* the syscall */
-	__u32 len;  /* buffer length, iovec count or message count */
-	__u8 op;    /* enum sock_op */
-};
 
 /*
  * The syscall the current task is running, from the user registers saved at its entry
@@ -91,157 +77,23 @@ struct sock_task {
 	__u32 pend_msg[SOCK_DATA_MAX_MMSG];
 };
 
+/* By thread id: a hash, not task storage, so the map exists on every kernel the loader opens. */
 struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
 	__type(value, struct sock_task);
 } sock_tasks SEC(".maps");
 
 static __always_inline struct sock_task *task_state(__u64 create)
 {
-	return bpf_task_storage_get(&sock_tasks, bpf_get_current_task_btf(), 0,
-				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
-}
-
-/* ---- payload copy ------------------------------------------------------------------- */
-
-/* Where message `msg` of the saved syscall keeps its bytes and peer address. */
-static __always_inline int resolve_src(const struct sock_call *a, __u32 msg, struct data_src *src)
-{
-	struct user_msghdr mh;
-	__u64 mh_ptr;
-
-	switch (a->op) {
-	case SOCK_OP_READ:
-	case SOCK_OP_WRITE:
-	case SOCK_OP_RECVFROM:
-	case SOCK_OP_SENDTO:
-		src->iov = 0;
-		src->buf = a->buf;
-		src->count = a->len;
-		src->name = a->addr;
-		return 0;
-	case SOCK_OP_READV:
-	case SOCK_OP_WRITEV:
-		src->iov = a->buf;
-		src->count = a->len;
-		src->name = 0;
-		return 0;
-	case SOCK_OP_RECVMSG:
-	case SOCK_OP_SENDMSG:
-		mh_ptr = a->buf;
-		break;
-	case SOCK_OP_RECVMMSG:
-	case SOCK_OP_SENDMMSG:
-		if (msg >= a->len || msg >= SOCK_DATA_MAX_MMSG)
-			return -1;
-		mh_ptr = a->buf + (__u64)msg * sizeof(struct mmsghdr);
-		break;
-	default:
-		return -1;
-	}
-	if (bpf_probe_read_user(&mh, sizeof(mh), (void *)mh_ptr))
-		return -1;
-	src->iov = (__u64)mh.msg_iov;
-	src->count = mh.msg_iovlen;
-	src->name = (__u64)mh.msg_name;
-	return 0;
-}
-
-/* A sockaddr_in/in6 in user memory into a peer_addr. */
-static __always_inline void read_peer(struct peer_addr *p, __u64 name)
-{
-	struct sockaddr_in6 sa = {};
-	__builtin_memset(p, 0, sizeof(*p));
-	if (!name || bpf_probe_read_user(&sa, sizeof(sa), (void *)name))
-		return;
-	if (sa.sin6_family == AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&sa;
-		map_v4(p->addr, sin->sin_addr.s_addr);
-		p->port = bpf_ntohs(sin->sin_port);
-		p->family = AF_INET;
-	} else if (sa.sin6_family == AF_INET6) {
-		__builtin_memcpy(p->addr, sa.sin6_addr.in6_u.u6_addr8, 16);
-		p->port = bpf_ntohs(sa.sin6_port);
-		p->family = AF_INET6;
-	}
-}
-
-/* Emit the records of message `msg` of the syscall, stamped `ts_ns`. */
-static __always_inline void emit_data(const struct sock_call *a, __u32 msg, __u64 cookie, __u64 pos,
-				      __u32 total, __u8 dir, int want_peer, __u64 ts_ns)
-{
-	struct data_src src = {};
-	struct data_scratch *s = start_records(REC_SOCK_DATA, cookie, pos, total, a ? a->op : SOCK_OP_OTHER, dir,
-					       ts_ns);
-	if (!s)
-		return;
-	if (!a || resolve_src(a, msg, &src)) {
-		/* No user buffer: only the length, so the position still advances. */
-		flush_chunk(s, pos, 0, 0, DATA_F_LAST | DATA_F_NO_BUFFER | DATA_F_TRUNCATED);
-		return;
-	}
-	if (want_peer)
-		read_peer(&s->rec.peer, src.name);
-	copy_records(src.iov, src.buf, src.count, total);
-}
-
-/* ---- first sight of a socket -------------------------------------------------------- */
-
-/* Role of a socket first seen mid-life: from the ports, or from who spoke first (UDP). */
-static __always_inline __u8 guess_role(__u8 proto, __u16 sport, __u16 dport, __u8 dir)
-{
-	if (proto == IPPROTO_UDP_)
-		return dir == DIR_EGRESS ? ROLE_CLIENT : ROLE_SERVER;
-	if (sport < EPHEMERAL_PORT_MIN && dport >= EPHEMERAL_PORT_MIN)
-		return ROLE_SERVER;
-	if (sport >= EPHEMERAL_PORT_MIN && dport < EPHEMERAL_PORT_MIN)
-		return ROLE_CLIENT;
-	return sport < dport ? ROLE_SERVER : ROLE_CLIENT;
-}
-
-/* State for a socket with no entry: a UDP socket, or TCP open before the edge started. */
-static __always_inline struct conn_state *track_new(const struct sock *sk, __u64 cookie, __u8 proto,
-						    __u8 dir)
-{
-	struct conn_state st = {};
-	__u16 sport = sk->__sk_common.skc_num;
-	__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
-	st.role = guess_role(proto, sport, dport, dir);
-	st.conn_flags = CONN_F_ROLE_GUESSED;
-	if (proto == IPPROTO_TCP_)
-		st.conn_flags |= CONN_F_MIDLIFE;
-	st.open_ts_ns = bpf_ktime_get_ns();
-	return conn_create(sk, &st);
-}
-
-/* Tell the processors who owns the socket, deciding capture the first time. */
-static __always_inline void announce(const struct netrig_config *cfg, const struct sock *sk,
-				     __u64 cookie, struct conn_state *st, __u8 proto)
-{
-	struct conn_info_rec r = {};
-	fill_tuple(&r.tuple, &sk->__sk_common, proto);
-	r.netns_ino = sock_netns(sk);
-	if (!st->announced) {
-		st->announced = 1;
-		if (!st->owner_known)
-			set_owner_current(st);
-		st->tuple = r.tuple;
-		st->capture = decide_capture(cfg, st->tgid, r.tuple.sport, r.tuple.dport,
-					     st->cgroup_id, r.netns_ino);
-		if (st->capture == CAPTURE_YES)
-			st->conn_flags |= CONN_F_CAPTURED;
-	}
-	st->info_ts_ns = bpf_ktime_get_ns();
-	fill_hdr(&r.hdr, REC_CONN_INFO, CONN_INFO_VERSION, sizeof(r), cookie);
-	hdr_owner(&r.hdr, st);
-	r.cgroup_id = st->cgroup_id;
-	r.open_ts_ns = st->open_ts_ns;
-	r.role = st->role;
-	r.conn_flags = st->conn_flags;
-	__builtin_memcpy(r.comm, st->comm, sizeof(r.comm));
-	emit(&r, sizeof(r), REC_CONN_INFO);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct sock_task *t = bpf_map_lookup_elem(&sock_tasks, &id);
+	if (t || !create)
+		return t;
+	struct sock_task fresh = {};
+	bpf_map_update_elem(&sock_tasks, &id, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&sock_tasks, &id);
 }
 
 /* ---- send and receive ---------------------------------------------------------------- */
@@ -257,24 +109,11 @@ static __always_inline int on_sock_data(struct sock *sk, int ret, int msg_flags,
 	struct netrig_config *cfg = get_config();
 	if (!cfg)
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct conn_state *st = conn_get(sk);
-	if (!st) {
-		st = track_new(sk, cookie, proto, dir);
-		if (!st)
-			return 0;
-	}
-	/* Claim this syscall's byte range; concurrent senders get disjoint ranges. */
-	__u64 pos = __sync_fetch_and_add(dir == DIR_EGRESS ? &st->tx_pos_bytes : &st->rx_pos_bytes,
-					 (__u64)ret);
-	if (!st->announced)
-		announce(cfg, sk, cookie, st, proto);
-	if (st->capture != CAPTURE_YES)
+	__u64 pos, now;
+	struct conn_state *st = capture_start(cfg, sk, &sk->__sk_common, proto, dir, ret, &pos, &now);
+	if (!st)
 		return 0;
-	/* One clock read per send or receive: the refresh check and the records' stamp. */
-	__u64 now = bpf_ktime_get_ns();
-	if (now - st->info_ts_ns > CONN_INFO_REFRESH_NS)
-		announce(cfg, sk, cookie, st, proto);
+	__u64 cookie = st->conn_id;
 	note_tls_socket(cookie);
 
 	struct sock_call call;

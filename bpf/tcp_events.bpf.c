@@ -12,11 +12,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ETH_P_IP_ 0x0800
 #define ETH_P_IPV6_ 0x86DD
 
-/* Owner and tuple of a full socket into an event record. */
-static __always_inline void event_from_sock(struct tcp_event_rec *r, const struct sock *sk,
-					    __u64 cookie)
+/* Connection id, owner and tuple of a full socket into an event record. */
+static __always_inline void event_from_sock(struct tcp_event_rec *r, const struct sock *sk)
 {
 	struct conn_state *st = conn_get(sk);
+	r->hdr.conn_id = conn_id_of(sk, st);
 	fill_tuple(&r->tuple, &sk->__sk_common, IPPROTO_TCP_);
 	r->netns_ino = sock_netns(sk);
 	r->state = sk->__sk_common.skc_state;
@@ -30,9 +30,8 @@ SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb, int err)
 {
 	struct tcp_event_rec r = {};
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
-	fill_hdr(&r.hdr, REC_TCP_RETRANSMIT, TCP_EVENT_VERSION, sizeof(r), cookie);
-	event_from_sock(&r, sk, cookie);
+	fill_hdr(&r.hdr, REC_TCP_RETRANSMIT, TCP_EVENT_VERSION, sizeof(r), 0);
+	event_from_sock(&r, sk);
 	emit(&r, sizeof(r), REC_TCP_RETRANSMIT);
 	return 0;
 }
@@ -109,17 +108,14 @@ static __always_inline void tuple_reverse(struct flow_tuple *t)
 	t->dport = p;
 }
 
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb,
-	     const enum sk_rst_reason reason)
+static __always_inline int on_send_reset(const struct sock *sk, const struct sk_buff *skb, __u32 reason)
 {
 	struct tcp_event_rec r = {};
-	__u64 cookie = sk ? bpf_get_socket_cookie((void *)sk) : 0;
-	fill_hdr(&r.hdr, REC_TCP_RESET, TCP_EVENT_VERSION, sizeof(r), cookie);
+	fill_hdr(&r.hdr, REC_TCP_RESET, TCP_EVENT_VERSION, sizeof(r), 0);
 	r.event_flags = TCP_EV_RST_SENT;
 	r.reason = reason;
 	if (sk) {
-		event_from_sock(&r, sk, cookie);
+		event_from_sock(&r, sk);
 	} else if (skb) {
 		/* No socket: the tuple comes from the segment that provoked the RST. */
 		__u8 unused = 0;
@@ -136,31 +132,47 @@ int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb,
 	return 0;
 }
 
+/* The tracepoint's arguments differ between kernels; the loader keeps the one that fits. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb,
+	     const enum sk_rst_reason reason)
+{
+	return on_send_reset(sk, skb, reason);
+}
+
+/* Before 6.10 the tracepoint gives no reason. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_send_reset_noreason, const struct sock *sk, const struct sk_buff *skb)
+{
+	return on_send_reset(sk, skb, 0);
+}
+
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tcp_receive_reset, struct sock *sk)
 {
 	struct tcp_event_rec r = {};
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	fill_hdr(&r.hdr, REC_TCP_RESET, TCP_EVENT_VERSION, sizeof(r), cookie);
-	event_from_sock(&r, sk, cookie);
+	fill_hdr(&r.hdr, REC_TCP_RESET, TCP_EVENT_VERSION, sizeof(r), 0);
+	event_from_sock(&r, sk);
 	emit(&r, sizeof(r), REC_TCP_RESET);
 	return 0;
 }
 
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
-	     struct sock *rx_sk)
+/* A freed packet: `reason` is 0 where the kernel gives none (before 5.17). */
+static __always_inline int on_drop(struct sk_buff *skb, void *location, __u32 reason, struct sock *rx_sk,
+				   int has_reason)
 {
 	/* Real drops only: CONSUMED is a normal free; the noisy reasons only when asked for. */
-	__u32 not_specified = bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED);
-	if (reason < not_specified)
-		return 0;
-	if (reason == not_specified ||
-	    (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_QUEUE_PURGE) &&
-	     reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_QUEUE_PURGE))) {
-		struct netrig_config *cfg = get_config();
-		if (!cfg || !(cfg->drop_flags & CFG_DROP_NOISY))
+	if (has_reason) {
+		__u32 not_specified = bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED);
+		if (reason < not_specified)
 			return 0;
+		if (reason == not_specified ||
+		    (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_QUEUE_PURGE) &&
+		     reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_QUEUE_PURGE))) {
+			struct netrig_config *cfg = get_config();
+			if (!cfg || !(cfg->drop_flags & CFG_DROP_NOISY))
+				return 0;
+		}
 	}
 	struct skb_drop_rec r = {};
 	if (!skb_tuple(&r.tuple, skb, &r.drop_flags))
@@ -169,14 +181,16 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 	struct sock *sk = skb->sk;
 	if (!sk)
 		sk = rx_sk;
-	__u64 cookie = 0;
+	__u64 id = 0;
+	struct conn_state *st = 0;
 	if (sk) {
-		cookie = sk->__sk_common.skc_cookie.counter;
+		st = conn_get(sk);
+		id = conn_store == CONN_STORE_TABLE ? (st ? st->conn_id : 0) : sk->__sk_common.skc_cookie.counter;
 		r.state = sk->__sk_common.skc_state;
 	}
-	fill_hdr(&r.hdr, REC_SKB_DROP, SKB_DROP_VERSION, sizeof(r), cookie);
-	if (cookie)
-		hdr_owner(&r.hdr, conn_get(sk));
+	fill_hdr(&r.hdr, REC_SKB_DROP, SKB_DROP_VERSION, sizeof(r), id);
+	if (id)
+		hdr_owner(&r.hdr, st);
 	r.location = (__u64)location;
 	r.reason = reason;
 	r.pkt_len_bytes = BPF_CORE_READ(skb, len);
@@ -190,6 +204,28 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 	}
 	emit(&r, sizeof(r), REC_SKB_DROP);
 	return 0;
+}
+
+/* The tracepoint's arguments grew over time; the loader keeps the one program that fits. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+	     struct sock *rx_sk)
+{
+	return on_drop(skb, location, reason, rx_sk, 1);
+}
+
+/* 5.17 to 6.10: a reason, no receiving socket. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kfree_skb_reason, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	return on_drop(skb, location, reason, 0, 1);
+}
+
+/* Before 5.17: no reason. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kfree_skb_noreason, struct sk_buff *skb, void *location)
+{
+	return on_drop(skb, location, 0, 0, 0);
 }
 
 /* Never called: names the wire structs so they reach BTF, where the decoders' layout test reads them. */

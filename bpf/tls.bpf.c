@@ -31,8 +31,7 @@ struct {
 
 static __always_inline int call_start(__u8 op, void *ssl, const void *buf, __u64 num, void *len_ptr)
 {
-	struct tls_call *c = bpf_task_storage_get(&tls_calls, bpf_get_current_task_btf(), 0,
-						  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	struct tls_call *c = tls_call_get(1);
 	if (!c)
 		return 0;
 	c->ssl = (__u64)ssl;
@@ -51,7 +50,7 @@ static __always_inline int call_start(__u8 op, void *ssl, const void *buf, __u64
 /* The call returned: `bytes` of plaintext moved (0 or less: nothing). */
 static __always_inline int call_end(long ret)
 {
-	struct tls_call *c = bpf_task_storage_get(&tls_calls, bpf_get_current_task_btf(), 0, 0);
+	struct tls_call *c = tls_call_get(0);
 	if (!c || !c->active)
 		return 0;
 	c->active = 0;
@@ -96,7 +95,10 @@ static __always_inline int call_end(long ret)
 
 	/* Plaintext positions are their own stream, beside the socket's ciphertext positions. */
 	__u8 egress = c->op == TLS_OP_SSL_WRITE || c->op == TLS_OP_SSL_WRITE_EX;
-	__u64 pos = __sync_fetch_and_add(egress ? &t->tx_pos_bytes : &t->rx_pos_bytes, bytes);
+	/* Not atomic (fetching atomics need 5.12): an SSL object is never used by two threads at once. */
+	__u64 *next = egress ? &t->tx_pos_bytes : &t->rx_pos_bytes;
+	__u64 pos = *next;
+	*next = pos + bytes;
 	/* Written bytes moved during the call, not at its return. */
 	struct data_scratch *s = start_records(REC_TLS_DATA, cookie, pos, bytes, c->op,
 					       egress ? DIR_EGRESS : DIR_INGRESS,

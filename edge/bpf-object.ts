@@ -10,6 +10,7 @@ import {
   type BpfLinkPtr, type BpfMapPtr, type BpfObjectPtr, type BpfProgramPtr,
 } from './libbpf.js';
 import koffi from 'koffi';
+import { Btf } from './btf.js';
 
 const EPERM = 1;
 const EACCES = 13;
@@ -80,6 +81,39 @@ export class BpfObject {
     return m;
   }
 
+  private findProgram(name: string): BpfProgramPtr {
+    let prog: BpfProgramPtr | null = null;
+    while ((prog = libbpf.nextProgram(this.handle(), prog))) if (libbpf.programName(prog) === name) return prog;
+    throw new BpfError(`BPF object has no program '${name}'`, 0);
+  }
+
+  /** Names of every program in the object. */
+  programNames(): string[] {
+    const names: string[] = [];
+    let prog: BpfProgramPtr | null = null;
+    while ((prog = libbpf.nextProgram(this.handle(), prog))) names.push(libbpf.programName(prog));
+    return names;
+  }
+
+  /** Whether a program is loaded at all (before load): another capture path's are not. */
+  setAutoload(name: string, on: boolean): void {
+    const err = libbpf.programSetAutoload(this.findProgram(name), on);
+    if (err) throw new BpfError(`cannot set autoload of program '${name}': ${libbpfStrerror(err)}`, err);
+  }
+
+  /** Set a one-byte load-time constant (`const volatile __u8` in .rodata) before load. */
+  setRodataByte(name: string, value: number): void {
+    const map = this.findMap('.rodata');
+    const size = [0];
+    const initial = libbpf.mapInitialValue(map, size);
+    if (!initial) throw new BpfError('the BPF object has no .rodata to set', 0);
+    const data = Buffer.from(koffi.decode(initial, 'uint8_t', size[0]) as number[]);
+    const btf = Btf.ofObject(this.handle());
+    data[btf.variableOffset('.rodata', name)] = value;
+    const err = libbpf.mapSetInitialValue(map, data, data.length);
+    if (err) throw new BpfError(`cannot set ${name}: ${libbpfStrerror(err)}`, err);
+  }
+
   /** Resize a map before load (ring buffer bytes, table entries). */
   setMaxEntries(name: string, n: number): void {
     const err = libbpf.mapSetMaxEntries(this.findMap(name), n);
@@ -110,6 +144,7 @@ export class BpfObject {
       const name = libbpf.programName(prog);
       const section = libbpf.programSection(prog);
       if (section === 'uprobe' || section === 'uretprobe') continue;
+      if (libbpf.programFd(prog) < 0) continue; // not loaded on this kernel (capture plan)
       const link = libbpf.attach(prog);
       if (!link) {
         const errno = koffi.errno();

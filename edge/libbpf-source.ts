@@ -13,6 +13,8 @@ import type { RecordSource, RecordVisitor, SourceLoss } from './source.js';
 import { prepareHost } from './system.js';
 import { TlsTargets } from './tls-targets.js';
 import { BpfError } from '../lib/errors.js';
+import { Btf } from './btf.js';
+import { applyPlan, planCapture, type CapturePlan } from './capture-plan.js';
 
 /** New libssl files (containers, processes started later with their own) are looked for this often. */
 const TLS_SCAN_MS = 10_000;
@@ -70,7 +72,13 @@ export class LibbpfSource implements RecordSource {
   private readonly tls: TlsTargets;
   private readonly tlsTimer: NodeJS.Timeout;
 
-  private constructor(private readonly obj: BpfObject, opts: LibbpfSourceOptions, private readonly log: Logger) {
+  private constructor(
+    private readonly obj: BpfObject,
+    /** How this kernel is captured: the payload path and the features active. */
+    readonly plan: CapturePlan,
+    opts: LibbpfSourceOptions,
+    private readonly log: Logger,
+  ) {
     this.ncpus = libbpf.numPossibleCpus();
     this.losses = obj.map('losses');
     this.cfgMap = obj.map('netrig_cfg');
@@ -89,10 +97,19 @@ export class LibbpfSource implements RecordSource {
     prepareHost();
     const obj = BpfObject.open(opts.objectPath, log);
     try {
+      const kernel = Btf.vmlinux();
+      let plan: CapturePlan;
+      try {
+        plan = planCapture(kernel, obj.programNames());
+      } finally {
+        kernel.close();
+      }
+      applyPlan(obj, plan);
+      log.info({ payload: plan.payload, features: plan.features, skipped: plan.skipped }, 'capture plan for this kernel');
       obj.setMaxEntries('events', opts.ringBytes);
       obj.setMaxEntries('tls_conns', opts.tlsConnTableEntries);
       obj.load();
-      return new LibbpfSource(obj, opts, log);
+      return new LibbpfSource(obj, plan, opts, log);
     } catch (err) {
       obj.close();
       throw err;

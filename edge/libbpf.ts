@@ -7,6 +7,9 @@ import { vsnprintf } from './libc.js';
 
 const lib = koffi.load('libbpf.so.1');
 
+/** The loaded library, for bindings kept beside what they serve (edge/btf.ts). */
+export const libbpfLibrary = lib;
+
 koffi.opaque('bpf_object');
 koffi.opaque('bpf_map');
 koffi.opaque('bpf_program');
@@ -55,7 +58,8 @@ export const libbpf = {
   programSection: lib.func('const char *bpf_program__section_name(bpf_program *prog)') as (p: BpfProgramPtr) => string,
   programSetAutoload: lib.func('int bpf_program__set_autoload(bpf_program *prog, bool autoload)') as (p: BpfProgramPtr, on: boolean) => number,
   programFd: lib.func('int bpf_program__fd(bpf_program *prog)') as (p: BpfProgramPtr) => number,
-  mapSetAutocreate: lib.func('int bpf_map__set_autocreate(bpf_map *map, bool autocreate)') as (m: BpfMapPtr, on: boolean) => number,
+  mapInitialValue: lib.func('void *bpf_map__initial_value(bpf_map *map, _Out_ size_t *size)') as (m: BpfMapPtr, size: number[]) => unknown,
+  mapSetInitialValue: lib.func('int bpf_map__set_initial_value(bpf_map *map, const void *data, size_t size)') as (m: BpfMapPtr, data: Uint8Array, size: number) => number,
   objGetInfoByFd: lib.func('int bpf_obj_get_info_by_fd(int fd, _Inout_ uint8_t *info, _Inout_ uint32_t *len)') as (fd: number, info: Uint8Array, len: number[]) => number,
   attach: lib.func('bpf_link *bpf_program__attach(bpf_program *prog)') as (p: BpfProgramPtr) => BpfLinkPtr | null,
   linkDestroy: lib.func('int bpf_link__destroy(bpf_link *link)') as (l: BpfLinkPtr) => number,

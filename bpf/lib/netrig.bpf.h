@@ -57,8 +57,22 @@ struct {
 	__type(value, __u8);
 } filters SEC(".maps") __weak;
 
-/* What the kernel knows of one socket, keyed by socket cookie. */
+/*
+ * Where socket state lives, set by the loader from what the kernel offers (probed, not by
+ * version): CONN_STORE_SOCKET keeps it in the socket's own local storage and names the
+ * connection by its socket cookie (tracing programs may use both from 5.12); CONN_STORE_TABLE
+ * keeps it in a table keyed by the socket's address and names the connection by an id made
+ * at first sight, for kernels where tracing programs can do neither.
+ */
+enum conn_store {
+	CONN_STORE_SOCKET = 0,
+	CONN_STORE_TABLE = 1,
+};
+const volatile __u8 conn_store __weak = CONN_STORE_SOCKET;
+
+/* What the kernel knows of one socket. */
 struct conn_state {
+	__u64 conn_id;       /* the record's connection id: socket cookie, or made at first sight */
 	__u64 tx_pos_bytes;  /* next egress byte position */
 	__u64 rx_pos_bytes;  /* next ingress byte position */
 	__u64 open_ts_ns;    /* ESTABLISHED, connect() or first sight */
@@ -96,17 +110,69 @@ struct {
 	__type(value, struct conn_state);
 } conns SEC(".maps") __weak;
 
+/* CONN_STORE_TABLE: socket state by the socket's kernel address; the loader sizes it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct conn_state);
+} conn_table SEC(".maps") __weak;
+
 /* The socket's state, or 0 when netrig has not seen it yet. */
 static __always_inline struct conn_state *conn_get(const struct sock *sk)
 {
+	if (conn_store == CONN_STORE_TABLE) {
+		__u64 key = (__u64)sk;
+		return bpf_map_lookup_elem(&conn_table, &key);
+	}
 	return bpf_sk_storage_get(&conns, (struct sock *)sk, 0, 0);
 }
 
-/* The socket's state, created as a copy of `init` when it has none. */
+/*
+ * A connection id for CONN_STORE_TABLE, where tracing programs cannot ask for the socket
+ * cookie: the top bit set (cookies count up from 1 and never reach it), then the clock and
+ * the CPU, unique on this boot while the clock's 55 bits last (about a year of uptime).
+ */
+static __always_inline __u64 make_conn_id(void)
+{
+	return (1ULL << 63) | ((bpf_ktime_get_ns() & ((1ULL << 55) - 1)) << 8) |
+	       (bpf_get_smp_processor_id() & 0xff);
+}
+
+/* The socket's state, created as a copy of `init` (conn_id set here) when it has none. */
 static __always_inline struct conn_state *conn_create(const struct sock *sk,
 						      struct conn_state *init)
 {
+	if (conn_store == CONN_STORE_TABLE) {
+		__u64 key = (__u64)sk;
+		struct conn_state *st = bpf_map_lookup_elem(&conn_table, &key);
+		if (st)
+			return st;
+		init->conn_id = make_conn_id();
+		bpf_map_update_elem(&conn_table, &key, init, BPF_NOEXIST);
+		return bpf_map_lookup_elem(&conn_table, &key);
+	}
+	init->conn_id = bpf_get_socket_cookie((struct sock *)sk);
 	return bpf_sk_storage_get(&conns, (struct sock *)sk, init, BPF_SK_STORAGE_GET_F_CREATE);
+}
+
+/* Forget a closed socket's state. */
+static __always_inline void conn_delete(const struct sock *sk)
+{
+	if (conn_store == CONN_STORE_TABLE) {
+		__u64 key = (__u64)sk;
+		bpf_map_delete_elem(&conn_table, &key);
+		return;
+	}
+	bpf_sk_storage_delete(&conns, (struct sock *)sk);
+}
+
+/* The connection id of a socket (trusted pointer) whose state may not exist. */
+static __always_inline __u64 conn_id_of(const struct sock *sk, const struct conn_state *st)
+{
+	if (conn_store == CONN_STORE_TABLE)
+		return st ? st->conn_id : 0;
+	return bpf_get_socket_cookie((struct sock *)sk);
 }
 
 static __always_inline struct netrig_config *get_config(void)

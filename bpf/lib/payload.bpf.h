@@ -14,11 +14,29 @@
 #define COPY_STEPS (SOCK_DATA_MAX_IOV * 3)
 #define MAX_CHUNKS 8
 
+/* State of one payload copy (bpf/payload.bpf.c), carried across its loop steps. */
+struct copy_state {
+	__u64 pos;      /* position of the syscall's first byte */
+	__u64 iov;      /* iovec array, or 0 for a single buffer */
+	__u64 seg_ptr;  /* user address of the rest of the current segment */
+	__u32 count;    /* iovec segments */
+	__u32 want;     /* bytes to capture */
+	__u32 done;     /* bytes captured */
+	__u32 fill;     /* bytes in the record under construction */
+	__u32 offset;   /* syscall offset of that record's first byte */
+	__u32 seg;      /* next iovec segment */
+	__u32 seg_left; /* bytes left in the current segment */
+	__u8 failed;
+	__u8 pad[3];
+};
+
 /* Per-CPU record under construction: the 80-byte header, then up to two chunks of room so
- * a read of up to one chunk at any offset below one chunk stays in bounds. */
+ * a read of up to one chunk at any offset below one chunk stays in bounds; then the state
+ * of the copy filling it. */
 struct data_scratch {
 	struct sock_data_rec rec;
 	__u8 payload[2 * SOCK_DATA_CHUNK_BYTES];
+	struct copy_state copy;
 };
 
 struct {

@@ -22,17 +22,30 @@ struct tls_call {
 	__u8 pad[2];
 };
 
+/* By thread id: a hash, not task storage, so TLS capture works on kernels without it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
 	__type(value, struct tls_call);
 } tls_calls SEC(".maps") __weak;
+
+/* The current thread's SSL call, created when `create` is set. */
+static __always_inline struct tls_call *tls_call_get(int create)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &id);
+	if (c || !create)
+		return c;
+	struct tls_call fresh = {};
+	bpf_map_update_elem(&tls_calls, &id, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&tls_calls, &id);
+}
 
 /*
  * SSL calls in progress on any thread. The socket tracepoints look for the current thread's
  * call only while some call is in progress, so sockets of processes without TLS pay one
- * array read instead of a task-storage lookup per send and receive. A call whose return
+ * array read instead of a hash lookup per send and receive. A call whose return
  * probe never ran leaves the count high, which only costs that lookup.
  */
 struct {
@@ -78,7 +91,7 @@ static __always_inline void note_tls_socket(__u64 cookie)
 	__s64 *active = bpf_map_lookup_elem(&tls_calls_active, &zero);
 	if (!active || *active <= 0)
 		return;
-	struct tls_call *c = bpf_task_storage_get(&tls_calls, bpf_get_current_task_btf(), 0, 0);
+	struct tls_call *c = tls_call_get(0);
 	if (!c || !c->active)
 		return;
 	c->cookie = cookie;
