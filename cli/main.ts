@@ -71,6 +71,7 @@ function edgeOptions(cmd: Command): Command {
     .option('--capture-bytes <size>', 'payload bytes captured per syscall (max 64KiB)', '16KiB')
     .option('--sample-rate <share>', 'share of connections whose payload is captured (0..1)', '1')
     .option('--ring-bytes <size>', 'kernel ring buffer size (power of two)', '32MiB')
+    .option('--capture-path <path>', 'payload capture: auto (probe the kernel), socket (6.3+ socket tracepoints) or syscall (syscall tracepoints, any kernel)', 'auto')
     .option('--tls-conn-table <n>', 'TLS connections whose plaintext is followed at once', '65536')
     .option('--max-buffer-bytes <size>', 'envelopes buffered while NATS is away', '256MiB')
     .option('--include-pids <list>', 'capture payload only for these pids')

@@ -20,6 +20,8 @@ export class Summary {
   private lastRows = new Map<string, number>();
   private lastAt = performance.now();
   private busy = false;
+  /** The edge's capture path and features, e.g. `socket (drop_reasons,reset_reasons,tls:openssl_uprobes)`. */
+  private readonly capture: string;
 
   constructor(
     private readonly edge: Edge,
@@ -27,7 +29,9 @@ export class Summary {
     private readonly ch: ClickHouse,
     private readonly out: NodeJS.WriteStream,
     private readonly intervalMs: number,
-  ) {}
+  ) {
+    this.capture = `${edge.capture.path} (${edge.capture.features.join(',')})`;
+  }
 
   start(): void {
     this.timer = setInterval(() => void this.tick(), this.intervalMs);
@@ -81,13 +85,14 @@ export class Summary {
   private line(rps: number, rows: [string, number][], lost: number, lag: number, top: TopEndpoint[]): void {
     const rowText = rows.map(([t, r]) => `${t}=${r.toFixed(1)}`).join(' ');
     const slow = top[0] ? ` slowest=${top[0].host}${top[0].path} p99=${top[0].p99_ms}ms` : '';
-    this.out.write(`netrig: records/s=${rps.toFixed(0)} rows/s ${rowText || '-'} lost=${lost} lag=${lag}${slow}\n`);
+    this.out.write(`netrig: capture=${this.capture} records/s=${rps.toFixed(0)} rows/s ${rowText || '-'} lost=${lost} lag=${lag}${slow}\n`);
   }
 
   private draw(rps: number, rows: [string, number][], lost: number, lag: number, top: TopEndpoint[]): void {
     const lines = [
       `netrig up — ${new Date().toISOString()}  (Ctrl-C stops)`,
       '',
+      `  capture       ${this.capture}`,
       `  records/s     ${rps.toFixed(0)}`,
       `  lost records  ${lost}`,
       `  consumer lag  ${lag} messages`,

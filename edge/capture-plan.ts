@@ -50,14 +50,14 @@ export function planCapture(kernel: Btf, programs: string[], force?: PayloadPath
   }
   const payload: PayloadPath = force ?? (socketPath ? 'socket' : 'syscall');
   const skipped = new Set(programs.filter((p) => (payload === 'socket' ? isSyscallPath(p) : SOCKET_PATH.includes(p))));
-  const features = [payload === 'socket' ? 'payload:socket_tracepoints' : 'payload:syscall_tracepoints'];
+  const features: string[] = [];
   for (const v of VARIANTS) {
     const args = kernel.tracepointArgs(v.tracepoint);
     const chosen = v.programs.find(([, need]) => args >= need);
     for (const [name] of v.programs) if (name !== chosen?.[0]) skipped.add(name);
     if (chosen?.[2]) features.push(chosen[2]);
   }
-  features.push('tls:openssl_uprobes');
+  features.push('tls_openssl');
   return { payload, features, skipped: [...skipped].filter((p) => programs.includes(p)) };
 }
 

@@ -5,7 +5,7 @@
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../lib/errors.js';
-import { bytesValue, durationSeconds, intList, intValue, powerOfTwo, tokenValue } from '../lib/config.js';
+import { bytesValue, choiceValue, durationSeconds, intList, intValue, powerOfTwo, tokenValue } from '../lib/config.js';
 import type { EdgeOptions } from './edge.js';
 import type { CaptureSettings, LibbpfSourceOptions } from './libbpf-source.js';
 
@@ -37,6 +37,8 @@ export interface EdgeInput {
   reportNoisyDrops?: boolean;
   metricsPort?: string | number;
   objectPath?: string;
+  /** `auto` (by probing the kernel), `socket` or `syscall`: see edge/capture-plan.ts. */
+  capturePath?: string;
 }
 
 export interface EdgeConfig {
@@ -102,6 +104,7 @@ export function edgeConfig(input: EdgeInput): EdgeConfig {
       objectPath: input.objectPath ?? DEFAULT_OBJECT_PATH,
       ringBytes: powerOfTwo('ring-bytes', bytesValue('ring-bytes', input.ringBytes ?? '32MiB', 64 * 1024, 1024 ** 3), 64 * 1024, 1024 ** 3),
       tlsConnTableEntries: intValue('tls-conn-table', input.tlsConnTable ?? 65536, 1024, 1 << 24),
+      capturePath: choiceValue('capture-path', input.capturePath ?? 'auto', ['auto', 'socket', 'syscall'] as const),
       settings,
     },
   };

@@ -15,7 +15,7 @@ import { CLOCK_MONOTONIC, CLOCK_REALTIME, clockNs } from './libc.js';
 import { LossCause, LossLedger } from './losses.js';
 import { EdgeMetrics } from './metrics.js';
 import { Publisher } from './publisher.js';
-import type { RecordSource } from './source.js';
+import type { CaptureDescription, RecordSource } from './source.js';
 import { ensureStream, type StreamSettings } from '../lib/raw-stream.js';
 import { KernelSymbols, readDropReasons } from './symbols.js';
 
@@ -97,9 +97,15 @@ export class Edge {
   static async start(source: RecordSource, nc: NatsConnection, opts: EdgeOptions, log: Logger, metrics?: EdgeMetrics): Promise<Edge> {
     await ensureStream(nc, opts.stream, log);
     const edge = new Edge(source, nc, opts, log, metrics);
-    log.info({ run: edge.runId, region: opts.region, node: opts.node, shards: opts.shards }, 'edge started');
+    log.info({ run: edge.runId, region: opts.region, node: opts.node, shards: opts.shards, capture: source.capture }, 'edge started');
+    edge.metrics.captureInfo.set({ path: source.capture.path, features: source.capture.features.join(',') }, 1);
     edge.tick();
     return edge;
+  }
+
+  /** How the source captures: payload path and active features. */
+  get capture(): CaptureDescription {
+    return this.source.capture;
   }
 
   /** Bytes of envelopes waiting for NATS. */
@@ -170,6 +176,7 @@ export class Edge {
       mono: Number(clockNs(CLOCK_MONOTONIC)),
       count: b.count,
       records: b.records,
+      capture: this.source.capture,
     };
     if (b.dropLocations.size) {
       envelope.ksyms = {};

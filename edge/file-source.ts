@@ -8,6 +8,7 @@ import { REC_HDR } from '../schemas/layouts.js';
 import type { RecordSource, RecordVisitor, SourceLoss } from './source.js';
 
 export class FileSource implements RecordSource {
+  readonly capture = { path: 'file', features: [] };
   private readonly data: Uint8Array;
   private off = 0;
   /** Records whose header claimed an impossible size; delivery stops there. */

@@ -9,12 +9,12 @@ import { REC_KIND_MAX } from '../schemas/records.js';
 import { BpfObject, type AttachedProgram, type BpfMapHandle } from './bpf-object.js';
 import { libbpf, libbpfStrerror } from './libbpf.js';
 import { RingBufferReader } from './ringbuf.js';
-import type { RecordSource, RecordVisitor, SourceLoss } from './source.js';
+import type { CaptureDescription, RecordSource, RecordVisitor, SourceLoss } from './source.js';
 import { prepareHost } from './system.js';
 import { TlsTargets } from './tls-targets.js';
 import { BpfError } from '../lib/errors.js';
 import { Btf } from './btf.js';
-import { applyPlan, planCapture, type CapturePlan } from './capture-plan.js';
+import { applyPlan, planCapture, type CapturePlan, type PayloadPath } from './capture-plan.js';
 
 /** New libssl files (containers, processes started later with their own) are looked for this often. */
 const TLS_SCAN_MS = 10_000;
@@ -52,6 +52,8 @@ export interface LibbpfSourceOptions {
    * used is forgotten (other socket state lives in the sockets' own storage, unbounded).
    */
   tlsConnTableEntries: number;
+  /** The payload path: chosen by probing the kernel (`auto`), or forced. */
+  capturePath: 'auto' | PayloadPath;
   settings: CaptureSettings;
 }
 
@@ -62,6 +64,7 @@ const EXCLUDE = 2;
 export class LibbpfSource implements RecordSource {
   readonly exhausted = false;
   readonly programs: AttachedProgram[];
+  readonly capture: CaptureDescription;
   private readonly ring: RingBufferReader;
   private readonly losses: BpfMapHandle;
   private readonly cfgMap: BpfMapHandle;
@@ -79,6 +82,7 @@ export class LibbpfSource implements RecordSource {
     opts: LibbpfSourceOptions,
     private readonly log: Logger,
   ) {
+    this.capture = { path: plan.payload, features: plan.features };
     this.ncpus = libbpf.numPossibleCpus();
     this.losses = obj.map('losses');
     this.cfgMap = obj.map('netrig_cfg');
@@ -100,7 +104,7 @@ export class LibbpfSource implements RecordSource {
       const kernel = Btf.vmlinux();
       let plan: CapturePlan;
       try {
-        plan = planCapture(kernel, obj.programNames());
+        plan = planCapture(kernel, obj.programNames(), opts.capturePath === 'auto' ? undefined : opts.capturePath);
       } finally {
         kernel.close();
       }

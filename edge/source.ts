@@ -13,8 +13,16 @@ export interface SourceLoss {
   records: number;
 }
 
+/** How a source captures: its path (`socket`, `syscall`, `file`) and the features active. */
+export interface CaptureDescription {
+  path: string;
+  features: string[];
+}
+
 /** A source of raw kernel records (each starting with rec_hdr, 8-byte aligned). */
 export interface RecordSource {
+  /** What this source captures and how; carried in envelopes and metrics. */
+  readonly capture: CaptureDescription;
   /** Hand every available record to `visit` without blocking; returns how many. */
   poll(visit: RecordVisitor): number;
   /** Losses since the previous call. */

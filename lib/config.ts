@@ -53,3 +53,9 @@ export function powerOfTwo(key: string, n: number, min: number, max: number): nu
   if (n < min || n > max || (n & (n - 1)) !== 0) throw new ConfigError(key, `expected a power of two from ${min} to ${max}, got ${n}`);
   return n;
 }
+
+/** One of a fixed set of words. */
+export function choiceValue<T extends string>(key: string, v: unknown, allowed: readonly T[]): T {
+  if (allowed.includes(v as T)) return v as T;
+  throw new ConfigError(key, `expected one of ${allowed.join(', ')}, got ${String(v)}`);
+}

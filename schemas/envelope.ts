@@ -42,6 +42,12 @@ export interface Envelope {
   ksyms?: Record<string, string>;
   /** Names of drop reasons in this batch on this node's kernel: reason number → name. */
   drop_reasons?: Record<string, string>;
+  /**
+   * How the edge captures on this node's kernel: the payload path (`socket`: socket
+   * tracepoints, 6.3+; `syscall`: syscall tracepoints; `file`: replayed bytes) and the
+   * features active (drop and reset reasons, TLS). Optional: older edges leave it out.
+   */
+  capture?: { path: string; features: string[] };
 }
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });

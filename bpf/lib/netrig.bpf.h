@@ -128,15 +128,28 @@ static __always_inline struct conn_state *conn_get(const struct sock *sk)
 	return bpf_sk_storage_get(&conns, (struct sock *)sk, 0, 0);
 }
 
+/* Connection ids made so far on each CPU, for CONN_STORE_TABLE. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} conn_ids SEC(".maps") __weak;
+
 /*
  * A connection id for CONN_STORE_TABLE, where tracing programs cannot ask for the socket
- * cookie: the top bit set (cookies count up from 1 and never reach it), then the clock and
- * the CPU, unique on this boot while the clock's 55 bits last (about a year of uptime).
+ * cookie: bit 52 set (socket cookies count up from 1 and never get there), then a count per
+ * CPU and the CPU. It stays below 2^53, so it is exact as a JavaScript number.
  */
 static __always_inline __u64 make_conn_id(void)
 {
-	return (1ULL << 63) | ((bpf_ktime_get_ns() & ((1ULL << 55) - 1)) << 8) |
-	       (bpf_get_smp_processor_id() & 0xff);
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&conn_ids, &zero);
+	if (!n)
+		return 0;
+	__u64 count = *n + 1;
+	*n = count;
+	return (1ULL << 52) | ((count & ((1ULL << 44) - 1)) << 8) | (bpf_get_smp_processor_id() & 0xff);
 }
 
 /* The socket's state, created as a copy of `init` (conn_id set here) when it has none. */

@@ -13,7 +13,7 @@ import {
   type ConnCloseRecord, type ConnOpenRecord,
 } from '../../schemas/records.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
-import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
+import { CAPTURE_PATHS, startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, socketCookies, type Host, type HostPair } from '../helpers/netns.js';
 import { BIG_FILE_BYTES, startNginx, type NginxHandle } from '../helpers/nginx.js';
@@ -24,7 +24,7 @@ const CAPTURE_BYTES = 16 * 1024;
 /** curl options for every request: its local address and port, status and connects on one line. */
 const CURL_COMMON = ['-sS', '--max-time', '30', '-w', '%{local_ip} %{local_port} %{http_code} %{num_connects}\\n'];
 
-describe('edge capture: HTTP between two network namespaces', () => {
+for (const capturePath of CAPTURE_PATHS) describe(`edge capture: HTTP between two network namespaces (capture path: ${capturePath})`, () => {
   let nats: NatsServerHandle | undefined;
   let hosts: HostPair | undefined;
   let nginx: NginxHandle | undefined;
@@ -42,7 +42,7 @@ describe('edge capture: HTTP between two network namespaces', () => {
     edge = await startEdge({
       nats: nats.url,
       netns: [client.netnsIno(), server.netnsIno()],
-      input: { captureBytes: CAPTURE_BYTES },
+      input: { captureBytes: CAPTURE_BYTES, capturePath },
     });
     reader = await StreamReader.open(nats.url, edge.stream);
   });
@@ -212,7 +212,7 @@ describe('edge capture: HTTP between two network namespaces', () => {
     return { res, pair, cookies };
   }
 
-  test('payload byte-exact below the capture limit, mirrored on the server side; conn_id is the socket cookie', async () => {
+  test('payload byte-exact below the capture limit, mirrored on the server side; conn_id is the socket cookie (or made at first sight)', async () => {
     const host = `${server.addr}:${nginx!.port}`;
     const body = randomBytes(3000);
     const requests = [
@@ -230,8 +230,14 @@ describe('edge capture: HTTP between two network namespaces', () => {
     assert.match(res.received.subarray(chunked.respStart, chunked.respEnd).toString('latin1'), /\r\nTransfer-Encoding: chunked\r\n/i, 'nginx answered /chunked/ chunked');
 
     checkConnection(pair, 'node');
-    assert.deepEqual(cookies.client, [pair.clientOpen.connId], 'client conn_id = its socket cookie (ss sk:)');
-    assert.deepEqual(cookies.server, [pair.serverOpen.connId], 'server conn_id = its socket cookie (ss sk:)');
+    if (capturePath === 'syscall') {
+      // No socket cookie on this path: ids made at first sight, bit 52 set, one per socket.
+      for (const id of [pair.clientOpen.connId, pair.serverOpen.connId]) assert.ok(id >= 2 ** 52 && id < 2 ** 53, `made conn_id ${id}`);
+      assert.notEqual(pair.clientOpen.connId, pair.serverOpen.connId);
+    } else {
+      assert.deepEqual(cookies.client, [pair.clientOpen.connId], 'client conn_id = its socket cookie (ss sk:)');
+      assert.deepEqual(cookies.server, [pair.serverOpen.connId], 'server conn_id = its socket cookie (ss sk:)');
+    }
 
     const c = pair.clientOpen.connId, s = pair.serverOpen.connId;
     assertExact(reader!.payload(c, Direction.Egress), res.sent, 'client egress = what it sent');

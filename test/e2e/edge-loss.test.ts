@@ -13,7 +13,7 @@ import {
   type ConnCloseRecord, type ConnOpenRecord, type SkbDropRecord, type TcpEventRecord,
 } from '../../schemas/records.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
-import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
+import { CAPTURE_PATHS, startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, type Host, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
@@ -24,7 +24,7 @@ const DROP_TENTHS = 3;
 const MAX_ROUNDS = 40;
 const MAX_TRAFFIC_MS = 120_000;
 
-describe('edge loss: nftables drops a share of the packets to and from nginx', () => {
+for (const capturePath of CAPTURE_PATHS) describe(`edge loss: nftables drops a share of the packets to and from nginx (capture path: ${capturePath})`, () => {
   let nats: NatsServerHandle | undefined;
   let hosts: HostPair | undefined;
   let nginx: NginxHandle | undefined;
@@ -45,7 +45,7 @@ describe('edge loss: nftables drops a share of the packets to and from nginx', (
       const r = await h.exec('sysctl', ['-q', '-w', 'net.ipv4.tcp_fin_timeout=3']);
       assert.equal(r.code, 0, `sysctl in ${h.ns}: ${r.stderr}`);
     }
-    edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()] });
+    edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()], input: { capturePath } });
     reader = await StreamReader.open(nats.url, edge.stream);
   });
 

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { Direction, RecordKind, SOCK_OPS, type SockDataRecord } from '../../schemas/records.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
 import { onExit } from '../helpers/cleanup.js';
-import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
+import { CAPTURE_PATHS, startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, runOk, type HostPair } from '../helpers/netns.js';
 import { REPO_ROOT } from '../helpers/paths.js';
@@ -55,7 +55,7 @@ function expectedMessages(): Expected[] {
   return out;
 }
 
-describe('edge capture: every socket syscall form', () => {
+for (const capturePath of CAPTURE_PATHS) describe(`edge capture: every socket syscall form (capture path: ${capturePath})`, () => {
   let nats: NatsServerHandle | undefined;
   let hosts: HostPair | undefined;
   let edge: EdgeRun | undefined;
@@ -70,7 +70,7 @@ describe('edge capture: every socket syscall form', () => {
     await runOk('clang', ['-O2', '-Wall', '-Werror', SOURCE, '-o', join(dir, 'sockcalls')]);
     nats = await startNatsServer();
     hosts = await createHostPair();
-    edge = await startEdge({ nats: nats.url, netns: [hosts.client.netnsIno(), hosts.server.netnsIno()] });
+    edge = await startEdge({ nats: nats.url, netns: [hosts.client.netnsIno(), hosts.server.netnsIno()], input: { capturePath } });
     reader = await StreamReader.open(nats.url, edge.stream);
   });
 

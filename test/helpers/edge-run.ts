@@ -15,6 +15,14 @@ import type { Logger } from '../../lib/logger.js';
 import { onExit, uniqueToken } from './cleanup.js';
 import { BPF_OBJECT } from './paths.js';
 
+/**
+ * The payload paths end-to-end suites run on: `auto` is what this kernel gets by probing
+ * (the socket tracepoints on 6.3+), `syscall` the fallback older kernels get, forced here so
+ * it is proven on this kernel too (the kernel matrix proves it on older ones).
+ */
+export const CAPTURE_PATHS = ['auto', 'syscall'] as const;
+export type CapturePathChoice = (typeof CAPTURE_PATHS)[number];
+
 export interface EdgeRunOptions {
   /** URL of the test's nats-server. */
   nats: string;
