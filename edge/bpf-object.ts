@@ -3,7 +3,7 @@
  * links destroyed in reverse order on close so nothing stays attached in the kernel.
  * Nothing is pinned: if the process dies, the kernel drops every program with its fds.
  */
-import { BpfError, PrivilegeError } from '../lib/errors.js';
+import { BpfError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import {
   attachUprobe, libbpf, libbpfStrerror, PROG_INFO, setLibbpfLogger, type UprobeOptions,
@@ -12,8 +12,6 @@ import {
 import koffi from 'koffi';
 import { Btf } from './btf.js';
 
-const EPERM = 1;
-const EACCES = 13;
 
 /** A map of a loaded object: its descriptor and geometry. */
 export interface BpfMapHandle {
@@ -125,12 +123,7 @@ export class BpfObject {
     const err = libbpf.load(this.handle());
     if (err === 0) return;
     const detail = this.logTail.slice(-30).join('\n');
-    if (-err === EPERM || -err === EACCES) {
-      throw new PrivilegeError(
-        `loading eBPF programs was refused (${libbpfStrerror(err)}): run netrig as root, or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_RESOURCE`,
-        { cause: new BpfError(detail, err) },
-      );
-    }
+    // Privileges are checked before (prepareHost): EACCES here is the verifier refusing a program.
     throw new BpfError(`loading the BPF object failed: ${libbpfStrerror(err)}\n${detail}`, err);
   }
 

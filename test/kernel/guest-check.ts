@@ -47,7 +47,8 @@ async function check(): Promise<string> {
     const { client, server } = hosts;
     nginx = await startNginx(server);
     unbound = await startUnbound(server, { zones: { 'netrig.test.': [`${QNAME}. A 192.0.2.7`] } });
-    edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()] });
+    // The guest's /tmp is a small tmpfs: a stream bounded to fit it.
+    edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()], input: { streamMaxBytes: '64MiB' } });
     reader = await StreamReader.open(nats.url, edge.stream);
     const { capture } = edge.source;
 
