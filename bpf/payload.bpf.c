@@ -42,6 +42,9 @@ __noinline int copy_step(void)
 		n = c->want - c->done;
 	if (n > SOCK_DATA_CHUNK_BYTES - fill)
 		n = SOCK_DATA_CHUNK_BYTES - fill;
+	/* Clamped against a constant the compiler may not fold away: verifiers before about
+	 * 6.7 learn no bound from the comparisons of two unknown values above. */
+	barrier_var(n);
 	if (n > SOCK_DATA_CHUNK_BYTES)
 		n = SOCK_DATA_CHUNK_BYTES;
 	if (bpf_probe_read_user(s->payload + fill, n, (void *)c->seg_ptr)) {

@@ -110,7 +110,7 @@ __noinline int syscall_data(__u32 msg, __u32 len)
 	if (bpf_probe_read_kernel(&skc, sizeof(skc), sk))
 		return 0;
 	__u64 pos, now;
-	struct conn_state *st = capture_start(cfg, sk, &skc, c->proto, c->dir, len, &pos, &now);
+	struct conn_state *st = capture_start(cfg, sk, &skc, c->proto, c->dir, len, &pos, &now, 0);
 	if (!st)
 		return 0;
 	note_tls_socket(st->conn_id);

@@ -172,12 +172,15 @@ static __always_inline void announce(const struct netrig_config *cfg, const stru
  * The start of every send or receive of `len` bytes: the socket's state (made at first
  * sight), the syscall's byte range claimed (*pos), the owner announced the first time and
  * after CONN_INFO_REFRESH_NS of silence. Returns the state when the payload is captured,
- * else 0; *now is the one clock read the records are stamped with.
+ * else 0; *now is the one clock read the records are stamped with. `atomic_claim` (a
+ * constant per caller) claims the range with a fetching atomic, for the path that only
+ * runs on kernels that have them.
  */
 static __always_inline struct conn_state *capture_start(const struct netrig_config *cfg,
 							const struct sock *sk,
 							const struct sock_common *skc, __u8 proto,
-							__u8 dir, __u32 len, __u64 *pos, __u64 *now)
+							__u8 dir, __u32 len, __u64 *pos, __u64 *now,
+							const int atomic_claim)
 {
 	struct conn_state *st = conn_get(sk);
 	if (!st) {
@@ -186,11 +189,11 @@ static __always_inline struct conn_state *capture_start(const struct netrig_conf
 			return 0;
 	}
 	__u64 *next = dir == DIR_EGRESS ? &st->tx_pos_bytes : &st->rx_pos_bytes;
-	if (conn_store == CONN_STORE_SOCKET) {
+	if (atomic_claim) {
 		/* Concurrent senders get disjoint ranges. */
 		*pos = __sync_fetch_and_add(next, (__u64)len);
 	} else {
-		/* Kernels that need the table also lack fetching atomics (5.12): a plain add. */
+		/* Before 5.12 a program that merely contains a fetching atomic does not load. */
 		*pos = *next;
 		*next = *pos + len;
 	}
