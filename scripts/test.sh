@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The test command: installs and builds everything (scripts/setup.sh), then runs every
 # tier — unit, integration (real nats-server, embedded ClickHouse), end-to-end (real eBPF,
-# network namespaces, real clients and servers) — in one node:test run. Fails on any
-# failed, skipped or todo test.
+# network namespaces, real clients and servers) — in one node:test run, then the kernel
+# matrix (scripts/test-kernels.sh: Debian's 5.10, 6.1 and 6.12 under qemu). Fails on any
+# failed, skipped or todo test and on any kernel that fails. Given test paths, runs only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 targets=("$@")
-((${#targets[@]})) || targets=(dist/test/unit dist/test/integration dist/test/e2e)
+matrix=0
+((${#targets[@]})) || { targets=(dist/test/unit dist/test/integration dist/test/e2e); matrix=1; }
 status=0
 node --test --test-reporter=tap --test-concurrency=1 --test-timeout=600000 "${targets[@]}" 2>&1 | tee "$log" || status=$?
 for what in skipped todo; do
@@ -19,4 +21,7 @@ for what in skipped todo; do
     status=1
   fi
 done
+if ((matrix)); then
+  scripts/test-kernels.sh || status=1
+fi
 exit "$status"

@@ -3,13 +3,16 @@
  * kernel under qemu with this machine's files): the edge loads and attaches netrig's capture
  * as it would on that kernel (the path chosen by probing), a nats-server takes its
  * envelopes, and between two network namespaces a raw HTTP/1 client talks to nginx, dig asks
- * unbound over UDP, and a client connects to a closed port (refused: a reset). The decoded
+ * unbound over UDP, a client connects to a closed port (refused: a reset, and the SYN
+ * dropped), and another sends while the server's link is down (retransmits). The decoded
  * records must show both ends of the HTTP connection with their roles and the payload
- * byte-exact each way, the DNS datagrams both ways with the question, and the refused
- * connection's reset. One line on stdout: `kernel <release>: ok <what>` or
+ * byte-exact each way, the DNS datagrams both ways with the question, the refused
+ * connection's close, reset and drop, and the retransmits. One line on stdout: `kernel <release>: ok <what>` or
  * `kernel <release>: FAIL <why>`; the exit code says the same.
  */
+import { once } from 'node:events';
 import { release } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { cleanupAll } from '../helpers/cleanup-all.js';
 import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
@@ -22,6 +25,18 @@ import { ConnFlags, DataFlags, Direction, RecordKind, Role, type SockDataRecord 
 
 const QNAME = 'matrix.netrig.test';
 const CLOSED_PORT = 9;
+/** How long the server's link stays down under a connection with data in flight. */
+const LINK_DOWN_MS = 2500;
+/**
+ * Client of the retransmit case, run in the client namespace: connects, prints its local
+ * port, sends a request when told to on stdin, and exits after its timeout.
+ */
+const RETRANSMIT_CLIENT = `
+const s = require('net').connect(Number(process.argv[2]), process.argv[1], () => console.log(s.localPort));
+s.on('error', () => {});
+process.stdin.once('data', () => s.write('GET /hello.html HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'));
+setTimeout(() => process.exit(0), 8000);
+`;
 
 class CheckFailed extends Error {}
 
@@ -60,7 +75,17 @@ async function check(): Promise<string> {
     const dig = await client.exec('dig', [ '+tries=1', '+time=10', `@${server.addr}`, '-p', String(unbound.port), QNAME, 'A']);
     expect(/192\.0\.2\.7/.test(dig.stdout), `dig got no answer: ${dig.stdout}${dig.stderr}`);
     // A refused connection: the server's kernel answers the SYN with a reset.
-    await client.exec('curl', [ '-sS', '--max-time', '5', `http://${server.addr}:${CLOSED_PORT}/`]);
+    await client.exec('curl', ['-sS', '--max-time', '5', `http://${server.addr}:${CLOSED_PORT}/`]);
+    // A retransmit: the server's link goes down while the client's request is in flight.
+    const lossy = client.spawn(process.execPath, ['-e', RETRANSMIT_CLIENT, server.addr, String(nginx.port)], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const [portLine] = await Promise.race([once(lossy.stdout!, 'data'), sleep(20_000).then(() => [''])]);
+    const lossyPort = Number(String(portLine).trim());
+    expect(lossyPort > 0, 'the retransmit client did not connect');
+    await server.exec('ip', ['link', 'set', 'veth0', 'down']);
+    lossy.stdin!.write('go\n');
+    await sleep(LINK_DOWN_MS);
+    await server.exec('ip', ['link', 'set', 'veth0', 'up']);
+    lossy.kill('SIGKILL');
 
     let why = '';
     const found = () => {
@@ -84,14 +109,22 @@ async function check(): Promise<string> {
       const resets = reader!.tcpEvents(RecordKind.TcpReset).map((r) => r.rec)
         .filter((r) => r.tuple.sport === CLOSED_PORT || r.tuple.dport === CLOSED_PORT);
       if (!refused || resets.length === 0) return (why = `refused connection: close ${!!refused}, resets ${resets.length}`), null;
-      return { bytes: http.sent.length + http.received.length, dns: dnsOut + dnsIn, resets: resets.length, clientAddr: c.tuple.saddr };
+      // The SYN to the closed port dies in the server's kernel: no socket takes it.
+      const drops = reader!.drops().map((r) => r.rec).filter((r) => r.tuple.dport === CLOSED_PORT);
+      if (drops.length === 0) return (why = 'no drop record for the SYN to the closed port'), null;
+      const retransmits = reader!.tcpEvents(RecordKind.TcpRetransmit).map((r) => r.rec).filter((r) => r.tuple.sport === lossyPort);
+      if (retransmits.length === 0) return (why = `no retransmit of the client on port ${lossyPort} while the link was down`), null;
+      return {
+        bytes: http.sent.length + http.received.length, dns: dnsOut + dnsIn, resets: resets.length, clientAddr: c.tuple.saddr,
+        drops: drops.length, reasons: [...new Set(drops.map((d) => d.reason))].join('/'), retransmits: retransmits.length,
+      };
     };
     await reader.waitFor('the capture', () => found() !== null, 60_000).catch(() => {
       throw new CheckFailed(why);
     });
     const r = found()!;
     expect(r.clientAddr === recordAddr(client.addr), `client address ${r.clientAddr}`);
-    return `path=${capture.path} features=${capture.features.join(',') || '-'} http=2 exchanges ${r.bytes} bytes exact both ends, dns=${r.dns} datagrams, refused=close+${r.resets} reset(s)`;
+    return `path=${capture.path} features=${capture.features.join(',') || '-'} http=2 exchanges ${r.bytes} bytes exact both ends, dns=${r.dns} datagrams, refused=close+${r.resets} reset(s)+${r.drops} drop(s) reason ${r.reasons}, retransmits=${r.retransmits}`;
   } finally {
     await cleanupAll(
       () => reader?.close(),
