@@ -78,12 +78,10 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		st.connect_ts_ns = now;
 		st.open_ts_ns = now;
 		set_owner_current(&st);
-		/* A socket that sent before connecting (never for TCP, but cheap to be sure) starts over. */
-		struct conn_state *cur = conn_create(sk, &st);
-		if (cur) {
-			st.conn_id = cur->conn_id;
-			*cur = st;
-		}
+		/* A connection's life starts here: state found at the socket is from before the
+		 * connect(), or a dead socket's at a reused address (CONN_STORE_TABLE). */
+		conn_delete(sk);
+		conn_create(sk, &st);
 		return 0;
 	}
 
@@ -92,6 +90,9 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 	    (oldstate == TCP_SYN_SENT_ || oldstate == TCP_SYN_RECV_)) {
 		struct conn_state fresh = {};
 		fresh.role = oldstate == TCP_SYN_SENT_ ? ROLE_CLIENT : ROLE_SERVER;
+		/* An accepted socket's life starts here too (a client's began at connect()). */
+		if (oldstate == TCP_SYN_RECV_)
+			conn_delete(sk);
 		struct conn_state *st = conn_create(sk, &fresh);
 		if (!st)
 			return 0;

@@ -110,7 +110,7 @@ static __always_inline int on_sock_data(struct sock *sk, int ret, int msg_flags,
 	if (!cfg)
 		return 0;
 	__u64 pos, now;
-	struct conn_state *st = capture_start(cfg, sk, &sk->__sk_common, proto, dir, ret, &pos, &now, 1);
+	struct conn_state *st = capture_start(cfg, sk, &sk->__sk_common, proto, dir, ret, &pos, &now, 1, 0);
 	if (!st)
 		return 0;
 	__u64 cookie = st->conn_id;

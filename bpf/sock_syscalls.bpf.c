@@ -22,6 +22,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 struct saved_call {
 	struct sock_call call;
 	__u64 sk;   /* the socket's kernel address */
+	__u64 ino;  /* its inode: addresses are reused, inodes rarely at the same address */
 	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 dir;   /* enum data_direction */
 	__u8 pad[6];
@@ -34,8 +35,8 @@ struct {
 	__type(value, struct saved_call);
 } sock_calls SEC(".maps");
 
-/* The socket behind file descriptor `fd` of the current task, or 0. */
-static __always_inline struct sock *fd_sock(__u64 fd)
+/* The socket behind file descriptor `fd` of the current task, or 0; *ino its inode. */
+static __always_inline struct sock *fd_sock(__u64 fd, __u64 *ino)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
@@ -49,6 +50,7 @@ static __always_inline struct sock *fd_sock(__u64 fd)
 	struct socket *sock = BPF_CORE_READ(f, private_data);
 	if (!sock || BPF_CORE_READ(sock, file) != f)
 		return 0;
+	*ino = BPF_CORE_READ(f, f_inode, i_ino);
 	return BPF_CORE_READ(sock, sk);
 }
 
@@ -76,7 +78,8 @@ static __always_inline int save_call(__u64 fd, __u64 buf, __u32 len, __u64 addr,
 {
 	if (dir == DIR_INGRESS && (flags & MSG_PEEK_))
 		return 0;
-	struct sock *sk = fd_sock(fd);
+	__u64 ino = 0;
+	struct sock *sk = fd_sock(fd, &ino);
 	if (!sk)
 		return 0;
 	__u8 proto = inet_proto_read(sk);
@@ -85,6 +88,7 @@ static __always_inline int save_call(__u64 fd, __u64 buf, __u32 len, __u64 addr,
 	struct saved_call c = {
 		.call = { .buf = buf, .addr = addr, .len = len, .op = op },
 		.sk = (__u64)sk,
+		.ino = ino,
 		.proto = proto,
 		.dir = dir,
 	};
@@ -110,7 +114,7 @@ __noinline int syscall_data(__u32 msg, __u32 len)
 	if (bpf_probe_read_kernel(&skc, sizeof(skc), sk))
 		return 0;
 	__u64 pos, now;
-	struct conn_state *st = capture_start(cfg, sk, &skc, c->proto, c->dir, len, &pos, &now, 0);
+	struct conn_state *st = capture_start(cfg, sk, &skc, c->proto, c->dir, len, &pos, &now, 0, c->ino);
 	if (!st)
 		return 0;
 	note_tls_socket(st->conn_id);

@@ -5,11 +5,12 @@
 #
 #   scripts/kernel-vm.sh fetch SUITE
 #       Downloads and caches the kernel and builds its initramfs; prints the cached dir.
-#   scripts/kernel-vm.sh run SUITE OUTDIR TIMEOUT_S -- COMMAND [ARGS...]
-#       Runs COMMAND as root in the guest, chrooted into the host's root. Its output goes to
-#       the console (printed here) and OUTDIR/output.log; the console is kept in
-#       OUTDIR/console.log. Exits with COMMAND's exit code, 124 if TIMEOUT_S passed first,
-#       125 if the guest never reported one.
+#   scripts/kernel-vm.sh run SUITE OUTDIR TIMEOUT_S [--share DIR] -- COMMAND [ARGS...]
+#       Runs COMMAND as root in the guest, chrooted into the host's root; its /tmp is the
+#       guest's own, so --share DIR shows a host directory at its own path all the same.
+#       Output goes to the console (printed here) and OUTDIR/output.log; the console is kept
+#       in OUTDIR/console.log. Exits with COMMAND's exit code, 124 if TIMEOUT_S passed
+#       first, 125 if the guest never reported one.
 #
 # SUITE is bullseye (Linux 5.10), bookworm (6.1) or trixie (6.12). The cache lives outside
 # the repository, in ${NETRIG_KERNEL_CACHE:-/var/cache/netrig/kernels}/SUITE.
@@ -27,7 +28,7 @@ MODULES=(virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_p
          veth)  # the tests' hosts are network namespaces joined by veth pairs
 
 usage() {
-  sed -n '6,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '6,13p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -58,8 +59,10 @@ ensure_kernel() {
   # Two concurrent fetches of one suite would write the same files.
   exec 9>"$KDIR/.lock"
   flock 9
-  # The module list is part of the initrd: a changed list rebuilds it.
-  if [[ -s $KDIR/initrd.gz && -s $KDIR/vmlinuz && $(cat "$KDIR/initrd.modules" 2>/dev/null) == "${MODULES[*]}" ]]; then
+  # The module list and the init are the initrd: a change to either rebuilds it.
+  local stamp
+  stamp=$({ echo "${MODULES[*]}"; write_init; } | sha256sum | cut -d' ' -f1)
+  if [[ -s $KDIR/initrd.gz && -s $KDIR/vmlinuz && $(cat "$KDIR/initrd.stamp" 2>/dev/null) == "$stamp" ]]; then
     exec 9>&-
     return 0
   fi
@@ -116,7 +119,7 @@ ensure_kernel() {
   chmod 755 "$stage/init"
   (cd "$stage" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -9) >"$KDIR/initrd.gz.tmp"
   mv "$KDIR/initrd.gz.tmp" "$KDIR/initrd.gz"
-  echo "${MODULES[*]}" >"$KDIR/initrd.modules"
+  echo "$stamp" >"$KDIR/initrd.stamp"
   exec 9>&-
   echo "kernel-vm: $suite kernel $release cached" >&2
 }
@@ -151,6 +154,12 @@ mount -t bpf bpf sys/fs/bpf
 mount -t tracefs tracefs sys/kernel/tracing
 mount -t debugfs debugfs sys/kernel/debug 2>/dev/null || echo "init: no debugfs"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results .$GUEST_OUT
+# --share: a host directory at its own path, seen even where the tmpfs on /tmp hides it.
+if [ -s .$GUEST_OUT/share_path ]; then
+  share=\$(cat .$GUEST_OUT/share_path)
+  mkdir -p ".\$share"
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro share ".\$share"
+fi
 ip link set lo up
 set +e
 chroot /newroot /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp \\
@@ -161,13 +170,25 @@ EOF
 }
 
 run() {
-  [[ $# -ge 5 && $4 == -- && $3 =~ ^[0-9]+$ ]] || usage
-  local suite=$1 out=$2 timeout_s=$3
-  shift 4
+  [[ $# -ge 5 && $3 =~ ^[0-9]+$ ]] || usage
+  local suite=$1 out=$2 timeout_s=$3 share=''
+  shift 3
+  if [[ $1 == --share ]]; then
+    [[ -d ${2:-} ]] || die "--share needs a directory"
+    share=$(realpath "$2")
+    shift 2
+  fi
+  [[ ${1:-} == -- && $# -ge 2 ]] || usage
+  shift
   ensure_kernel "$suite"
   mkdir -p "$out"
   out=$(realpath "$out")
-  rm -f "$out/cmd.sh" "$out/output.log" "$out/exit_code" "$out/console.log"
+  rm -f "$out/cmd.sh" "$out/output.log" "$out/exit_code" "$out/console.log" "$out/share_path"
+  local share_opts=()
+  if [[ -n $share ]]; then
+    printf '%s\n' "$share" >"$out/share_path"
+    share_opts=(-virtfs "local,path=${share//,/,,},mount_tag=share,security_model=none,readonly=on,multidevs=remap")
+  fi
   # The command reaches the guest as a script in OUTDIR, each argument single-quoted, so no
   # byte of it is interpreted on the way (the kernel command line could not carry it).
   local arg line=exec
@@ -183,7 +204,7 @@ run() {
     -nographic -no-reboot -nic none -bios qboot.rom \
     -kernel "$KDIR/vmlinuz" -initrd "$KDIR/initrd.gz" -append "console=ttyS0 panic=-1 quiet" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-    -virtfs "local,path=${out//,/,,},mount_tag=results,security_model=none" \
+    -virtfs "local,path=${out//,/,,},mount_tag=results,security_model=none" "${share_opts[@]}" \
     </dev/null | tee "$out/console.log" || rc=${PIPESTATUS[0]}
 
   if [[ -s $out/exit_code ]]; then

@@ -19,7 +19,8 @@ failed=0
 for suite in "${suites[@]}"; do
   out=$work/$suite
   code=0
-  scripts/kernel-vm.sh run "$suite" "$out" "$TIMEOUT_S" -- /usr/bin/env NETRIG_LOG_LEVEL=error "$(command -v node)" "$PWD/$check" \
+  # --share: the guest's /tmp is its own, and this clone may live under the host's.
+  scripts/kernel-vm.sh run "$suite" "$out" "$TIMEOUT_S" --share "$PWD" -- /usr/bin/env NETRIG_LOG_LEVEL=error "$(command -v node)" "$PWD/$check" \
     >"$work/$suite.console" 2>&1 || code=$?
   line=$(grep -h '^kernel ' "$out/output.log" 2>/dev/null | tail -1 || true)
   if [[ -z $line ]]; then

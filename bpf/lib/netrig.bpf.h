@@ -79,6 +79,7 @@ struct conn_state {
 	__u64 connect_ts_ns; /* connect() for active opens */
 	__u64 cgroup_id;     /* owner's cgroup, when known */
 	__u64 info_ts_ns;    /* last REC_CONN_INFO */
+	__u64 sock_ino;      /* CONN_STORE_TABLE: the socket's inode, telling a reused address apart */
 	struct flow_tuple tuple; /* kept: CLOSE comes after the kernel released the local port */
 	__u32 tgid;          /* owner, when known (REC_F_OWNER_KNOWN) */
 	__u32 pid;

@@ -126,9 +126,10 @@ static __always_inline __u8 guess_role(__u8 proto, __u16 sport, __u16 dport, __u
  * copy on the stack where it is not.
  */
 static __always_inline struct conn_state *track_new(const struct sock *sk, const struct sock_common *skc,
-						    __u8 proto, __u8 dir)
+						    __u8 proto, __u8 dir, __u64 sock_ino)
 {
 	struct conn_state st = {};
+	st.sock_ino = sock_ino;
 	__u16 sport = skc->skc_num;
 	__u16 dport = bpf_ntohs(skc->skc_dport);
 	st.role = guess_role(proto, sport, dport, dir);
@@ -174,17 +175,29 @@ static __always_inline void announce(const struct netrig_config *cfg, const stru
  * after CONN_INFO_REFRESH_NS of silence. Returns the state when the payload is captured,
  * else 0; *now is the one clock read the records are stamped with. `atomic_claim` (a
  * constant per caller) claims the range with a fetching atomic, for the path that only
- * runs on kernels that have them.
+ * runs on kernels that have them. `sock_ino` is the socket's inode where the state is
+ * keyed by address (CONN_STORE_TABLE), else 0.
  */
 static __always_inline struct conn_state *capture_start(const struct netrig_config *cfg,
 							const struct sock *sk,
 							const struct sock_common *skc, __u8 proto,
 							__u8 dir, __u32 len, __u64 *pos, __u64 *now,
-							const int atomic_claim)
+							const int atomic_claim, __u64 sock_ino)
 {
 	struct conn_state *st = conn_get(sk);
+	if (st && sock_ino && st->sock_ino != sock_ino) {
+		if (st->sock_ino) {
+			/* A socket that died without a CLOSE (UDP) left its state at an address the
+			 * allocator gave this one: start over. */
+			conn_delete(sk);
+			st = 0;
+		} else {
+			/* Made by the connection program, which sees no inode. */
+			st->sock_ino = sock_ino;
+		}
+	}
 	if (!st) {
-		st = track_new(sk, skc, proto, dir);
+		st = track_new(sk, skc, proto, dir, sock_ino);
 		if (!st)
 			return 0;
 	}

@@ -19,7 +19,7 @@ import { lossesFunction } from '../../processors/losses/index.js';
 import type { Processor } from '../../processors/runtime/processor.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
-import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
+import { CAPTURE_PATHS, startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, execWithPid, runOk, type Host, type HostPair } from '../helpers/netns.js';
 import { drainProcessor, removeClickHouseData, rows, startEdgeProcessor, waitFor } from '../helpers/processor-run.js';
@@ -91,7 +91,7 @@ interface DnsRow {
 
 const RCODES: Record<string, number> = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 };
 
-describe('dns_queries rows: dig against unbound over UDP and TCP, and a silent server', () => {
+for (const capturePath of CAPTURE_PATHS) describe(`dns_queries rows: dig against unbound over UDP and TCP, and a silent server (capture path: ${capturePath})`, () => {
   let nats: NatsServerHandle | undefined;
   let hosts: HostPair | undefined;
   let unbound: UnboundHandle | undefined;
@@ -126,7 +126,7 @@ describe('dns_queries rows: dig against unbound over UDP and TCP, and a silent s
     unbound = await startUnbound(server, {
       zones: { [ZONE]: [...A_RECORDS.map((a) => `${NAME}. A ${a}`), ...AAAA_RECORDS.map((a) => `${NAME}. AAAA ${a}`)] },
     });
-    edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()] });
+    edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()], input: { capturePath } });
     ({ ch, nc, processor } = await startEdgeProcessor(nats.url, edge, [dnsFunction, tcpFunction, lossesFunction], 'dns_rows'));
   });
 

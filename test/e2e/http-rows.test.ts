@@ -24,7 +24,7 @@ import { tcpFunction } from '../../processors/tcp/index.js';
 import { Direction, Role } from '../../schemas/records.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
 import { onExit } from '../helpers/cleanup.js';
-import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
+import { CAPTURE_PATHS, startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, run, type Host, type HostPair } from '../helpers/netns.js';
 import { BIG_FILE_BYTES, startNginx, type NginxHandle } from '../helpers/nginx.js';
@@ -98,7 +98,7 @@ interface CurlPart {
   body?: string;
 }
 
-describe('http_requests rows: curl and a raw client against nginx, both roles', () => {
+for (const capturePath of CAPTURE_PATHS) describe(`http_requests rows: curl and a raw client against nginx, both roles (capture path: ${capturePath})`, () => {
   let nats: NatsServerHandle | undefined;
   let hosts: HostPair | undefined;
   let nginx: NginxHandle | undefined;
@@ -131,7 +131,7 @@ describe('http_requests rows: curl and a raw client against nginx, both roles', 
     edge = await startEdge({
       nats: nats.url,
       netns: [client.netnsIno(), server.netnsIno()],
-      input: { captureBytes: CAPTURE_BYTES },
+      input: { captureBytes: CAPTURE_BYTES, capturePath },
     });
     reader = await StreamReader.open(nats.url, edge.stream);
     ({ ch, nc, processor } = await startEdgeProcessor(nats.url, edge, [http1Function, tcpFunction, lossesFunction], 'http_rows'));

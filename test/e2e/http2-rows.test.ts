@@ -42,7 +42,7 @@ import { tcpFunction } from '../../processors/tcp/index.js';
 import { Role } from '../../schemas/records.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
 import { onExit } from '../helpers/cleanup.js';
-import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
+import { CAPTURE_PATHS, startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { ECHO_SERVICE_NAME, FAIL_MESSAGE, FAIL_STATUS, STREAM_REPLY_BYTES } from '../helpers/grpc-echo-service.js';
 import { runGrpcEchoClient, startGrpcEchoServer, type GrpcCallResult, type GrpcEchoServer } from '../helpers/grpc-echo.js';
 import { H2_FRAME_HEADER_BYTES, H2_PREFACE_BYTES, parseH2load, parseNghttp, runNodeH2Client, runTimed } from '../helpers/h2-clients.js';
@@ -148,7 +148,7 @@ function inRange(n: number, b: Bytes): boolean {
   return typeof b === 'number' ? n === b : n >= b[0] && n <= b[1];
 }
 
-describe('http_requests rows over h2c and gRPC: nghttp, h2load, curl, nginx and @grpc/grpc-js, both roles', () => {
+for (const capturePath of CAPTURE_PATHS) describe(`http_requests rows over h2c and gRPC: nghttp, h2load, curl, nginx and @grpc/grpc-js, both roles (capture path: ${capturePath})`, () => {
   let nats: NatsServerHandle | undefined;
   let hosts: HostPair | undefined;
   let nginx: NginxHandle | undefined;
@@ -186,7 +186,7 @@ describe('http_requests rows over h2c and gRPC: nghttp, h2load, curl, nginx and 
     edge = await startEdge({
       nats: nats.url,
       netns: [client.netnsIno(), server.netnsIno()],
-      input: { captureBytes: CAPTURE_BYTES },
+      input: { captureBytes: CAPTURE_BYTES, capturePath },
     });
     reader = await StreamReader.open(nats.url, edge.stream);
     ({ ch, nc, processor } = await startEdgeProcessor(nats.url, edge, [http2Function, http1Function, tcpFunction, lossesFunction], 'http2_rows'));

@@ -27,7 +27,7 @@ import type { Processor } from '../../processors/runtime/processor.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { tlsFunction } from '../../processors/tls/index.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
-import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
+import { CAPTURE_PATHS, startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, execWithPid, run, runOk, type Host, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
@@ -148,7 +148,7 @@ function parentPid(pid: number): number {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
 }
 
-describe('tls_handshakes and HTTPS http_requests rows: curl and openssl s_client against nginx', () => {
+for (const capturePath of CAPTURE_PATHS) describe(`tls_handshakes and HTTPS http_requests rows: curl and openssl s_client against nginx (capture path: ${capturePath})`, () => {
   let nats: NatsServerHandle | undefined;
   let hosts: HostPair | undefined;
   let nginx: NginxHandle | undefined;
@@ -191,7 +191,7 @@ describe('tls_handshakes and HTTPS http_requests rows: curl and openssl s_client
     nginx = await startNginx(server, { tls: { port: TLS_PORT, serverName: SNI } });
     ianaCipher['TLS 1.2'] = await iana(nginx.tls!.ciphers);
     ianaCipher['TLS 1.3'] = nginx.tls!.ciphersuites;
-    edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()] });
+    edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()], input: { capturePath } });
     ({ ch, nc, processor } = await startEdgeProcessor(nats.url, edge, [tlsFunction, http1Function, tcpFunction, lossesFunction], 'tls_rows'));
   });
 
