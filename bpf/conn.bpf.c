@@ -117,7 +117,7 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 
 /* Never called: names the wire structs so they reach BTF, where the decoders' layout test reads them. */
 __noinline int btf_anchor_conn(struct conn_open_rec *open, struct conn_info_rec *info,
-			       struct conn_close_rec *close)
+			       struct conn_close_rec *close, enum conn_store store)
 {
 	return 0;
 }

@@ -88,12 +88,10 @@ struct {
 static __always_inline struct sock_task *task_state(__u64 create)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct sock_task *t = bpf_map_lookup_elem(&sock_tasks, &id);
-	if (t || !create)
-		return t;
+	if (!create)
+		return bpf_map_lookup_elem(&sock_tasks, &id);
 	struct sock_task fresh = {};
-	bpf_map_update_elem(&sock_tasks, &id, &fresh, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&sock_tasks, &id);
+	return map_lookup_or_init(&sock_tasks, &id, &fresh);
 }
 
 /* ---- send and receive ---------------------------------------------------------------- */

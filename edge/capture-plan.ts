@@ -12,7 +12,7 @@
  */
 import { PrerequisiteError } from '../lib/errors.js';
 import type { BpfObject } from './bpf-object.js';
-import type { Btf } from './btf.js';
+import { Btf } from './btf.js';
 
 export type PayloadPath = 'socket' | 'syscall';
 
@@ -33,8 +33,8 @@ const VARIANTS: { tracepoint: string; programs: [name: string, args: number, fea
   { tracepoint: 'kfree_skb', programs: [['kfree_skb', 4, 'drop_reasons'], ['kfree_skb_reason', 3, 'drop_reasons'], ['kfree_skb_noreason', 2, null]] },
   { tracepoint: 'tcp_send_reset', programs: [['tcp_send_reset', 3, 'reset_reasons'], ['tcp_send_reset_noreason', 2, null]] },
 ];
-/** conn_store values (enum conn_store in bpf/lib/netrig.bpf.h). */
-const CONN_STORE = { socket: 0, table: 1 } as const;
+/** conn_store values (enum conn_store in bpf/lib/netrig.bpf.h; checked against BTF in a test). */
+export const CONN_STORE = { CONN_STORE_SOCKET: 0, CONN_STORE_TABLE: 1 } as const;
 /** Maps only one path uses; on the other path they are sized to one entry. */
 const PATH_MAPS: Record<PayloadPath, string[]> = { socket: ['sock_tasks'], syscall: ['conn_table', 'sock_calls'] };
 
@@ -64,6 +64,18 @@ export function planCapture(kernel: Btf, programs: string[], force?: PayloadPath
 /** Set the plan on an opened, not yet loaded object. */
 export function applyPlan(obj: BpfObject, plan: CapturePlan): void {
   for (const name of plan.skipped) obj.setAutoload(name, false);
-  obj.setRodataByte('conn_store', CONN_STORE[plan.payload === 'socket' ? 'socket' : 'table']);
+  obj.setRodataByte('conn_store', plan.payload === 'socket' ? CONN_STORE.CONN_STORE_SOCKET : CONN_STORE.CONN_STORE_TABLE);
   for (const map of PATH_MAPS[plan.payload === 'socket' ? 'syscall' : 'socket']) obj.setMaxEntries(map, 1);
+}
+
+/** Probe the running kernel, plan and set the plan on an opened object; returns the plan. */
+export function planObject(obj: BpfObject, force?: PayloadPath): CapturePlan {
+  const kernel = Btf.vmlinux();
+  try {
+    const plan = planCapture(kernel, obj.programNames(), force);
+    applyPlan(obj, plan);
+    return plan;
+  } finally {
+    kernel.close();
+  }
 }

@@ -13,8 +13,7 @@ import type { CaptureDescription, RecordSource, RecordVisitor, SourceLoss } from
 import { prepareHost } from './system.js';
 import { TlsTargets } from './tls-targets.js';
 import { BpfError } from '../lib/errors.js';
-import { Btf } from './btf.js';
-import { applyPlan, planCapture, type CapturePlan, type PayloadPath } from './capture-plan.js';
+import { planObject, type CapturePlan, type PayloadPath } from './capture-plan.js';
 
 /** New libssl files (containers, processes started later with their own) are looked for this often. */
 const TLS_SCAN_MS = 10_000;
@@ -64,6 +63,7 @@ const EXCLUDE = 2;
 export class LibbpfSource implements RecordSource {
   readonly exhausted = false;
   readonly programs: AttachedProgram[];
+  /** How this kernel is captured: the payload path and the features active. */
   readonly capture: CaptureDescription;
   private readonly ring: RingBufferReader;
   private readonly losses: BpfMapHandle;
@@ -77,8 +77,7 @@ export class LibbpfSource implements RecordSource {
 
   private constructor(
     private readonly obj: BpfObject,
-    /** How this kernel is captured: the payload path and the features active. */
-    readonly plan: CapturePlan,
+    plan: CapturePlan,
     opts: LibbpfSourceOptions,
     private readonly log: Logger,
   ) {
@@ -101,14 +100,7 @@ export class LibbpfSource implements RecordSource {
     prepareHost();
     const obj = BpfObject.open(opts.objectPath, log);
     try {
-      const kernel = Btf.vmlinux();
-      let plan: CapturePlan;
-      try {
-        plan = planCapture(kernel, obj.programNames(), opts.capturePath === 'auto' ? undefined : opts.capturePath);
-      } finally {
-        kernel.close();
-      }
-      applyPlan(obj, plan);
+      const plan = planObject(obj, opts.capturePath === 'auto' ? undefined : opts.capturePath);
       log.info({ payload: plan.payload, features: plan.features, skipped: plan.skipped }, 'capture plan for this kernel');
       obj.setMaxEntries('events', opts.ringBytes);
       obj.setMaxEntries('tls_conns', opts.tlsConnTableEntries);

@@ -111,6 +111,16 @@ struct {
 	__type(value, struct conn_state);
 } conns SEC(".maps") __weak;
 
+/* The entry for `key`, inserted as a copy of `init` when absent. */
+static __always_inline void *map_lookup_or_init(void *map, const void *key, const void *init)
+{
+	void *v = bpf_map_lookup_elem(map, key);
+	if (v)
+		return v;
+	bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
+}
+
 /* CONN_STORE_TABLE: socket state by the socket's kernel address; the loader sizes it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

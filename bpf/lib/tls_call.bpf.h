@@ -34,12 +34,10 @@ struct {
 static __always_inline struct tls_call *tls_call_get(int create)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &id);
-	if (c || !create)
-		return c;
+	if (!create)
+		return bpf_map_lookup_elem(&tls_calls, &id);
 	struct tls_call fresh = {};
-	bpf_map_update_elem(&tls_calls, &id, &fresh, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&tls_calls, &id);
+	return map_lookup_or_init(&tls_calls, &id, &fresh);
 }
 
 /*

@@ -7,8 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BpfObject } from '../../edge/bpf-object.js';
-import { Btf } from '../../edge/btf.js';
-import { applyPlan, planCapture, type PayloadPath } from '../../edge/capture-plan.js';
+import { planObject, type PayloadPath } from '../../edge/capture-plan.js';
 import { prepareHost } from '../../edge/system.js';
 import { testLogger } from '../helpers/edge-run.js';
 import { BPF_OBJECT } from '../helpers/paths.js';
@@ -21,10 +20,7 @@ for (const path of ['socket', 'syscall'] as PayloadPath[]) {
     prepareHost();
     const obj = BpfObject.open(process.env.NETRIG_BPF_OBJECT || BPF_OBJECT, testLogger('headroom'));
     try {
-      const kernel = Btf.vmlinux();
-      const plan = planCapture(kernel, obj.programNames(), path);
-      kernel.close();
-      applyPlan(obj, plan);
+      planObject(obj, path);
       obj.load();
       const stats = obj.programStats();
       assert.ok(stats.length >= 10, `only ${stats.length} programs loaded`);

@@ -6,10 +6,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { ALL_LAYOUTS } from '../../schemas/layouts.js';
+import { CONN_STORE } from '../../edge/capture-plan.js';
 import { BPF_OBJECT } from '../helpers/paths.js';
 
 interface BtfMember { name: string; bits_offset: number }
-interface BtfType { kind: string; name: string; size?: number; members?: BtfMember[] }
+interface BtfType { kind: string; name: string; size?: number; members?: BtfMember[]; values?: { name: string; val: number }[] }
 
 const btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', BPF_OBJECT], { maxBuffer: 64 << 20 }).toString()) as { types: BtfType[] };
 const structs = new Map(btf.types.filter((t) => t.kind === 'STRUCT').map((t) => [t.name, t]));
@@ -31,4 +32,10 @@ test('every wire struct in BTF has a TypeScript layout', () => {
   const wire = [...structs.keys()].filter((n) => /_rec$/.test(n));
   assert.ok(wire.length >= 6, `found only ${wire.join(', ')}`);
   for (const n of wire) assert.ok(known.has(n), `struct ${n} has no decoder layout in schemas/layouts.ts`);
+});
+
+test('the loader sets conn_store to values of enum conn_store', () => {
+  const e = btf.types.find((t) => t.kind === 'ENUM' && t.name === 'conn_store');
+  assert.ok(e?.values, `enum conn_store is not in the BTF of ${BPF_OBJECT}`);
+  assert.deepEqual(Object.fromEntries(e.values.map((v) => [v.name, v.val])), CONN_STORE);
 });
