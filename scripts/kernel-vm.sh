@@ -34,26 +34,12 @@ usage() {
 
 die() { echo "kernel-vm: $*" >&2; exit 1; }
 
-# Installs the Debian packages that are missing from the machine (its own apt sources).
-ensure_pkgs() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  ((${#missing[@]})) || return 0
-  [[ $(id -u) -eq 0 ]] || die "missing Debian packages (${missing[*]}) and not root"
-  echo "kernel-vm: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-}
-
 # Makes sure $CACHE/$suite holds vmlinuz and initrd.gz; sets KDIR to that directory.
 # initrd.gz is written last and renamed into place, so its presence means a complete fetch.
 ensure_kernel() {
   local suite=$1
   case $suite in bullseye|bookworm|trixie) ;; *) die "unknown suite '$suite' (bullseye, bookworm, trixie)";; esac
-  ensure_pkgs busybox-static qemu-system-x86
+  "$(dirname "$0")/install-debs.sh" busybox-static qemu-system-x86 >/dev/null
   KDIR=$CACHE/$suite
   mkdir -p "$KDIR"
   # Two concurrent fetches of one suite would write the same files.

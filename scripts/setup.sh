@@ -7,19 +7,8 @@ cd "$(dirname "$0")/.."
 # Debian packages: the BPF toolchain, the real peers the tests talk to, and nats-server.
 PKGS=(clang llvm libbpf-dev libbpf1 bpftool nats-server iproute2 nftables nginx-light curl
       nghttp2-client dnsutils unbound openssl tshark wrk)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "netrig setup: missing Debian packages (${missing[*]}) and not root: run as root or install them" >&2
-    exit 1
-  fi
-  echo "netrig setup: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+installed=$(scripts/install-debs.sh "${PKGS[@]}")
+if [[ -n $installed ]]; then
   # nginx and unbound are peers the tests start themselves; the package's own services stay off.
   for svc in nginx unbound; do
     systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
