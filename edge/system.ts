@@ -45,7 +45,7 @@ export function prepareHost(): void {
     throw new PrivilegeError(`the edge needs root (or ${missing.join(', ')}) to load eBPF programs: run it with sudo`);
   }
   if (!existsSync(BTF)) {
-    throw new PrerequisiteError(`${BTF} is missing: netrig needs a kernel built with CONFIG_DEBUG_INFO_BTF (Linux 6.3 or later)`);
+    throw new PrerequisiteError(`${BTF} is missing: netrig needs a kernel built with CONFIG_DEBUG_INFO_BTF (Linux 5.10 or later; Debian builds it so)`);
   }
   const mounts = mountedFs();
   if (mounts.get(TRACEFS) !== 'tracefs') mount('tracefs', TRACEFS);
