@@ -43,6 +43,7 @@ import { http1Function } from '../processors/http1/index.js';
 import type { DeadLetters } from '../processors/runtime/dlq.js';
 import type { Row } from '../processors/runtime/function.js';
 import { insertBlock } from '../processors/runtime/sink.js';
+import { CommittedSeqs } from '../processors/runtime/committed.js';
 import { Lane } from '../processors/runtime/lane.js';
 import { ProcessorMetrics } from '../processors/runtime/metrics.js';
 import { Processor, consumerName } from '../processors/runtime/processor.js';
@@ -235,7 +236,7 @@ async function lanesRound(p: Prepared, keep: Row[] | null): Promise<LanesRound> 
   const lanes: Lane[] = [];
   for (let s = 0; s < SHARDS; s++) {
     lanes.push(await Lane.create({
-      fn: http1Function, shard: s, query: async () => [], streamId: 'NETRIG_RAW@bench', resumeFrom: 1, committed: new Map([['http_requests', 0]]),
+      fn: http1Function, shard: s, query: async () => [], streamId: 'NETRIG_RAW@bench', resumeFrom: 1, committed: new CommittedSeqs(),
       metrics, dlq, log: quiet,
     }));
   }
@@ -249,16 +250,16 @@ async function lanesRound(p: Prepared, keep: Row[] | null): Promise<LanesRound> 
       const lane = lanes[e.shard];
       lane.handle({ seq: ++seq, subject: e.subject, data: e.data, reply: '' });
       if (lane.pendingRows >= 512) {
-        for (const pr of lane.takeRows().values()) {
-          rows += pr.rows.length;
-          if (keep) for (const r of pr.rows) keep.push(r);
+        for (const taken of lane.takeRows().values()) {
+          rows += taken.length;
+          if (keep) for (const r of taken) keep.push(r);
         }
       }
     }
     for (const lane of lanes) {
-      for (const pr of lane.takeRows().values()) {
-        rows += pr.rows.length;
-        if (keep) for (const r of pr.rows) keep.push(r);
+      for (const taken of lane.takeRows().values()) {
+        rows += taken.length;
+        if (keep) for (const r of taken) keep.push(r);
       }
     }
     const cpu = cpuSeconds() - cpu0;

@@ -12,6 +12,7 @@ import { intValue } from '../lib/config.js';
 import { ConfigError } from '../lib/errors.js';
 import { logger } from '../lib/logger.js';
 import { serveMetrics } from '../lib/metrics-server.js';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { connectNats } from '../lib/nats.js';
 import { identifier } from '../schemas/migrate.js';
 import { dnsFunction } from './dns/index.js';
@@ -19,6 +20,7 @@ import { http1Function } from './http1/index.js';
 import { http2Function } from './http2/index.js';
 import { lossesFunction } from './losses/index.js';
 import type { ProcessingFunction } from './runtime/function.js';
+import { ProcessorMetrics } from './runtime/metrics.js';
 import { Processor } from './runtime/processor.js';
 import { tcpFunction } from './tcp/index.js';
 import { tlsFunction } from './tls/index.js';
@@ -84,13 +86,18 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
   const log = logger('processor');
   const functions = selectFunctions(input.functions);
   const shardCount = intValue('shards', input.shards ?? 16, 1, 1024);
-  const nc = await connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-processor', log);
+  // Metrics first: a port in use is an error before the processor touches NATS or any lane.
+  const metrics = new ProcessorMetrics();
+  const m = await serveMetrics(metrics.registry, intValue('metrics-port', input.metricsPort ?? 9465, 0, 65535));
+  log.info({ metricsPort: m.port }, 'processor metrics served');
+  const server: Server = m.server;
+  let nc: NatsConnection | undefined;
   let ch: ClickHouse | undefined = shared?.ch;
-  let server: Server | null = null;
   try {
+    nc = await connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-processor', log);
     ch ??= await openClickHouse(clickhouseTarget(input));
     const processor = await Processor.start({
-      nc, ch, functions, log,
+      nc, ch, functions, log, metrics,
       shards: Array.from({ length: shardCount }, (_, i) => i),
       stream: input.stream ?? 'NETRIG_RAW',
       subjectPrefix: input.subjectPrefix ?? 'netrig.raw',
@@ -99,22 +106,21 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
       maxPendingRows: 200_000,
       connect: () => connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-processor-lanes', log),
     });
-    const m = await serveMetrics(processor.metrics.registry, intValue('metrics-port', input.metricsPort ?? 9465, 0, 65535));
-    server = m.server;
     const ownCh = !shared?.ch;
     const chRef = ch;
+    const ncRef = nc;
     return {
       processor, ch, metricsPort: m.port,
       async stop() {
         await processor.stop();
-        server?.close();
-        await nc.drain().catch(() => undefined);
+        server.close();
+        await ncRef.drain().catch(() => undefined);
         if (ownCh) await chRef.close();
       },
     };
   } catch (err) {
-    server?.close();
-    await nc.close().catch(() => undefined);
+    server.close();
+    await nc?.close().catch(() => undefined);
     if (ch && !shared?.ch) await ch.close();
     throw err;
   }

@@ -4,23 +4,17 @@
  * that completed it, and knows up to which sequence the stream may be acknowledged.
  *
  * Exactly-once rows: rows completed by a message at or below the sequence already committed
- * for (stream, function, shard, table) are suppressed, so re-reading after a crash, a
- * redelivery or a fresh consumer never writes a row twice.
+ * for (stream, function, shard, table, day partition) are suppressed, so re-reading after a
+ * crash, a redelivery or a fresh consumer never writes a row twice.
  */
 import type { Logger } from '../../lib/logger.js';
 import { decodeEnvelope } from '../../schemas/envelope.js';
 import { REC_HDR } from '../../schemas/layouts.js';
 import { decodeRecord, kindName, nextRecordOffset, RECORD_VERSIONS } from '../../schemas/records.js';
+import { partitionDay, type CommittedSeqs } from './committed.js';
 import type { DeadLetters } from './dlq.js';
 import type { EnvelopeContext, FunctionLane, LaneContext, ProcessingFunction, Row } from './function.js';
 import type { ProcessorMetrics } from './metrics.js';
-
-/** Rows of one table waiting for the next insert, in message order. */
-export interface PendingRows {
-  rows: Row[];
-  firstSeq: number;
-  lastSeq: number;
-}
 
 /** A stream message as a lane needs it. */
 export interface LaneMessage {
@@ -40,8 +34,8 @@ export interface LaneOptions {
   streamId: string;
   /** First stream sequence the lane's consumer delivers (1: the start of the stream). */
   resumeFrom: number;
-  /** Highest sequence already committed per table by earlier runs. */
-  committed: Map<string, number>;
+  /** Highest sequence already committed per table and day partition by earlier runs. */
+  committed: CommittedSeqs;
   metrics: ProcessorMetrics;
   dlq: DeadLetters;
   log: Logger;
@@ -58,7 +52,8 @@ export class Lane {
   windowDone = false;
   private impl!: FunctionLane;
   private readonly wanted: Uint8Array;
-  private pending = new Map<string, PendingRows>();
+  /** Rows per table waiting for the next insert, in message order. */
+  private pending = new Map<string, Row[]>();
   private pendingCount = 0;
   private currentSeq = 0;
   /** Reply subjects of handled, unacknowledged messages: [seq, reply]. */
@@ -81,7 +76,7 @@ export class Lane {
       shard: o.shard,
       log: o.log,
       streamId: o.streamId,
-      resuming: [...o.committed.values()].some((seq) => seq > 0),
+      resuming: o.committed.any,
       resumeFrom: o.resumeFrom,
       query: o.query,
       emit: (table, row) => lane.emit(table, row),
@@ -97,7 +92,7 @@ export class Lane {
 
   private emit(table: string, row: Row): void {
     const seq = this.currentSeq;
-    if (seq <= (this.o.committed.get(table) ?? 0)) {
+    if (seq <= this.o.committed.get(table, partitionDay(table, row))) {
       this.o.metrics.rowsSuppressed.inc({ table });
       return;
     }
@@ -105,10 +100,9 @@ export class Lane {
     row._fn = this.fn.name;
     row._shard = this.shard;
     row._seq = seq;
-    let p = this.pending.get(table);
-    if (!p) this.pending.set(table, (p = { rows: [], firstSeq: seq, lastSeq: seq }));
-    p.rows.push(row);
-    p.lastSeq = seq;
+    let rows = this.pending.get(table);
+    if (!rows) this.pending.set(table, (rows = []));
+    rows.push(row);
     this.pendingCount++;
   }
 
@@ -179,16 +173,16 @@ export class Lane {
   }
 
   /** Take the pending rows for an insert; the lane keeps emitting into fresh buffers. */
-  takeRows(): Map<string, PendingRows> {
+  takeRows(): Map<string, Row[]> {
     const out = this.pending;
     this.pending = new Map();
     this.pendingCount = 0;
     return out;
   }
 
-  /** After a successful insert of rows up to `seq` for `table`. */
-  committed(table: string, seq: number): void {
-    if (seq > (this.o.committed.get(table) ?? 0)) this.o.committed.set(table, seq);
+  /** After a successful insert of the rows of `table` for `day` up to `seq`. */
+  committed(table: string, day: number, seq: number): void {
+    this.o.committed.note(table, day, seq);
   }
 
   /** Highest sequence that may be acknowledged once the rows emitted so far are committed. */

@@ -20,7 +20,8 @@ import { DeadLetters } from './dlq.js';
 import type { ProcessingFunction } from './function.js';
 import { Lane } from './lane.js';
 import { ProcessorMetrics } from './metrics.js';
-import { ClickHouseSink, committedSeqs } from './sink.js';
+import { CommittedSeqs, readCommitted } from './committed.js';
+import { ClickHouseSink } from './sink.js';
 
 export interface ProcessorOptions {
   nc: NatsConnection;
@@ -129,12 +130,10 @@ export class Processor {
     this.streamId = `${info.config.name}@${info.created}`;
     const dlq = new DeadLetters(nc, log);
     const tables = [...new Set(this.o.functions.flatMap((f) => f.tables))];
-    const committed = new Map<string, Map<string, number>>();
-    for (const t of tables) committed.set(t, await committedSeqs(ch, t, this.streamId));
+    const committed = await readCommitted(ch, tables, this.streamId);
     for (const fn of this.o.functions) {
       for (const shard of this.o.shards) {
-        const laneCommitted = new Map<string, number>();
-        for (const t of fn.tables) laneCommitted.set(t, committed.get(t)?.get(`${fn.name}/${shard}`) ?? 0);
+        const laneCommitted = committed.get(`${fn.name}/${shard}`) ?? new CommittedSeqs();
         const resumeFrom = await this.consumerStart(jsm, consumerName(ch.database, fn.name, shard));
         const lane = await Lane.create({
           fn, shard, streamId: this.streamId, committed: laneCommitted, metrics: this.metrics, dlq, resumeFrom,

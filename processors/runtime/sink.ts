@@ -1,29 +1,19 @@
 /**
- * The ClickHouse sink: one insert per table per flush, holding the rows of every lane. An
- * insert is one block, so it lands whole or not at all; its deduplication token is built
- * from the lanes' sequence ranges, so a retried insert is stored once.
+ * The ClickHouse sink: per flush, one insert per table and day partition, holding the rows
+ * of every lane. Such an insert is one block in one partition, so it lands whole or not at
+ * all (an insert spanning partitions does not); its deduplication token is built from the
+ * lanes' sequence ranges, so a retried insert is stored once.
  */
 import { createHash } from 'node:crypto';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import type { Logger } from '../../lib/logger.js';
 import type { Row } from './function.js';
-import type { Lane, PendingRows } from './lane.js';
+import { partitionDay } from './committed.js';
+import type { Lane } from './lane.js';
 import type { ProcessorMetrics } from './metrics.js';
 
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 5000;
-
-/** Highest committed `_seq` per `${fn}/${shard}` for one table and stream. */
-export async function committedSeqs(ch: ClickHouse, table: string, streamId: string): Promise<Map<string, number>> {
-  const rs = await ch.client.query({
-    query: `SELECT _fn, _shard, max(_seq) AS seq FROM ${ch.database}.${table} WHERE _stream = {stream:String} GROUP BY _fn, _shard`,
-    query_params: { stream: streamId },
-    format: 'JSONEachRow',
-  });
-  const out = new Map<string, number>();
-  for (const r of await rs.json<{ _fn: string; _shard: number; seq: string }>()) out.set(`${r._fn}/${r._shard}`, Number(r.seq));
-  return out;
-}
 
 /**
  * Insert `rows` into `table` as one block (it lands whole or not at all) carrying the
@@ -48,31 +38,39 @@ export class ClickHouseSink {
   constructor(private readonly ch: ClickHouse, private readonly metrics: ProcessorMetrics, private readonly log: Logger) {}
 
   /**
-   * Insert every lane's pending rows (one block per table), retrying until it succeeds or
-   * the sink stops; then mark them committed in the lanes. Returns rows written.
+   * Insert every lane's pending rows (one block per table and day partition), retrying
+   * until it succeeds or the sink stops, and mark each block committed in its lanes as it
+   * lands. Returns rows written.
    */
   async flush(lanes: readonly Lane[]): Promise<number> {
-    const byTable = new Map<string, { lane: Lane; p: PendingRows }[]>();
+    const blocks = new Map<string, { table: string; day: number; rows: Row[]; ranges: Map<Lane, [number, number, number]> }>();
     for (const lane of lanes) {
-      for (const [table, p] of lane.takeRows()) {
-        let list = byTable.get(table);
-        if (!list) byTable.set(table, (list = []));
-        list.push({ lane, p });
+      for (const [table, rows] of lane.takeRows()) {
+        for (const row of rows) {
+          const day = partitionDay(table, row);
+          const key = `${table}|${day}`;
+          let b = blocks.get(key);
+          if (!b) blocks.set(key, (b = { table, day, rows: [], ranges: new Map() }));
+          b.rows.push(row);
+          const seq = row._seq as number;
+          const r = b.ranges.get(lane);
+          if (r) {
+            r[1] = seq;
+            r[2]++;
+          } else {
+            b.ranges.set(lane, [seq, seq, 1]);
+          }
+        }
       }
     }
     let written = 0;
-    for (const [table, parts] of byTable) {
-      const rows: Row[] = [];
-      const ranges: string[] = [];
-      for (const { lane, p } of parts) {
-        for (const r of p.rows) rows.push(r);
-        ranges.push(`${lane.fn.name}/${lane.shard}:${p.firstSeq}-${p.lastSeq}:${p.rows.length}`);
-      }
-      const token = createHash('sha1').update(`${this.ch.database}.${table}|${ranges.sort().join('|')}`).digest('hex');
-      await this.insert(table, rows, token);
-      for (const { lane, p } of parts) lane.committed(table, p.lastSeq);
-      this.metrics.rows.inc({ table }, rows.length);
-      written += rows.length;
+    for (const b of blocks.values()) {
+      const ranges = [...b.ranges].map(([lane, [first, last, n]]) => `${lane.fn.name}/${lane.shard}:${first}-${last}:${n}`);
+      const token = createHash('sha1').update(`${this.ch.database}.${b.table}|${b.day}|${ranges.sort().join('|')}`).digest('hex');
+      await this.insert(b.table, b.rows, token);
+      for (const [lane, [, last]] of b.ranges) lane.committed(b.table, b.day, last);
+      this.metrics.rows.inc({ table: b.table }, b.rows.length);
+      written += b.rows.length;
     }
     return written;
   }

@@ -21,11 +21,9 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { logger } from '../../lib/logger.js';
@@ -34,14 +32,12 @@ import { consumerName } from '../../processors/runtime/processor.js';
 import { wallNs } from '../../processors/runtime/rows.js';
 import { encodeEnvelope, envelopeSubject, messageId, type Envelope, type LossCount } from '../../schemas/envelope.js';
 import { CONN_INFO_REFRESH_NS, DataFlags, RecordKind, Role } from '../../schemas/records.js';
-import { killSync, onExit } from '../helpers/cleanup.js';
-import { startNatsServer, waitExit, type NatsServerHandle } from '../helpers/nats-server.js';
-import { CLI } from '../helpers/paths.js';
+import { onExit } from '../helpers/cleanup.js';
+import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
+import { ProcessorChild, queryStore as query } from '../helpers/processor-child.js';
 import { STREAM } from '../helpers/processor-run.js';
 import { connClose, connInfo, connOpen, envelope, sockData, type TupleSpec } from '../helpers/records.js';
 import { prng } from '../helpers/prng.js';
-
-const run = promisify(execFile);
 
 let nats: NatsServerHandle;
 let nc: NatsConnection;
@@ -286,72 +282,6 @@ async function publish(envelopes: Envelope[]): Promise<void> {
   }
 }
 
-/** `netrig process` as a child; its /metrics port comes from its log. */
-class ProcessorChild {
-  readonly child: ChildProcess;
-  private lines: string[] = [];
-  private readonly unregister: () => void;
-  readonly port: Promise<number>;
-
-  constructor(dataDir: string, database: string) {
-    this.child = spawn(process.execPath, [
-      CLI, 'process', '--nats', nats.url, '--data-dir', dataDir, '--database', database,
-      '--functions', FUNCTIONS.join(','), '--flush-interval-ms', '50', '--metrics-port', '0', '--ttl-days', '3650',
-    ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NETRIG_LOG_LEVEL: 'info' } });
-    const pid = this.child.pid;
-    this.unregister = onExit(`netrig process ${pid}`, () => killSync(pid));
-    this.port = new Promise<number>((resolve, reject) => {
-      let partial = '';
-      const onData = (chunk: Buffer) => {
-        const text = partial + chunk.toString();
-        const parts = text.split('\n');
-        partial = parts.pop() ?? '';
-        for (const line of parts) {
-          this.lines.push(line);
-          if (this.lines.length > 200) this.lines.shift();
-          const m = /"metricsPort":(\d+)/.exec(line);
-          if (m) resolve(Number(m[1]));
-        }
-      };
-      this.child.stdout!.on('data', onData);
-      this.child.stderr!.on('data', onData);
-      this.child.once('exit', (code, sig) => reject(new Error(`netrig process exited (${code ?? sig}) before it ran:\n${this.log()}`)));
-    });
-  }
-
-  log(): string {
-    return this.lines.join('\n');
-  }
-
-  /** Sum of a counter or gauge over its labels, from /metrics. */
-  async metric(name: string): Promise<number> {
-    const text = await (await fetch(`http://127.0.0.1:${await this.port}/metrics`)).text();
-    let sum = 0;
-    for (const line of text.split('\n')) {
-      if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-    }
-    return sum;
-  }
-
-  async signal(sig: NodeJS.Signals): Promise<number | null> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(sig);
-    if (!(await waitExit(this.child, 30_000))) {
-      this.child.kill('SIGKILL');
-      await waitExit(this.child, 10_000);
-    }
-    this.unregister();
-    return this.child.exitCode;
-  }
-}
-
-/** Rows through `netrig query` (a process of its own, since the engine locks the data dir). */
-async function query<T>(dataDir: string, database: string, sql: string): Promise<T[]> {
-  const { stdout } = await run(process.execPath, [CLI, 'query', '--data-dir', dataDir, '--database', database, '--format', 'json', sql], {
-    maxBuffer: 256 << 20, env: { ...process.env, NETRIG_LOG_LEVEL: 'warn' },
-  });
-  return stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as T);
-}
-
 async function committedRows(dataDir: string, database: string): Promise<number> {
   const [r] = await query<{ n: string }>(dataDir, database,
     `SELECT (SELECT count() FROM ${database}.http_requests) + (SELECT count() FROM ${database}.connections) + (SELECT count() FROM ${database}.capture_losses) AS n`);
@@ -386,7 +316,7 @@ test('SIGKILL three times mid-stream, restart, and every row is there exactly on
   const database = `kill_${process.pid}`;
   const children: ProcessorChild[] = [];
   const start = () => {
-    const c = new ProcessorChild(dataDir, database);
+    const c = new ProcessorChild(nats.url, dataDir, database, FUNCTIONS);
     children.push(c);
     return c;
   };

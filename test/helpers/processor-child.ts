@@ -1,0 +1,79 @@
+/**
+ * `netrig process` as a child process over the embedded engine, for tests that kill it,
+ * and `netrig query` to read its store while no processor holds it (the engine allows one
+ * process per data dir).
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+import { killSync, onExit } from './cleanup.js';
+import { waitExit } from './nats-server.js';
+import { CLI } from './paths.js';
+
+const run = promisify(execFile);
+
+/** `netrig process` as a child; its /metrics port comes from its log. */
+export class ProcessorChild {
+  readonly child: ChildProcess;
+  private lines: string[] = [];
+  private readonly unregister: () => void;
+  readonly port: Promise<number>;
+
+  constructor(natsUrl: string, dataDir: string, database: string, functions: string[]) {
+    this.child = spawn(process.execPath, [
+      CLI, 'process', '--nats', natsUrl, '--data-dir', dataDir, '--database', database,
+      '--functions', functions.join(','), '--flush-interval-ms', '50', '--metrics-port', '0', '--ttl-days', '3650',
+    ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NETRIG_LOG_LEVEL: 'info' } });
+    const pid = this.child.pid;
+    this.unregister = onExit(`netrig process ${pid}`, () => killSync(pid));
+    this.port = new Promise<number>((resolve, reject) => {
+      let partial = '';
+      const onData = (chunk: Buffer) => {
+        const text = partial + chunk.toString();
+        const parts = text.split('\n');
+        partial = parts.pop() ?? '';
+        for (const line of parts) {
+          this.lines.push(line);
+          if (this.lines.length > 200) this.lines.shift();
+          const m = /"metricsPort":(\d+)/.exec(line);
+          if (m) resolve(Number(m[1]));
+        }
+      };
+      this.child.stdout!.on('data', onData);
+      this.child.stderr!.on('data', onData);
+      this.child.once('exit', (code, sig) => reject(new Error(`netrig process exited (${code ?? sig}) before it ran:\n${this.log()}`)));
+    });
+  }
+
+  log(): string {
+    return this.lines.join('\n');
+  }
+
+  /** Sum of a counter or gauge over its labels, from /metrics. */
+  async metric(name: string): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${await this.port}/metrics`)).text();
+    let sum = 0;
+    for (const line of text.split('\n')) {
+      if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+    return sum;
+  }
+
+  async signal(sig: NodeJS.Signals): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(sig);
+    if (!(await waitExit(this.child, 30_000))) {
+      this.child.kill('SIGKILL');
+      await waitExit(this.child, 10_000);
+    }
+    this.unregister();
+    return this.child.exitCode;
+  }
+}
+
+/** Rows through `netrig query` (a process of its own, since the engine locks the data dir). */
+export async function queryStore<T>(dataDir: string, database: string, sql: string): Promise<T[]> {
+  const { stdout } = await run(process.execPath, [CLI, 'query', '--data-dir', dataDir, '--database', database, '--format', 'json', sql], {
+    maxBuffer: 256 << 20, env: { ...process.env, NETRIG_LOG_LEVEL: 'warn' },
+  });
+  return stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as T);
+}
+
