@@ -2,6 +2,7 @@
  * NATS connections for edge and processors: reconnect forever once connected, and a clear
  * error when the first connection cannot be made.
  */
+import { JetStreamApiError, type JetStreamApiCodes } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { PrerequisiteError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -26,4 +27,9 @@ export async function connectNats(servers: string, name: string, log: Logger): P
     }
   })();
   return nc;
+}
+
+/** Whether `err` is the JetStream API error `code` (JetStreamApiCodes): by code, never by its text. */
+export function isJsApiError(err: unknown, code: JetStreamApiCodes): boolean {
+  return err instanceof JetStreamApiError && err.code === code;
 }

@@ -3,9 +3,10 @@
  * bytes, and a duplicate window for message-id de-duplication; an existing stream is left as
  * it is. Processors wait for it.
  */
-import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type StreamInfo } from '@nats-io/jetstream';
+import { JetStreamApiCodes, jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type StreamInfo } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from './logger.js';
+import { isJsApiError } from './nats.js';
 
 export interface StreamSettings {
   /** Stream name, `NETRIG_RAW` by default. */
@@ -31,7 +32,7 @@ export async function waitForStream(nc: NatsConnection, name: string, log: Logge
     try {
       return await jsm.streams.info(name);
     } catch (err) {
-      if (!/stream not found/i.test((err as Error).message)) throw err;
+      if (!isJsApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
     }
     if (signal?.aborted) throw new Error(`stopped while waiting for stream ${name}`);
     if (!logged) {
@@ -48,7 +49,7 @@ export async function ensureStream(nc: NatsConnection, s: StreamSettings, log: L
   try {
     return await jsm.streams.info(s.name);
   } catch (err) {
-    if (!/stream not found/i.test((err as Error).message)) throw err;
+    if (!isJsApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
   }
   const info = await jsm.streams.add({
     name: s.name,

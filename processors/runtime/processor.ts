@@ -9,9 +9,10 @@
  * would redeliver them only after ack_wait, behind newer ones).
  */
 import {
-  AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamManager, type JsMsg,
+  AckPolicy, DeliverPolicy, JetStreamApiCodes, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamManager, type JsMsg,
 } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { isJsApiError } from '../../lib/nats.js';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import type { Logger } from '../../lib/logger.js';
 import { migrate } from '../../schemas/migrate.js';
@@ -164,7 +165,7 @@ export class Processor {
       const created = ci.config.deliver_policy === DeliverPolicy.StartSequence ? ci.config.opt_start_seq ?? 1 : 1;
       return Math.max(ci.ack_floor.stream_seq + 1, created);
     } catch (err) {
-      if (!/consumer not found/i.test((err as Error).message)) throw err;
+      if (!isJsApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
       return 1;
     }
   }
@@ -183,7 +184,7 @@ export class Processor {
     try {
       await jsm.consumers.delete(this.o.stream, name);
     } catch (err) {
-      if (!/consumer not found/i.test((err as Error).message)) throw err;
+      if (!isJsApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
     }
     const w = this.o.window;
     const from = start > 1

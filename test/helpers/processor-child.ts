@@ -11,7 +11,7 @@ import { CLI } from './paths.js';
 
 const run = promisify(execFile);
 
-/** `netrig process` as a child; its /metrics port comes from its log. */
+/** `netrig process` as a child; its /metrics port comes from its log once it runs. */
 export class ProcessorChild {
   readonly child: ChildProcess;
   private lines: string[] = [];
@@ -34,8 +34,9 @@ export class ProcessorChild {
         for (const line of parts) {
           this.lines.push(line);
           if (this.lines.length > 200) this.lines.shift();
+          // The port is served before the processor starts; resolve once it runs.
           const m = /"metricsPort":(\d+)/.exec(line);
-          if (m) resolve(Number(m[1]));
+          if (m && line.includes('processor running')) resolve(Number(m[1]));
         }
       };
       this.child.stdout!.on('data', onData);
