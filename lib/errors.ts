@@ -66,3 +66,14 @@ export class DataDirLockedError extends NetrigError {
     this.pid = pid;
   }
 }
+
+/** A replay named a database that processors write to: a replay writes into one of its own. */
+export class LiveDatabaseError extends NetrigError {
+  readonly database: string;
+  constructor(database: string, consumers: string[], options?: ErrorOptions) {
+    super('ERR_LIVE_DATABASE',
+      `database ${database} is written by processors (their consumers: ${consumers.slice(0, 3).join(', ')}${consumers.length > 3 ? ', ...' : ''}): a replay writes into a database of its own; name another with --database`,
+      options);
+    this.database = database;
+  }
+}

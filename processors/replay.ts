@@ -7,11 +7,11 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { openClickHouse, type ClickHouse } from '../lib/clickhouse.js';
 import { intValue, tokenValue } from '../lib/config.js';
-import { ConfigError } from '../lib/errors.js';
+import { ConfigError, LiveDatabaseError } from '../lib/errors.js';
 import { logger } from '../lib/logger.js';
 import { connectNats } from '../lib/nats.js';
-import { clickhouseTarget, selectFunctions, type ProcessInput } from './index.js';
-import { Processor } from './runtime/processor.js';
+import { clickhouseTarget, FUNCTIONS, selectFunctions, type ProcessInput } from './index.js';
+import { consumerName, Processor } from './runtime/processor.js';
 
 export interface ReplayInput extends ProcessInput {
   from?: string;
@@ -24,6 +24,15 @@ export interface ReplayResult {
   database: string;
   /** Rows in each table of the replay database afterwards. */
   rows: Record<string, number>;
+}
+
+/** Whether a stream consumer is the durable of a processor lane writing `database`. */
+function isProcessorConsumer(name: string, database: string): boolean {
+  for (const fn of Object.keys(FUNCTIONS)) {
+    const prefix = consumerName(database, fn, 0).slice(0, -1);
+    if (name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length))) return true;
+  }
+  return false;
 }
 
 function timeValue(key: string, v: string | undefined, fallback: Date): Date {
@@ -48,7 +57,13 @@ export async function runReplay(input: ReplayInput, shared?: { ch?: ClickHouse }
     const ch = shared?.ch ?? (await openClickHouse(clickhouseTarget({ ...input, database })));
     try {
       const stream = input.stream ?? 'NETRIG_RAW';
-      const info = await (await jetstreamManager(nc)).streams.info(stream);
+      const jsm = await jetstreamManager(nc);
+      const info = await jsm.streams.info(stream);
+      // Processors' durable consumers name their database: a replay must not share it, or it
+      // would delete and recreate their consumers and write beside them.
+      const live: string[] = [];
+      for await (const ci of jsm.consumers.list(stream)) if (isProcessorConsumer(ci.name, database)) live.push(ci.name);
+      if (live.length) throw new LiveDatabaseError(database, live);
       const processor = await Processor.start({
         nc, ch, functions, log,
         shards: Array.from({ length: shardCount }, (_, i) => i),

@@ -1,16 +1,20 @@
 /**
  * netrig replay: a time range of the raw stream, and one node of it, re-run into a separate
- * database; the rows are exactly those of the envelopes published inside the range.
+ * database; the rows are exactly those of the envelopes published inside the range. A
+ * replay into a database live processors write to is refused and touches nothing of theirs.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
+import type { EdgeConfig } from '../../edge/config.js';
+import { LiveDatabaseError } from '../../lib/errors.js';
 import { runReplay } from '../../processors/replay.js';
+import { tcpFunction } from '../../processors/tcp/index.js';
 import { Role } from '../../schemas/records.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { connClose, envelope } from '../helpers/records.js';
-import { freshClickHouse, publishEnvelopes, removeClickHouseData, rows, STREAM } from '../helpers/processor-run.js';
+import { drainProcessor, freshClickHouse, publishEnvelopes, removeClickHouseData, rows, startEdgeProcessor, STREAM } from '../helpers/processor-run.js';
 
 let nats: NatsServerHandle;
 let nc: NatsConnection;
@@ -70,5 +74,35 @@ test('a replay reads only its time range and node, into its own database', async
     assert.deepEqual(r.rows, { connections: 1, tcp_events: 0 });
   } finally {
     await ch2.close();
+  }
+});
+
+test('a replay into a database live processors write to is refused, and leaves them alone', async () => {
+  const live = await startEdgeProcessor(nats.url, { stream: STREAM.name, subjectPrefix: STREAM.subjectPrefix, config: { edge: { shards: 4 } } as EdgeConfig }, [tcpFunction], 'live');
+  try {
+    const jsm = await jetstreamManager(nc);
+    const consumers = async () => {
+      const out = new Map<string, string>();
+      for await (const ci of jsm.consumers.list(STREAM.name)) if (ci.name.includes(live.ch.database)) out.set(ci.name, ci.created);
+      return out;
+    };
+    const before = await consumers();
+    assert.equal(before.size, 4, 'the live processor reads 4 shards');
+
+    await assert.rejects(
+      runReplay({ nats: nats.url, functions: 'tcp', shards: 4, stream: STREAM.name, ttlDays: 3650 }, { ch: live.ch }),
+      (err: Error) => err instanceof LiveDatabaseError && err.message.includes(`database ${live.ch.database} is written by processors`) && /--database/.test(err.message),
+    );
+    assert.deepEqual(await consumers(), before, 'the live consumers were neither deleted nor recreated');
+
+    // The live processor goes on writing.
+    await publishEnvelopes(nc, closes([90], 'live-node', 1));
+    await drainProcessor(live.processor, nc, STREAM.name, STREAM.subjectPrefix);
+    const got = await rows<{ n: string }>(live.ch, `SELECT count() AS n FROM ${live.ch.database}.connections WHERE node = 'live-node'`);
+    assert.deepEqual(got, [{ n: '1' }], 'the next connection written once');
+  } finally {
+    await live.processor.stop();
+    await live.nc.close();
+    await live.ch.close();
   }
 });
