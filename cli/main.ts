@@ -12,6 +12,7 @@ import { runProcessor } from '../processors/index.js';
 import { runReplay } from '../processors/replay.js';
 import { openQueryTarget, runQuery, type QueryTargetInput } from './query.js';
 import { REPORTS } from './reports.js';
+import { printStatus } from './status.js';
 import { up } from './up.js';
 
 const program = new Command('netrig').description('eBPF network observability: kernel → NATS JetStream → ClickHouse');
@@ -193,6 +194,20 @@ clickhouseOptions(program.command('query'))
   .argument('<sql>', 'the SQL statement')
   .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
   .action((sql: string, opts) => queryAndPrint(opts, () => sql));
+
+natsOption(program.command('status'))
+  .description('processors and edges running now, from their heartbeats in NATS')
+  .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
+  .action(async (opts) => {
+    const nc = await connectNats(opts.nats ?? 'nats://127.0.0.1:4222', 'netrig-status', logger('status')).catch(fail);
+    try {
+      await printStatus(nc, opts.format, process.stdout);
+    } catch (err) {
+      fail(err as Error);
+    } finally {
+      await nc.close();
+    }
+  });
 
 clickhouseOptions(program.command('report'))
   .description(`ready reports: ${Object.keys(REPORTS).join(', ')}`)

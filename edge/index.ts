@@ -10,6 +10,7 @@ import type { Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { logger } from '../lib/logger.js';
+import { Heartbeat, type EdgeStatus } from '../lib/heartbeat.js';
 import { serveMetrics } from '../lib/metrics-server.js';
 import { connectNats } from '../lib/nats.js';
 import { edgeConfig, type EdgeInput } from './config.js';
@@ -63,6 +64,7 @@ export async function runEdge(input: EdgeInput): Promise<RunningEdge> {
   let source: LibbpfSource | null = null;
   let server: Server | null = null;
   let control: CaptureControl | null = null;
+  let heartbeat: Heartbeat<EdgeStatus> | null = null;
   try {
     const src = (source = LibbpfSource.open(cfg.source, log));
     const edge = await Edge.start(src, nc, { ...cfg.edge, bootId: bootId() }, log);
@@ -72,19 +74,29 @@ export async function runEdge(input: EdgeInput): Promise<RunningEdge> {
     });
     const metrics = await serveMetrics(edge.metrics.registry, cfg.metricsPort);
     server = metrics.server;
+    let seen = { records: 0, at: performance.now() };
+    heartbeat = await Heartbeat.start<EdgeStatus>(nc, 'edge', async () => {
+      const now = { records: edge.drained.reduce((a, b) => a + b, 0), at: performance.now() };
+      const perS = (now.records - seen.records) / Math.max(0.001, (now.at - seen.at) / 1000);
+      seen = now;
+      return { region: cfg.edge.region, node: cfg.edge.node, run: edge.runId, records_per_s: Math.round(perS), capture: edge.capture };
+    }, log);
     const ctl = control;
+    const hb = heartbeat;
     return {
       edge,
       source: src,
       metricsPort: metrics.port,
       async stop() {
         ctl.stop();
+        await hb.stop();
         await edge.stop();
         server?.close();
         await nc.drain().catch(() => undefined);
       },
     };
   } catch (err) {
+    await heartbeat?.stop();
     control?.stop();
     source?.close();
     server?.close();

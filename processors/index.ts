@@ -11,6 +11,7 @@ import { openClickHouse, type ClickHouse, type ClickHouseTarget } from '../lib/c
 import { intValue } from '../lib/config.js';
 import { ConfigError } from '../lib/errors.js';
 import { logger } from '../lib/logger.js';
+import { Heartbeat, type ProcessorStatus } from '../lib/heartbeat.js';
 import { serveMetrics } from '../lib/metrics-server.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { connectNats } from '../lib/nats.js';
@@ -106,13 +107,21 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
       maxPendingRows: 200_000,
       connect: () => connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-processor-lanes', log),
     });
-    const ownCh = !shared?.ch;
     const chRef = ch;
+    const heartbeat = await Heartbeat.start<ProcessorStatus>(nc, 'processor', async () => ({
+      database: chRef.database,
+      functions: functions.map((f) => f.name),
+      lanes: [...new Set(processor.lanes.map((l) => l.shard))].sort((a, b) => a - b),
+      lag: (await processor.metrics.lag.get()).values.reduce((n, v) => n + v.value, 0),
+      last_commit: processor.lastCommit?.toISOString() ?? null,
+    }), log);
+    const ownCh = !shared?.ch;
     const ncRef = nc;
     return {
       processor, ch, metricsPort: m.port,
       async stop() {
         await processor.stop();
+        await heartbeat.stop();
         server.close();
         await ncRef.drain().catch(() => undefined);
         if (ownCh) await chRef.close();

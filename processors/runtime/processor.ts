@@ -93,6 +93,8 @@ export function consumerName(database: string, fn: string, shard: number): strin
 export class Processor {
   readonly metrics: ProcessorMetrics;
   readonly lanes: Lane[] = [];
+  /** When rows were last inserted; null before the first insert. */
+  lastCommit: Date | null = null;
   private readonly sink: ClickHouseSink;
   private readonly iterators: ConsumerMessages[] = [];
   /** Connections opened for lanes (not `nc`), closed at stop. */
@@ -236,7 +238,7 @@ export class Processor {
       const handled = this.lanes.map((l) => l.ackLimit());
       this.metrics.pendingRows.set(this.pendingRows());
       try {
-        await this.sink.flush(this.lanes);
+        if (await this.sink.flush(this.lanes)) this.lastCommit = new Date();
       } catch (err) {
         this.o.log.error({ err: (err as Error).message }, 'flush abandoned');
         return;

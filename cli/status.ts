@@ -1,0 +1,29 @@
+/**
+ * netrig status: the processors and edges running now, from their heartbeats in NATS
+ * (lib/heartbeat.ts). `table` for people; `json`, one object per line, for scripts.
+ */
+import type { NatsConnection } from '@nats-io/transport-node';
+import { ConfigError } from '../lib/errors.js';
+import { readStatus, type NetrigStatus } from '../lib/heartbeat.js';
+import { formatTable } from './query.js';
+
+/** One line of what the entry does, for the table. */
+function detail(s: NetrigStatus): string {
+  if (s.kind === 'processor') {
+    return `db ${s.database}, ${s.functions.join(',')}, lanes ${s.lanes.length ? `${s.lanes[0]}-${s.lanes[s.lanes.length - 1]} (${s.lanes.length})` : '-'}, lag ${s.lag}, last commit ${s.last_commit ?? 'never'}`;
+  }
+  return `${s.region}/${s.node} run ${s.run}, ${s.records_per_s} records/s, capture ${s.capture.path} (${s.capture.features.join(',')})`;
+}
+
+export async function printStatus(nc: NatsConnection, format: string, out: NodeJS.WritableStream): Promise<void> {
+  if (format !== 'table' && format !== 'json') throw new ConfigError('format', `expected table or json, got ${JSON.stringify(format)}`);
+  const entries = await readStatus(nc);
+  if (format === 'json') {
+    for (const s of entries) out.write(`${JSON.stringify(s)}\n`);
+    return;
+  }
+  out.write(formatTable({
+    meta: ['kind', 'id', 'host', 'pid', 'started', 'doing'].map((name) => ({ name, type: name === 'pid' ? 'UInt32' : 'String' })),
+    data: entries.map((s) => [s.kind, s.id, s.host, s.pid, s.started, detail(s)]),
+  }));
+}
