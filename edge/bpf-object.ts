@@ -79,18 +79,20 @@ export class BpfObject {
     return m;
   }
 
-  private findProgram(name: string): BpfProgramPtr {
+  /** Every program of the object, in its order. */
+  private *programPtrs(): Generator<BpfProgramPtr> {
     let prog: BpfProgramPtr | null = null;
-    while ((prog = libbpf.nextProgram(this.handle(), prog))) if (libbpf.programName(prog) === name) return prog;
+    while ((prog = libbpf.nextProgram(this.handle(), prog))) yield prog;
+  }
+
+  private findProgram(name: string): BpfProgramPtr {
+    for (const prog of this.programPtrs()) if (libbpf.programName(prog) === name) return prog;
     throw new BpfError(`BPF object has no program '${name}'`, 0);
   }
 
   /** Names of every program in the object. */
   programNames(): string[] {
-    const names: string[] = [];
-    let prog: BpfProgramPtr | null = null;
-    while ((prog = libbpf.nextProgram(this.handle(), prog))) names.push(libbpf.programName(prog));
-    return names;
+    return [...this.programPtrs()].map((p) => libbpf.programName(p));
   }
 
   /** Whether a program is loaded at all (before load): another capture path's are not. */
@@ -132,8 +134,7 @@ export class BpfObject {
    * Uprobe programs name no binary in their section: attachUprobe() attaches them.
    */
   attachAll(): AttachedProgram[] {
-    let prog: BpfProgramPtr | null = null;
-    while ((prog = libbpf.nextProgram(this.handle(), prog))) {
+    for (const prog of this.programPtrs()) {
       const name = libbpf.programName(prog);
       const section = libbpf.programSection(prog);
       if (section === 'uprobe' || section === 'uretprobe') continue;
@@ -156,27 +157,21 @@ export class BpfObject {
    * process that maps the file now or later. Returns false (and logs) when it cannot.
    */
   attachUprobe(name: string, path: string, o: UprobeOptions): boolean {
-    let prog: BpfProgramPtr | null = null;
-    while ((prog = libbpf.nextProgram(this.handle(), prog))) {
-      if (libbpf.programName(prog) !== name) continue;
-      const link = attachUprobe(prog, path, o);
-      if (!link) {
-        this.log.debug({ prog: name, path, func: o.funcName, err: libbpfStrerror(koffi.errno()) }, 'uprobe not attached');
-        return false;
-      }
-      this.links.push(link);
-      this.attached.push({ name, section: `${o.retprobe ? 'uretprobe' : 'uprobe'}:${path}:${o.funcName}` });
-      return true;
+    const link = attachUprobe(this.findProgram(name), path, o);
+    if (!link) {
+      this.log.debug({ prog: name, path, func: o.funcName, err: libbpfStrerror(koffi.errno()) }, 'uprobe not attached');
+      return false;
     }
-    throw new BpfError(`BPF object has no program '${name}'`, 0);
+    this.links.push(link);
+    this.attached.push({ name, section: `${o.retprobe ? 'uretprobe' : 'uprobe'}:${path}:${o.funcName}` });
+    return true;
   }
 
   /** Verifier and run-time figures of every loaded program, from bpf_prog_info. */
   programStats(): ProgramStats[] {
     const out: ProgramStats[] = [];
     const info = Buffer.alloc(PROG_INFO.size);
-    let prog: BpfProgramPtr | null = null;
-    while ((prog = libbpf.nextProgram(this.handle(), prog))) {
+    for (const prog of this.programPtrs()) {
       const fd = libbpf.programFd(prog);
       if (fd < 0) continue; // not loaded: another capture path's program
       info.fill(0);
