@@ -84,6 +84,9 @@ export function libbpfStrerror(err: number): string {
   return Buffer.from(buf.subarray(0, end < 0 ? buf.length : end)).toString();
 }
 
+/** libbpf's largest verifier log buffer (BPF_LOG_BUF_SIZE, UINT32_MAX >> 8) and its framing. */
+const LIBBPF_MAX_MESSAGE_BYTES = (0xffffffff >>> 8) + 64 * 1024;
+
 /** Severity of a libbpf log line. */
 export type LibbpfLevel = 'warn' | 'info' | 'debug';
 const LEVELS: LibbpfLevel[] = ['warn', 'info', 'debug'];
@@ -97,7 +100,10 @@ let registered: ReturnType<typeof koffi.register> | null = null;
  * libbpf calls back synchronously from inside open/load/attach on this thread.
  */
 export function setLibbpfLogger(sink: (level: LibbpfLevel, line: string) => void): void {
-  const buf = new Uint8Array(8192);
+  // Room for the largest verifier log libbpf prints in one message (its 16 MiB log buffer):
+  // the error that explains a rejection is the log's last line, which a smaller buffer cut
+  // off. Untouched pages of the buffer cost no memory.
+  const buf = new Uint8Array(LIBBPF_MAX_MESSAGE_BYTES);
   const fn = (level: number, fmt: string, ap: unknown): number => {
     const n = vsnprintf(buf, buf.length, fmt, ap) as number;
     const text = Buffer.from(buf.subarray(0, Math.max(0, Math.min(n, buf.length - 1)))).toString();
