@@ -191,12 +191,15 @@ static __always_inline void conn_delete(const struct sock *sk)
 	bpf_sk_storage_delete(&conns, (struct sock *)sk);
 }
 
-/* The connection id of a socket (trusted pointer) whose state may not exist. */
+/*
+ * The connection id of a socket (trusted pointer) whose state may not exist: the state's,
+ * else the socket cookie where there is one (CONN_STORE_SOCKET), else 0.
+ */
 static __always_inline __u64 conn_id_of(const struct sock *sk, const struct conn_state *st)
 {
-	if (conn_store == CONN_STORE_TABLE)
-		return st ? st->conn_id : 0;
-	return bpf_get_socket_cookie((struct sock *)sk);
+	if (st)
+		return st->conn_id;
+	return conn_store == CONN_STORE_TABLE ? 0 : bpf_get_socket_cookie((struct sock *)sk);
 }
 
 static __always_inline struct netrig_config *get_config(void)
