@@ -63,7 +63,7 @@ export class Summary {
       const now = performance.now();
       const secs = Math.max(0.001, (now - this.lastAt) / 1000);
       this.lastAt = now;
-      const records = this.edge.drained.reduce((a, b) => a + b, 0);
+      const records = this.edge.drainedTotal;
       const recordsPerSec = (records - this.lastRecords) / secs;
       this.lastRecords = records;
       const rowsPerSec: [string, number][] = [];

@@ -103,6 +103,11 @@ export class Edge {
     return edge;
   }
 
+  /** Records drained from the source since start, all kinds. */
+  get drainedTotal(): number {
+    return this.drained.reduce((a, b) => a + b, 0);
+  }
+
   /** How the source captures: payload path and active features. */
   get capture(): CaptureDescription {
     return this.source.capture;

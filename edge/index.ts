@@ -76,7 +76,7 @@ export async function runEdge(input: EdgeInput): Promise<RunningEdge> {
     server = metrics.server;
     let seen = { records: 0, at: performance.now() };
     heartbeat = await Heartbeat.start<EdgeStatus>(nc, 'edge', async () => {
-      const now = { records: edge.drained.reduce((a, b) => a + b, 0), at: performance.now() };
+      const now = { records: edge.drainedTotal, at: performance.now() };
       const perS = (now.records - seen.records) / Math.max(0.001, (now.at - seen.at) / 1000);
       seen = now;
       return { region: cfg.edge.region, node: cfg.edge.node, run: edge.runId, records_per_s: Math.round(perS), capture: edge.capture };
