@@ -13,8 +13,11 @@ import type { EdgeMetrics } from './metrics.js';
 
 /** An envelope waiting to be published; encoded at its first attempt. */
 export interface PendingEnvelope {
-  /** Everything but `lost`, which is filled from the ledger at the first attempt. */
-  envelope: Omit<Envelope, 'lost'>;
+  /**
+   * Everything but `lost`, which is filled from the ledger at the first attempt, and the
+   * shard's sequence and record count, which count only envelopes that are published.
+   */
+  envelope: Omit<Envelope, 'lost' | 'shard_seq' | 'shard_records'>;
   /** Records per kind, to count them exactly if the envelope is dropped. */
   kinds: Uint32Array;
   /** Bytes it holds in the buffer. */
@@ -38,6 +41,9 @@ const RETRY_MAX_MS = 2000;
 export class Publisher {
   private readonly queues: PendingEnvelope[][] = [];
   private readonly running: boolean[] = [];
+  /** Per shard: envelopes encoded for publishing so far, and their records. */
+  private readonly shardSeq: number[] = [];
+  private readonly shardRecords: number[] = [];
   private buffered = 0;
   private stopped = false;
   private idleWaiters: (() => void)[] = [];
@@ -84,7 +90,11 @@ export class Publisher {
       const p = q[0];
       if (!p.encoded) {
         p.lost = this.ledger.take();
-        p.encoded = encodeEnvelope({ ...p.envelope, lost: p.lost });
+        const seq = (this.shardSeq[shard] ?? 0) + 1;
+        const records = this.shardRecords[shard] ?? 0;
+        this.shardSeq[shard] = seq;
+        this.shardRecords[shard] = records + p.envelope.count;
+        p.encoded = encodeEnvelope({ ...p.envelope, shard_seq: seq, shard_records: records, lost: p.lost });
       }
       const started = performance.now();
       try {

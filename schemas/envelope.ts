@@ -26,6 +26,14 @@ export interface Envelope {
   /** Per-run sequence across all shards; the message id is `<node>.<run>.<seq>`. */
   seq: number;
   shard: number;
+  /**
+   * Per-run, per-shard sequence of the envelopes the edge published, from 1: a gap is
+   * envelopes the stream lost after the edge published them (discarded by its age or size
+   * limits before a processor read them). Optional: older edges leave it out.
+   */
+  shard_seq?: number;
+  /** Records in this run's earlier envelopes of this shard: with a gap, how many records it lost. */
+  shard_records?: number;
   /** /proc/sys/kernel/random/boot_id of the node: with the socket cookie, the connection id. */
   boot: string;
   /** CLOCK_REALTIME − CLOCK_MONOTONIC when the batch was sealed, as [seconds, nanoseconds]. */
@@ -95,6 +103,7 @@ export function decodeEnvelope(data: Uint8Array): Envelope | EnvelopeFailure {
   if (e.v !== ENVELOPE_VERSION) return 'bad_version';
   if (!isStr(e.region) || !isStr(e.node) || !isStr(e.run) || !isStr(e.boot)) return 'bad_field';
   if (!isUint(e.seq) || !isUint(e.shard) || !isUint(e.count) || !isUint(e.mono)) return 'bad_field';
+  if (e.shard_seq !== undefined && !isUint(e.shard_seq) || e.shard_records !== undefined && !isUint(e.shard_records)) return 'bad_field';
   if (!Array.isArray(e.clock) || e.clock.length !== 2 || !e.clock.every(isUint)) return 'bad_field';
   if (!(e.records instanceof Uint8Array)) return 'bad_field';
   if (!Array.isArray(e.lost)) return 'bad_field';

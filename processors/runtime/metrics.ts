@@ -15,5 +15,6 @@ export class ProcessorMetrics {
   readonly insertErrors = new Counter({ name: 'netrig_processor_insert_errors_total', help: 'Failed ClickHouse inserts (retried)', labelNames: ['table'] as const, registers: [this.registry] });
   readonly pendingRows = new Gauge({ name: 'netrig_processor_pending_rows', help: 'Rows waiting to be inserted', registers: [this.registry] });
   readonly lag = new Gauge({ name: 'netrig_processor_consumer_lag_messages', help: 'Messages in the stream not yet delivered to a lane', labelNames: ['fn', 'shard'] as const, registers: [this.registry] });
+  readonly streamDiscarded = new Counter({ name: 'netrig_processor_stream_discarded_messages_total', help: 'Stream messages (of every shard) the raw stream discarded between where a shard resumed and its first message, per shard', labelNames: ['shard'] as const, registers: [this.registry] });
   readonly lwmLag = new Gauge({ name: 'netrig_processor_low_water_lag_messages', help: 'Messages between a lane\'s low-water mark and its newest message', labelNames: ['fn', 'shard'] as const, registers: [this.registry] });
 }

@@ -71,8 +71,26 @@ function describeKinds(n: number[]): string {
   return n.map((v, k) => (v ? `${kindName(k)}=${v}` : '')).filter(Boolean).join(' ');
 }
 
-/** Envelope sequences of one run on the stream: each once, 1..max with no gap. */
+/**
+ * Envelope sequences of one run on the stream: each once, 1..max with no gap when nothing
+ * was dropped. Per shard always 1..n with the records before each, whatever the edge
+ * dropped (a gap there would read as envelopes the stream discarded).
+ */
 function assertSequences(reader: StreamReader, run: string, contiguous: boolean): void {
+  const byShard = new Map<number, { shardSeq?: number; shardRecords?: number; count: number }[]>();
+  for (const { env } of reader.envelopes.filter((e) => e.env.run === run)) {
+    let list = byShard.get(env.shard);
+    if (!list) byShard.set(env.shard, (list = []));
+    list.push({ shardSeq: env.shard_seq, shardRecords: env.shard_records, count: env.count });
+  }
+  for (const [shard, list] of byShard) {
+    list.sort((a, b) => (a.shardSeq ?? 0) - (b.shardSeq ?? 0));
+    let records = 0;
+    list.forEach((e, i) => {
+      assert.deepEqual([e.shardSeq, e.shardRecords], [i + 1, records], `shard ${shard}: envelope ${i + 1} of the run on it, after ${records} records`);
+      records += e.count;
+    });
+  }
   const seqs = reader.envelopes.filter((e) => e.env.run === run).map((e) => e.env.seq).sort((a, b) => a - b);
   assert.equal(new Set(seqs).size, seqs.length, 'no envelope twice on the stream (message-id de-duplication)');
   const ids = reader.envelopes.filter((e) => e.env.run === run).map((e) => e.msgId);
