@@ -99,7 +99,8 @@ function processorOptions(cmd: Command): Command {
   return cmd
     .option('--functions <list>', 'processing functions to run (comma-separated, or all)', 'all')
     .option('--ttl-days <n>', 'row retention in days', '30')
-    .option('--flush-interval-ms <ms>', 'insert rows at least this often', '500');
+    .option('--flush-interval-ms <ms>', 'insert rows at least this often', '500')
+    .option('--lease-ttl <seconds>', 'a shard lease not renewed for this long passes to another processor', '10');
 }
 
 clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up')))))

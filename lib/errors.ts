@@ -70,9 +70,10 @@ export class DataDirLockedError extends NetrigError {
 /** A replay named a database that processors write to: a replay writes into one of its own. */
 export class LiveDatabaseError extends NetrigError {
   readonly database: string;
-  constructor(database: string, consumers: string[], options?: ErrorOptions) {
+  /** `writers`: what shows the processors, e.g. `processor <id>`, `consumer <name>`. */
+  constructor(database: string, writers: string[], options?: ErrorOptions) {
     super('ERR_LIVE_DATABASE',
-      `database ${database} is written by processors (their consumers: ${consumers.slice(0, 3).join(', ')}${consumers.length > 3 ? ', ...' : ''}): a replay writes into a database of its own; name another with --database`,
+      `database ${database} is written by processors (${writers.slice(0, 3).join(', ')}${writers.length > 3 ? ', ...' : ''}): a replay writes into a database of its own; name another with --database`,
       options);
     this.database = database;
   }

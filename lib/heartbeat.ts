@@ -55,6 +55,11 @@ export function statusBucket(nc: NatsConnection): Promise<KV> {
   return new Kvm(nc).create(STATUS_BUCKET, { history: 1, ttl: STATUS_TTL_MS });
 }
 
+/** `<host>-<pid>-<random>`: an id unique to one start of one netrig process part. */
+export function instanceId(): string {
+  return `${hostname().replace(/[^A-Za-z0-9_-]/g, '_')}-${process.pid}-${randomBytes(3).toString('hex')}`;
+}
+
 /** Beats for one process until stop(). */
 export class Heartbeat<S extends NetrigStatus> {
   private readonly common: StatusCommon;
@@ -62,16 +67,12 @@ export class Heartbeat<S extends NetrigStatus> {
   private beating: Promise<void> = Promise.resolve();
   private failedOnce = false;
 
-  private constructor(private readonly kv: KV, kind: S['kind'], private readonly describe: () => Promise<Detail<S>>, private readonly log: Logger) {
-    const host = hostname();
-    this.common = {
-      kind, host, pid: process.pid, started: new Date().toISOString(),
-      id: `${host.replace(/[^A-Za-z0-9_-]/g, '_')}-${process.pid}-${randomBytes(3).toString('hex')}`,
-    };
+  private constructor(private readonly kv: KV, kind: S['kind'], id: string, private readonly describe: () => Promise<Detail<S>>, private readonly log: Logger) {
+    this.common = { kind, id, host: hostname(), pid: process.pid, started: new Date().toISOString() };
   }
 
-  static async start<S extends NetrigStatus>(nc: NatsConnection, kind: S['kind'], describe: () => Promise<Detail<S>>, log: Logger): Promise<Heartbeat<S>> {
-    const hb = new Heartbeat<S>(await statusBucket(nc), kind, describe, log);
+  static async start<S extends NetrigStatus>(nc: NatsConnection, kind: S['kind'], describe: () => Promise<Detail<S>>, log: Logger, id = instanceId()): Promise<Heartbeat<S>> {
+    const hb = new Heartbeat<S>(await statusBucket(nc), kind, id, describe, log);
     await hb.beat();
     hb.timer = setInterval(() => void hb.beat(), HEARTBEAT_MS).unref();
     return hb;

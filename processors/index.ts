@@ -2,7 +2,9 @@
  * processors/: NATS JetStream → ClickHouse.
  *
  * Input: envelopes of raw kernel records from the raw stream (schemas/envelope.ts), one
- * durable consumer per (function, shard).
+ * durable consumer per (function, shard), for the shards this processor holds leases on
+ * (runtime/leases.ts: processors of one database share the shards and take over from
+ * each other).
  * Output: rows in ClickHouse (schemas/migrations/): http_requests (http1, http2), dns_queries (dns),
  * tls_handshakes (tls), connections and tcp_events (tcp), capture_losses (losses).
  */
@@ -11,7 +13,8 @@ import { openClickHouse, type ClickHouse, type ClickHouseTarget } from '../lib/c
 import { intValue } from '../lib/config.js';
 import { ConfigError } from '../lib/errors.js';
 import { logger } from '../lib/logger.js';
-import { Heartbeat, type ProcessorStatus } from '../lib/heartbeat.js';
+import { Heartbeat, instanceId, type ProcessorStatus } from '../lib/heartbeat.js';
+import { hostname } from 'node:os';
 import { serveMetrics } from '../lib/metrics-server.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { connectNats } from '../lib/nats.js';
@@ -23,6 +26,7 @@ import { lossesFunction } from './losses/index.js';
 import type { ProcessingFunction } from './runtime/function.js';
 import { ProcessorMetrics } from './runtime/metrics.js';
 import { Processor } from './runtime/processor.js';
+import { DEFAULT_LEASE_TTL_MS } from './runtime/leases.js';
 import { tcpFunction } from './tcp/index.js';
 import { tlsFunction } from './tls/index.js';
 
@@ -54,6 +58,8 @@ export interface ProcessInput {
   ttlDays?: string | number;
   flushIntervalMs?: string | number;
   metricsPort?: string | number;
+  /** Seconds a shard lease lasts without renewal. */
+  leaseTtl?: string | number;
 }
 
 /** The functions named in a comma-separated list ("all" or empty: every function). */
@@ -97,9 +103,14 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
   try {
     nc = await connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-processor', log);
     ch ??= await openClickHouse(clickhouseTarget(input));
+    const id = instanceId();
     const processor = await Processor.start({
       nc, ch, functions, log, metrics,
-      shards: Array.from({ length: shardCount }, (_, i) => i),
+      leases: {
+        shardCount,
+        ttlMs: intValue('lease-ttl', input.leaseTtl ?? DEFAULT_LEASE_TTL_MS / 1000, 1, 300) * 1000,
+        member: { id, host: hostname(), pid: process.pid, functions: functions.map((f) => f.name) },
+      },
       stream: input.stream ?? 'NETRIG_RAW',
       subjectPrefix: input.subjectPrefix ?? 'netrig.raw',
       flushIntervalMs: intValue('flush-interval-ms', input.flushIntervalMs ?? 500, 10, 60_000),
@@ -111,10 +122,10 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
     const heartbeat = await Heartbeat.start<ProcessorStatus>(nc, 'processor', async () => ({
       database: chRef.database,
       functions: functions.map((f) => f.name),
-      lanes: [...new Set(processor.lanes.map((l) => l.shard))].sort((a, b) => a - b),
+      lanes: processor.shards(),
       lag: (await processor.metrics.lag.get()).values.reduce((n, v) => n + v.value, 0),
       last_commit: processor.lastCommit?.toISOString() ?? null,
-    }), log);
+    }), log, id);
     const ownCh = !shared?.ch;
     const ncRef = nc;
     return {

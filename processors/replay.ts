@@ -12,6 +12,7 @@ import { logger } from '../lib/logger.js';
 import { connectNats } from '../lib/nats.js';
 import { clickhouseTarget, FUNCTIONS, selectFunctions, type ProcessInput } from './index.js';
 import { consumerName, Processor } from './runtime/processor.js';
+import { liveMembers } from './runtime/leases.js';
 
 export interface ReplayInput extends ProcessInput {
   from?: string;
@@ -61,8 +62,8 @@ export async function runReplay(input: ReplayInput, shared?: { ch?: ClickHouse }
       const info = await jsm.streams.info(stream);
       // Processors' durable consumers name their database: a replay must not share it, or it
       // would delete and recreate their consumers and write beside them.
-      const live: string[] = [];
-      for await (const ci of jsm.consumers.list(stream)) if (isProcessorConsumer(ci.name, database)) live.push(ci.name);
+      const live: string[] = (await liveMembers(nc, database)).map((id) => `processor ${id}`);
+      for await (const ci of jsm.consumers.list(stream)) if (isProcessorConsumer(ci.name, database)) live.push(`consumer ${ci.name}`);
       if (live.length) throw new LiveDatabaseError(database, live);
       const processor = await Processor.start({
         nc, ch, functions, log,

@@ -37,14 +37,14 @@ export class CommittedSeqs {
   }
 }
 
-/** Committed sequences of every lane (`${fn}/${shard}`) for `tables` of one stream. */
-export async function readCommitted(ch: ClickHouse, tables: string[], streamId: string): Promise<Map<string, CommittedSeqs>> {
+/** Committed sequences of the lanes (`${fn}/${shard}`) of `shard` for `tables` of one stream. */
+export async function readCommitted(ch: ClickHouse, tables: string[], streamId: string, shard: number): Promise<Map<string, CommittedSeqs>> {
   const out = new Map<string, CommittedSeqs>();
   for (const table of tables) {
     const rs = await ch.client.query({
       query: `SELECT _fn, _shard, toUInt32(toDate(${PARTITION_COLUMN[table]})) AS day, max(_seq) AS seq
-              FROM ${ch.database}.${table} WHERE _stream = {stream:String} GROUP BY _fn, _shard, day`,
-      query_params: { stream: streamId },
+              FROM ${ch.database}.${table} WHERE _stream = {stream:String} AND _shard = {shard:UInt16} GROUP BY _fn, _shard, day`,
+      query_params: { stream: streamId, shard },
       format: 'JSONEachRow',
     });
     for (const r of await rs.json<{ _fn: string; _shard: number; day: number; seq: string }>()) {

@@ -50,6 +50,8 @@ export class Lane {
   processedSeq = 0;
   /** A windowed read (replay) reached its end on this lane. */
   windowDone = false;
+  /** The lane's shard lease was lost: nothing more is handled, committed or acknowledged. */
+  dropped = false;
   private impl!: FunctionLane;
   private readonly wanted: Uint8Array;
   /** Rows per table waiting for the next insert, in message order. */

@@ -1,12 +1,18 @@
 /**
- * A processor: runs a set of functions over a set of shards. Each (function, shard) lane
+ * A processor: runs a set of functions over the shards it owns. Each (function, shard) lane
  * reads through its own durable pull consumer; rows from all lanes are flushed to
  * ClickHouse together, then each lane acknowledges up to what is committed and below its
  * low-water mark.
  *
- * On start a lane's consumer is recreated at its acknowledgement floor + 1, so the messages
- * it had handled but not acknowledged come back at once and in order (a plain durable
- * would redeliver them only after ack_wait, behind newer ones).
+ * Processors writing one database share the shards by lease (./leases.ts): a processor
+ * opens a shard's lanes once it holds the shard's lease, commits and acknowledges only
+ * while the lease is valid, and closes them when it hands the lease back or loses it.
+ * Without leases (a replay into a database of its own) it reads the shards it is given.
+ *
+ * When a shard's lanes open, each consumer is recreated at its acknowledgement floor + 1,
+ * so the messages the previous owner had handled but not acknowledged come back at once
+ * and in order (a plain durable would redeliver them only after ack_wait, behind newer
+ * ones); the rows it committed from them are suppressed (./committed.ts).
  */
 import {
   AckPolicy, DeliverPolicy, JetStreamApiCodes, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamManager, type JsMsg,
@@ -22,14 +28,20 @@ import type { ProcessingFunction } from './function.js';
 import { Lane } from './lane.js';
 import { ProcessorMetrics } from './metrics.js';
 import { CommittedSeqs, readCommitted } from './committed.js';
-import { ClickHouseSink } from './sink.js';
+import { ShardLeases, type LeaseMember } from './leases.js';
+import { ClickHouseSink, type CommitFence } from './sink.js';
 
 export interface ProcessorOptions {
   nc: NatsConnection;
   ch: ClickHouse;
   functions: ProcessingFunction[];
-  /** Shards to process (all 0..shardCount-1 by default). */
-  shards: number[];
+  /**
+   * Own shards by lease, sharing them with the other processors of the database; without
+   * it the processor reads `shards` alone.
+   */
+  leases?: { ttlMs: number; shardCount: number; member: LeaseMember };
+  /** Shards to read without leases. */
+  shards?: number[];
   stream: string;
   subjectPrefix: string;
   /** Rows are inserted at least this often. */
@@ -96,30 +108,36 @@ export class Processor {
   /** When rows were last inserted; null before the first insert. */
   lastCommit: Date | null = null;
   private readonly sink: ClickHouseSink;
-  private readonly iterators: ConsumerMessages[] = [];
+  /** Each open lane's consumer and the loop reading it. */
+  private readonly reading = new Map<Lane, { it: ConsumerMessages; loop: Promise<void> }>();
   /** Connections opened for lanes (not `nc`), closed at stop. */
   private readonly laneConnections: NatsConnection[] = [];
-  private readonly loops: Promise<void>[] = [];
   private flushTimer: NodeJS.Timeout | null = null;
   private lagTimer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
   private stopping = false;
   private capacityWaiters: (() => void)[] = [];
   private streamId = '';
+  private jsm!: JetStreamManager;
+  private dlq!: DeadLetters;
+  private leases: ShardLeases | null = null;
+  private readonly fence: CommitFence = {
+    dropped: (lane) => lane.dropped,
+    valid: (lane) => !lane.dropped && (!this.leases || this.leases.valid(lane.shard)),
+  };
 
   private constructor(private readonly o: ProcessorOptions) {
     this.metrics = o.metrics ?? new ProcessorMetrics();
     this.sink = new ClickHouseSink(o.ch, this.metrics, o.log);
   }
 
-  /** Apply migrations, open every lane's consumer and start consuming. */
+  /** Apply migrations, then take a share of the shards (or the given ones) and consume. */
   static async start(o: ProcessorOptions): Promise<Processor> {
     const p = new Processor(o);
     try {
       await p.init();
     } catch (err) {
-      for (const it of p.iterators) it.stop();
-      await Promise.allSettled(p.laneConnections.map((c) => c.close()));
+      await p.stop().catch(() => undefined);
       throw err;
     }
     return p;
@@ -128,27 +146,80 @@ export class Processor {
   private async init(): Promise<void> {
     const { nc, ch, log } = this.o;
     await migrate(ch.client, { database: ch.database, ttlDays: this.o.ttlDays });
-    const jsm = await jetstreamManager(nc);
+    this.jsm = await jetstreamManager(nc);
     const info = await waitForStream(nc, this.o.stream, log);
     this.streamId = `${info.config.name}@${info.created}`;
-    const dlq = new DeadLetters(nc, log);
-    const tables = [...new Set(this.o.functions.flatMap((f) => f.tables))];
-    const committed = await readCommitted(ch, tables, this.streamId);
-    for (const fn of this.o.functions) {
-      for (const shard of this.o.shards) {
-        const laneCommitted = committed.get(`${fn.name}/${shard}`) ?? new CommittedSeqs();
-        const resumeFrom = await this.consumerStart(jsm, consumerName(ch.database, fn.name, shard));
-        const lane = await Lane.create({
-          fn, shard, streamId: this.streamId, committed: laneCommitted, metrics: this.metrics, dlq, resumeFrom,
-          log: log.child({ fn: fn.name, shard }), query: (sql, params) => this.query(sql, params),
-        });
-        this.lanes.push(lane);
-      }
-    }
-    for (const [i, lane] of this.lanes.entries()) await this.openConsumer(jsm, lane, await this.laneConnection(i));
+    this.dlq = new DeadLetters(nc, log);
     this.flushTimer = setInterval(() => void this.flush(), this.o.flushIntervalMs);
-    this.lagTimer = setInterval(() => void this.pollLag(jsm), LAG_POLL_MS);
-    log.info({ stream: this.streamId, functions: this.o.functions.map((f) => f.name), shards: this.o.shards.length, lanes: this.lanes.length }, 'processor started');
+    this.lagTimer = setInterval(() => void this.pollLag(), LAG_POLL_MS);
+    const l = this.o.leases;
+    if (l) {
+      this.leases = await ShardLeases.start({
+        nc, database: ch.database, shardCount: l.shardCount, member: l.member, ttlMs: l.ttlMs, log,
+        take: (shard) => this.openShard(shard),
+        handBack: (shards) => this.closeShards(shards, true),
+        drop: (shard) => void this.closeShards([shard], false),
+      });
+    } else {
+      for (const shard of this.o.shards ?? []) await this.openShard(shard);
+    }
+    log.info({ stream: this.streamId, functions: this.o.functions.map((f) => f.name), shards: this.shards() }, 'processor started');
+  }
+
+  /** Shards whose lanes this processor runs, ascending. */
+  shards(): number[] {
+    return [...new Set(this.lanes.map((l) => l.shard))].sort((a, b) => a - b);
+  }
+
+  /** Open the lanes of a shard: one per function, each resuming where the shard's last owner left it. */
+  private async openShard(shard: number): Promise<void> {
+    const tables = [...new Set(this.o.functions.flatMap((f) => f.tables))];
+    const committed = await readCommitted(this.o.ch, tables, this.streamId, shard);
+    const firstSeq = (await this.jsm.streams.info(this.o.stream)).state.first_seq;
+    let discarded = 0;
+    for (const [i, fn] of this.o.functions.entries()) {
+      const resumeFrom = await this.consumerStart(consumerName(this.o.ch.database, fn.name, shard));
+      discarded = Math.max(discarded, resumeFrom > 1 ? firstSeq - resumeFrom : 0);
+      const lane = await Lane.create({
+        fn, shard, streamId: this.streamId, committed: committed.get(`${fn.name}/${shard}`) ?? new CommittedSeqs(), metrics: this.metrics, dlq: this.dlq, resumeFrom,
+        log: this.o.log.child({ fn: fn.name, shard }), query: (sql, params) => this.query(sql, params),
+      });
+      this.lanes.push(lane);
+      await this.openConsumer(lane, await this.laneConnection(shard * this.o.functions.length + i));
+    }
+    if (discarded > 0) {
+      // Unread messages aged or sized out of the stream while no lane of the shard ran.
+      this.metrics.streamDiscarded.inc({ shard: String(shard) }, discarded);
+      this.o.log.warn({ shard, messages: discarded, firstSeq }, 'the raw stream discarded messages this shard had not read (its age or size limit)');
+    }
+  }
+
+  /**
+   * Close the lanes of `shards`: stop their consumers and, when `commit`, insert their rows
+   * and acknowledge (a hand-back); otherwise their rows and acknowledgements are dropped
+   * (a lost lease: the next owner re-reads what they covered).
+   */
+  private async closeShards(shards: number[], commit: boolean): Promise<void> {
+    const closing = this.lanes.filter((l) => shards.includes(l.shard));
+    for (const lane of closing) {
+      if (!commit) lane.dropped = true;
+      this.reading.get(lane)?.it.stop();
+    }
+    for (const w of this.capacityWaiters.splice(0)) w();
+    await Promise.allSettled(closing.map((l) => this.reading.get(l)?.loop));
+    if (commit) {
+      await this.flush();
+      // The acknowledgements reach the server before the lease is handed back.
+      await this.o.nc.flush().catch(() => undefined);
+    }
+    for (const lane of closing) {
+      lane.dropped = true;
+      this.reading.delete(lane);
+      this.lanes.splice(this.lanes.indexOf(lane), 1);
+      const labels = { fn: lane.fn.name, shard: String(lane.shard) };
+      this.metrics.lag.remove(labels);
+      this.metrics.lwmLag.remove(labels);
+    }
   }
 
   private async query<T>(sql: string, params?: Record<string, unknown>): Promise<T[]> {
@@ -161,9 +232,9 @@ export class Processor {
    * consumer created at a start sequence reports an ack floor of 0 until its first
    * acknowledgement (nats-server 2.9), so never below the sequence it was created at.
    */
-  private async consumerStart(jsm: JetStreamManager, name: string): Promise<number> {
+  private async consumerStart(name: string): Promise<number> {
     try {
-      const ci = await jsm.consumers.info(this.o.stream, name);
+      const ci = await this.jsm.consumers.info(this.o.stream, name);
       const created = ci.config.deliver_policy === DeliverPolicy.StartSequence ? ci.config.opt_start_seq ?? 1 : 1;
       return Math.max(ci.ack_floor.stream_seq + 1, created);
     } catch (err) {
@@ -180,9 +251,10 @@ export class Processor {
     return this.laneConnections[k];
   }
 
-  private async openConsumer(jsm: JetStreamManager, lane: Lane, nc: NatsConnection): Promise<void> {
+  private async openConsumer(lane: Lane, nc: NatsConnection): Promise<void> {
     const name = consumerName(this.o.ch.database, lane.fn.name, lane.shard);
     const start = lane.resumeFrom;
+    const jsm = this.jsm;
     try {
       await jsm.consumers.delete(this.o.stream, name);
     } catch (err) {
@@ -203,15 +275,14 @@ export class Processor {
     });
     const consumer = await jetstream(nc).consumers.get(this.o.stream, name);
     const it = await consumer.consume({ max_messages: PULL_MESSAGES });
-    this.iterators.push(it);
-    this.loops.push(this.consumeLoop(lane, it));
+    this.reading.set(lane, { it, loop: this.consumeLoop(lane, it) });
   }
 
   private async consumeLoop(lane: Lane, it: ConsumerMessages): Promise<void> {
     const w = this.o.window;
     const toNs = w ? BigInt(w.toTime.getTime()) * 1_000_000n : 0n;
     for await (const m of it) {
-      if (this.stopping) break;
+      if (this.stopping || lane.dropped) break;
       if (w && (m.seq > w.endSeq || m.info.timestampNanos > toNs)) {
         lane.windowDone = true;
         continue;
@@ -235,30 +306,31 @@ export class Processor {
     this.flushing = this.flushing.then(async () => {
       // What may be acknowledged is fixed now, together with the rows this insert takes: a
       // pin released while the insert runs belongs to a row that is not in it.
-      const handled = this.lanes.map((l) => l.ackLimit());
+      const handled = new Map(this.lanes.map((l) => [l, l.ackLimit()]));
       this.metrics.pendingRows.set(this.pendingRows());
       try {
-        if (await this.sink.flush(this.lanes)) this.lastCommit = new Date();
+        if (await this.sink.flush([...handled.keys()], this.fence)) this.lastCommit = new Date();
       } catch (err) {
         this.o.log.error({ err: (err as Error).message }, 'flush abandoned');
         return;
       }
-      this.lanes.forEach((lane, i) => {
-        const reply = lane.takeAck(handled[i]);
+      for (const [lane, limit] of handled) {
+        if (!this.fence.valid(lane)) continue;
+        const reply = lane.takeAck(limit);
         if (reply) this.o.nc.publish(reply, '+ACK');
-      });
+      }
       for (const w of this.capacityWaiters.splice(0)) w();
     });
     return this.flushing;
   }
 
-  private async pollLag(jsm: JetStreamManager): Promise<void> {
-    for (const lane of this.lanes) {
+  private async pollLag(): Promise<void> {
+    for (const lane of [...this.lanes]) {
       const labels = { fn: lane.fn.name, shard: String(lane.shard) };
       this.metrics.lwmLag.set(labels, lane.lowWaterLag());
       try {
-        const ci = await jsm.consumers.info(this.o.stream, consumerName(this.o.ch.database, lane.fn.name, lane.shard));
-        this.metrics.lag.set(labels, ci.num_pending);
+        const ci = await this.jsm.consumers.info(this.o.stream, consumerName(this.o.ch.database, lane.fn.name, lane.shard));
+        if (!lane.dropped) this.metrics.lag.set(labels, ci.num_pending);
       } catch {
         // Lag is informational; the consume loop reports real failures.
       }
@@ -285,11 +357,11 @@ export class Processor {
     await this.flush();
   }
 
-  /** Remove this processor's consumers (a replay's are of no further use). */
+  /** Remove the consumers of the shards given without leases (a replay's are of no further use). */
   async deleteConsumers(): Promise<void> {
     const jsm = await jetstreamManager(this.o.nc);
-    for (const lane of this.lanes) {
-      await jsm.consumers.delete(this.o.stream, consumerName(this.o.ch.database, lane.fn.name, lane.shard)).catch(() => undefined);
+    for (const shard of this.o.shards ?? []) {
+      for (const fn of this.o.functions) await jsm.consumers.delete(this.o.stream, consumerName(this.o.ch.database, fn.name, shard)).catch(() => undefined);
     }
   }
 
@@ -301,16 +373,14 @@ export class Processor {
     return n;
   }
 
-  /** Stop consuming, commit what was handled, acknowledge, and stop. */
+  /** Stop consuming, commit what was handled, acknowledge, hand the leases back, and stop. */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     if (this.flushTimer) clearInterval(this.flushTimer);
     if (this.lagTimer) clearInterval(this.lagTimer);
-    for (const it of this.iterators) it.stop();
-    for (const w of this.capacityWaiters.splice(0)) w();
-    await Promise.allSettled(this.loops);
-    await this.flush();
+    if (this.leases) await this.leases.stop();
+    else await this.closeShards(this.shards(), true);
     await this.o.nc.flush().catch(() => undefined);
     await Promise.allSettled(this.laneConnections.map((c) => c.drain()));
     this.sink.stop();

@@ -2,7 +2,8 @@
  * The ClickHouse sink: per flush, one insert per table and day partition, holding the rows
  * of every lane. Such an insert is one block in one partition, so it lands whole or not at
  * all (an insert spanning partitions does not); its deduplication token is built from the
- * lanes' sequence ranges, so a retried insert is stored once.
+ * lanes' sequence ranges, so a retried insert is stored once. Rows are committed only for
+ * lanes whose shard lease is valid at the moment of each attempt (processors/runtime/leases.ts).
  */
 import { createHash } from 'node:crypto';
 import type { ClickHouse } from '../../lib/clickhouse.js';
@@ -32,6 +33,24 @@ export async function insertBlock(ch: ClickHouse, table: string, rows: Row[], to
   });
 }
 
+/** Which lanes' rows may be committed: the processor's leases, checked before every attempt. */
+export interface CommitFence {
+  /** The lane's lease is gone: its rows must never be written. */
+  dropped(lane: Lane): boolean;
+  /** The lane's lease is valid now: its rows may be written. */
+  valid(lane: Lane): boolean;
+}
+
+/** Rows of one table and day partition, by the lane that emitted them. */
+interface Block {
+  table: string;
+  day: number;
+  parts: Map<Lane, Row[]>;
+}
+
+/** How long an insert waits, between checks, for a lease being renewed. */
+const FENCE_POLL_MS = 50;
+
 export class ClickHouseSink {
   private stopped = false;
 
@@ -40,53 +59,59 @@ export class ClickHouseSink {
   /**
    * Insert every lane's pending rows (one block per table and day partition), retrying
    * until it succeeds or the sink stops, and mark each block committed in its lanes as it
-   * lands. Returns rows written.
+   * lands. Before each attempt the fence is asked: rows of a lane that lost its lease leave
+   * the block, and the insert waits while a lease is being renewed. Returns rows written.
    */
-  async flush(lanes: readonly Lane[]): Promise<number> {
-    const blocks = new Map<string, { table: string; day: number; rows: Row[]; ranges: Map<Lane, [number, number, number]> }>();
+  async flush(lanes: readonly Lane[], fence: CommitFence): Promise<number> {
+    const blocks = new Map<string, Block>();
     for (const lane of lanes) {
       for (const [table, rows] of lane.takeRows()) {
         for (const row of rows) {
           const day = partitionDay(table, row);
           const key = `${table}|${day}`;
           let b = blocks.get(key);
-          if (!b) blocks.set(key, (b = { table, day, rows: [], ranges: new Map() }));
-          b.rows.push(row);
-          const seq = row._seq as number;
-          const r = b.ranges.get(lane);
-          if (r) {
-            r[1] = seq;
-            r[2]++;
-          } else {
-            b.ranges.set(lane, [seq, seq, 1]);
-          }
+          if (!b) blocks.set(key, (b = { table, day, parts: new Map() }));
+          let part = b.parts.get(lane);
+          if (!part) b.parts.set(lane, (part = []));
+          part.push(row);
         }
       }
     }
     let written = 0;
     for (const b of blocks.values()) {
-      const ranges = [...b.ranges].map(([lane, [first, last, n]]) => `${lane.fn.name}/${lane.shard}:${first}-${last}:${n}`);
-      const token = createHash('sha1').update(`${this.ch.database}.${b.table}|${b.day}|${ranges.sort().join('|')}`).digest('hex');
-      await this.insert(b.table, b.rows, token);
-      for (const [lane, [, last]] of b.ranges) lane.committed(b.table, b.day, last);
-      this.metrics.rows.inc({ table: b.table }, b.rows.length);
-      written += b.rows.length;
+      const landed = await this.insert(b, fence);
+      if (!landed) continue;
+      for (const [lane, rows] of b.parts) lane.committed(b.table, b.day, rows[rows.length - 1]._seq as number);
+      this.metrics.rows.inc({ table: b.table }, landed);
+      written += landed;
     }
     return written;
   }
 
-  private async insert(table: string, rows: Row[], token: string): Promise<void> {
+  /** Insert a block; the rows written (0 when every lane in it lost its lease). */
+  private async insert(b: Block, fence: CommitFence): Promise<number> {
+    const { table } = b;
     let backoff = RETRY_MIN_MS;
     for (;;) {
+      for (const lane of b.parts.keys()) if (fence.dropped(lane)) b.parts.delete(lane);
+      if (!b.parts.size) return 0;
+      if (![...b.parts.keys()].every((lane) => fence.valid(lane))) {
+        if (this.stopped) throw new Error(`insert into ${table} abandoned: a lease is not valid and the processor stops`);
+        await new Promise((r) => setTimeout(r, FENCE_POLL_MS));
+        continue;
+      }
+      const ranges = [...b.parts].map(([lane, rows]) => `${lane.fn.name}/${lane.shard}:${rows[0]._seq}-${rows[rows.length - 1]._seq}:${rows.length}`);
+      const token = createHash('sha1').update(`${this.ch.database}.${table}|${b.day}|${ranges.sort().join('|')}`).digest('hex');
+      const rows = [...b.parts.values()].flat();
       const end = this.metrics.insertSeconds.startTimer({ table });
       try {
         await insertBlock(this.ch, table, rows, token);
         end();
-        return;
+        return rows.length;
       } catch (err) {
         this.metrics.insertErrors.inc({ table });
         if (this.stopped) throw err;
-        this.log.warn({ table, rows: rows.length, err: (err as Error).message }, 'insert failed; retrying with the same token');
+        this.log.warn({ table, rows: rows.length, err: (err as Error).message }, 'insert failed; retrying');
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, RETRY_MAX_MS);
       }

@@ -11,17 +11,42 @@ import { CLI } from './paths.js';
 
 const run = promisify(execFile);
 
+export interface ProcessorChildOptions {
+  natsUrl: string;
+  database: string;
+  functions: string[];
+  /** The embedded engine's data dir, or a server's URL and password. */
+  dataDir?: string;
+  clickhouseUrl?: string;
+  clickhousePassword?: string;
+  /** Seconds (default 3: a killed processor's shards pass on quickly). */
+  leaseTtl?: number;
+}
+
+/** A lease event from a processor's log. */
+export interface LeaseEvent {
+  msg: 'lease acquired' | 'lease released' | 'lease lost';
+  shard: number;
+  /** ISO time of the log line. */
+  time: string;
+  /** For a lost lease: until when it could have been used. */
+  usableUntil?: string;
+}
+
 /** `netrig process` as a child; its /metrics port comes from its log once it runs. */
 export class ProcessorChild {
   readonly child: ChildProcess;
   private lines: string[] = [];
+  /** Every lease event it logged, in order. */
+  readonly leaseEvents: LeaseEvent[] = [];
   private readonly unregister: () => void;
   readonly port: Promise<number>;
 
-  constructor(natsUrl: string, dataDir: string, database: string, functions: string[]) {
+  constructor(o: ProcessorChildOptions) {
+    const store = o.clickhouseUrl ? ['--clickhouse-url', o.clickhouseUrl, '--clickhouse-password', o.clickhousePassword ?? ''] : ['--data-dir', o.dataDir ?? ''];
     this.child = spawn(process.execPath, [
-      CLI, 'process', '--nats', natsUrl, '--data-dir', dataDir, '--database', database,
-      '--functions', functions.join(','), '--flush-interval-ms', '50', '--metrics-port', '0', '--ttl-days', '3650',
+      CLI, 'process', '--nats', o.natsUrl, ...store, '--database', o.database, '--lease-ttl', String(o.leaseTtl ?? 3),
+      '--functions', o.functions.join(','), '--flush-interval-ms', '50', '--metrics-port', '0', '--ttl-days', '3650',
     ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NETRIG_LOG_LEVEL: 'info' } });
     const pid = this.child.pid;
     this.unregister = onExit(`netrig process ${pid}`, () => killSync(pid));
@@ -34,6 +59,7 @@ export class ProcessorChild {
         for (const line of parts) {
           this.lines.push(line);
           if (this.lines.length > 200) this.lines.shift();
+          if (/"msg":"lease (acquired|released|lost)"/.test(line)) this.leaseEvents.push(JSON.parse(line) as LeaseEvent);
           // The port is served before the processor starts; resolve once it runs.
           const m = /"metricsPort":(\d+)/.exec(line);
           if (m && line.includes('processor running')) resolve(Number(m[1]));
@@ -47,6 +73,16 @@ export class ProcessorChild {
 
   log(): string {
     return this.lines.join('\n');
+  }
+
+  /** Shards whose leases it holds, as its log tells. */
+  heldShards(): number[] {
+    const held = new Set<number>();
+    for (const e of this.leaseEvents) {
+      if (e.msg === 'lease acquired') held.add(e.shard);
+      else held.delete(e.shard);
+    }
+    return [...held].sort((a, b) => a - b);
   }
 
   /** Sum of a counter or gauge over its labels, from /metrics. */

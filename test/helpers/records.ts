@@ -6,7 +6,7 @@ import {
   CONN_CLOSE_REC, CONN_INFO_REC, CONN_OPEN_REC, FLOW_TUPLE, REC_HDR, SKB_DROP_REC, SOCK_DATA_REC, TCP_EVENT_REC,
 } from '../../schemas/layouts.js';
 import { ENVELOPE_VERSION, encodeEnvelope, type Envelope, type LossCount } from '../../schemas/envelope.js';
-import { RECORD_VERSIONS, RecordKind } from '../../schemas/records.js';
+import { DataFlags, RECORD_VERSIONS, RecordKind } from '../../schemas/records.js';
 
 export interface TupleSpec {
   saddr: string; // dotted IPv4 or IPv6 text
@@ -177,3 +177,13 @@ export function envelope(o: { records: Buffer[]; seq: number; shard?: number; no
 }
 
 export { encodeEnvelope };
+
+/**
+ * What a capture of one syscall moving `bytes` holds: all of them, only the first `cap`
+ * (Truncated), or none (`nobuf`: sendfile, NoBuffer).
+ */
+export function captured(bytes: Buffer, o: { cap?: number; nobuf?: boolean }): { payload: Buffer; dataFlags: number } {
+  if (o.nobuf) return { payload: Buffer.alloc(0), dataFlags: DataFlags.Last | DataFlags.NoBuffer | DataFlags.Truncated };
+  if (o.cap !== undefined && o.cap < bytes.length) return { payload: bytes.subarray(0, o.cap), dataFlags: DataFlags.Last | DataFlags.Truncated };
+  return { payload: bytes, dataFlags: DataFlags.Last };
+}

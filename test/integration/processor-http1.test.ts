@@ -20,10 +20,10 @@ import { lossesFunction } from '../../processors/losses/index.js';
 import { Processor, consumerName } from '../../processors/runtime/processor.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { encodeEnvelope, envelopeSubject, messageId, type Envelope } from '../../schemas/envelope.js';
-import { ConnFlags, DataFlags, RecordKind, Role } from '../../schemas/records.js';
+import { ConnFlags, RecordKind, Role } from '../../schemas/records.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { freshClickHouse, removeClickHouseData, rows, STREAM, waitFor } from '../helpers/processor-run.js';
-import { connClose, connInfo, connOpen, envelope, sockData, type TupleSpec } from '../helpers/records.js';
+import { captured, connClose, connInfo, connOpen, envelope, sockData, type TupleSpec } from '../helpers/records.js';
 
 let nats: NatsServerHandle;
 let nc: NatsConnection;
@@ -96,15 +96,7 @@ class Sock {
   send(dir: 0 | 1, tsNs: number, text: string, o: { cap?: number; nobuf?: boolean } = {}): number {
     const bytes = Buffer.from(text, 'latin1');
     const at = this.pos[dir];
-    let payload = bytes;
-    let dataFlags: number = DataFlags.Last;
-    if (o.nobuf) {
-      payload = Buffer.alloc(0);
-      dataFlags |= DataFlags.NoBuffer | DataFlags.Truncated;
-    } else if (o.cap !== undefined && o.cap < bytes.length) {
-      payload = bytes.subarray(0, o.cap);
-      dataFlags |= DataFlags.Truncated;
-    }
+    const { payload, dataFlags } = captured(bytes, o);
     this.push(tsNs, sockData({ tsNs, connId: this.o.cookie, tgid: this.o.pid }, { direction: dir, posBytes: at, payload, lenBytes: bytes.length, dataFlags }));
     this.pos[dir] += bytes.length;
     return at;

@@ -67,7 +67,7 @@ async function waitLog(c: ProcessorChild, pattern: RegExp, timeoutMs: number): P
 test('a block straddling midnight, killed between its day partitions, lands exactly once', { timeout: 300_000 }, async () => {
   // Tables first: a processor that finds an empty stream creates them and stops.
   await ensureStream(nc, STREAM, logger('test'));
-  const first = new ProcessorChild(nats.url, dataDir, database, ['tcp']);
+  const first = new ProcessorChild({ natsUrl: nats.url, dataDir, database, functions: ['tcp'] });
   await first.port;
   await waitLog(first, /processor started/, 30_000);
   assert.equal(await first.signal('SIGTERM'), 0, first.log());
@@ -95,7 +95,7 @@ test('a block straddling midnight, killed between its day partitions, lands exac
   assert.ok(records.every((r) => r.readUInt16LE(0) === RecordKind.ConnClose));
 
   // The first day lands, the second keeps failing: kill the processor there.
-  const crashed = new ProcessorChild(nats.url, dataDir, database, ['tcp']);
+  const crashed = new ProcessorChild({ natsUrl: nats.url, dataDir, database, functions: ['tcp'] });
   await crashed.port;
   await waitLog(crashed, /insert failed; retrying/, 60_000);
   await crashed.signal('SIGKILL');
@@ -106,7 +106,7 @@ test('a block straddling midnight, killed between its day partitions, lands exac
 
   // Without the constraint, a new processor reads the message again.
   await query(`ALTER TABLE ${database}.connections DROP CONSTRAINT not_after_midnight`);
-  const last = new ProcessorChild(nats.url, dataDir, database, ['tcp']);
+  const last = new ProcessorChild({ natsUrl: nats.url, dataDir, database, functions: ['tcp'] });
   await last.port;
   const deadline = Date.now() + 60_000;
   while ((await last.metric('netrig_processor_rows_total')) < AFTER) {
