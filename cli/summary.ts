@@ -1,10 +1,14 @@
 /**
- * The live summary of `netrig up`: records/s, rows/s per table, lost records, consumer lag
- * and the slowest endpoints by p99. Redrawn in place on a terminal; one plain line per
- * interval otherwise (logs, CI).
+ * The live summary of `netrig up`: records/s, rows/s per table, lost records, the
+ * processors writing its database with their consumer lag and shards (from their
+ * heartbeats, as `netrig status` shows them: more processors may have joined), and the
+ * slowest endpoints by p99. Redrawn in place on a terminal; one plain line per interval
+ * otherwise (logs, CI).
  */
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { Edge } from '../edge/edge.js';
 import type { ClickHouse } from '../lib/clickhouse.js';
+import { readStatus, type NetrigStatus, type ProcessorStatus } from '../lib/heartbeat.js';
 import type { Processor } from '../processors/runtime/processor.js';
 
 interface TopEndpoint {
@@ -27,6 +31,7 @@ export class Summary {
     private readonly edge: Edge,
     private readonly processor: Processor,
     private readonly ch: ClickHouse,
+    private readonly nc: NatsConnection,
     private readonly out: NodeJS.WriteStream,
     private readonly intervalMs: number,
   ) {
@@ -56,6 +61,16 @@ export class Summary {
     }
   }
 
+  /** Processors of this database by their heartbeats; this one's own figures until it has beaten. */
+  private async processors(): Promise<{ n: number; lag: number; shards: number }> {
+    const st = (await readStatus(this.nc).catch((): NetrigStatus[] => [])).filter((s): s is ProcessorStatus => s.kind === 'processor' && s.database === this.ch.database);
+    if (!st.length) {
+      const lag = (await this.processor.metrics.lag.get()).values.reduce((a, v) => a + v.value, 0);
+      return { n: 1, lag, shards: this.processor.shards().length };
+    }
+    return { n: st.length, lag: st.reduce((a, s) => a + s.lag, 0), shards: new Set(st.flatMap((s) => s.lanes)).size };
+  }
+
   private async tick(): Promise<void> {
     if (this.busy) return;
     this.busy = true;
@@ -73,29 +88,30 @@ export class Summary {
         this.lastRows.set(table, v.value);
       }
       const lost = this.edge.ledger.total();
-      const lag = (await this.processor.metrics.lag.get()).values.reduce((a, v) => a + v.value, 0);
+      const processors = await this.processors();
       const top = await this.top();
-      if (this.out.isTTY) this.draw(recordsPerSec, rowsPerSec, lost, lag, top);
-      else this.line(recordsPerSec, rowsPerSec, lost, lag, top);
+      if (this.out.isTTY) this.draw(recordsPerSec, rowsPerSec, lost, processors, top);
+      else this.line(recordsPerSec, rowsPerSec, lost, processors, top);
     } finally {
       this.busy = false;
     }
   }
 
-  private line(rps: number, rows: [string, number][], lost: number, lag: number, top: TopEndpoint[]): void {
+  private line(rps: number, rows: [string, number][], lost: number, p: { n: number; lag: number; shards: number }, top: TopEndpoint[]): void {
     const rowText = rows.map(([t, r]) => `${t}=${r.toFixed(1)}`).join(' ');
     const slow = top[0] ? ` slowest=${top[0].host}${top[0].path} p99=${top[0].p99_ms}ms` : '';
-    this.out.write(`netrig: capture=${this.capture} records/s=${rps.toFixed(0)} rows/s ${rowText || '-'} lost=${lost} lag=${lag}${slow}\n`);
+    this.out.write(`netrig: capture=${this.capture} records/s=${rps.toFixed(0)} rows/s ${rowText || '-'} lost=${lost} lag=${p.lag} processors=${p.n} shards=${p.shards}${slow}\n`);
   }
 
-  private draw(rps: number, rows: [string, number][], lost: number, lag: number, top: TopEndpoint[]): void {
+  private draw(rps: number, rows: [string, number][], lost: number, p: { n: number; lag: number; shards: number }, top: TopEndpoint[]): void {
     const lines = [
       `netrig up — ${new Date().toISOString()}  (Ctrl-C stops)`,
       '',
       `  capture       ${this.capture}`,
       `  records/s     ${rps.toFixed(0)}`,
       `  lost records  ${lost}`,
-      `  consumer lag  ${lag} messages`,
+      `  processors    ${p.n} (shards held: ${p.shards})`,
+      `  consumer lag  ${p.lag} messages`,
       '',
       '  rows/s',
       ...(rows.length ? rows.map(([t, r]) => `    ${t.padEnd(16)} ${r.toFixed(1)}`) : ['    -']),

@@ -106,7 +106,7 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     );
     undo.push(() => processor.stop());
 
-    const summary = new Summary(edge.edge, processor.processor, ch, out, intValue('summary-interval', input.summaryInterval ?? 1, 1, 3600) * 1000);
+    const summary = new Summary(edge.edge, processor.processor, ch, processor.nc, out, intValue('summary-interval', input.summaryInterval ?? 1, 1, 3600) * 1000);
     summary.start();
     undo.push(() => summary.stop());
     log.info({ nats: natsUrl, clickhouse: endpointUrl ?? ch.where, dataDir }, 'netrig up: running; Ctrl-C stops it');

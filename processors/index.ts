@@ -84,6 +84,8 @@ export function clickhouseTarget(input: ProcessInput): ClickHouseTarget {
 export interface RunningProcessor {
   processor: Processor;
   ch: ClickHouse;
+  /** The processor's NATS connection (its heartbeats, leases and acknowledgements). */
+  nc: NatsConnection;
   metricsPort: number;
   stop(): Promise<void>;
 }
@@ -129,7 +131,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
     const ownCh = !shared?.ch;
     const ncRef = nc;
     return {
-      processor, ch, metricsPort: m.port,
+      processor, ch, nc: ncRef, metricsPort: m.port,
       async stop() {
         await processor.stop();
         await heartbeat.stop();

@@ -183,7 +183,7 @@ describe('netrig up as a user runs it', () => {
 
   test('stdout is not a terminal: one plain summary line per second with records/s', async () => {
     assert.ok(await pollUntil(() => up!.stdout.length >= 3, 30_000), `three summary lines within 30 s:\n${up!.tail()}`);
-    for (const l of up!.stdout) assert.match(l, /^netrig: capture=socket \(\S*\) records\/s=\d+ rows\/s \S.* lost=\d+ lag=\d+/, 'a plain summary line');
+    for (const l of up!.stdout) assert.match(l, /^netrig: capture=socket \(\S*\) records\/s=\d+ rows\/s \S.* lost=\d+ lag=\d+ processors=1 shards=\d+/, 'a plain summary line');
     assert.ok(up!.stdout.every((l) => !l.includes('\x1b')), 'no terminal escapes');
   });
 
