@@ -8,7 +8,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Edge } from '../edge/edge.js';
 import type { ClickHouse } from '../lib/clickhouse.js';
-import { readStatus, type NetrigStatus, type ProcessorStatus } from '../lib/heartbeat.js';
+import { readProcessors, type ProcessorStatus } from '../lib/heartbeat.js';
 import type { Processor } from '../processors/runtime/processor.js';
 
 interface TopEndpoint {
@@ -63,11 +63,8 @@ export class Summary {
 
   /** Processors of this database by their heartbeats; this one's own figures until it has beaten. */
   private async processors(): Promise<{ n: number; lag: number; shards: number }> {
-    const st = (await readStatus(this.nc).catch((): NetrigStatus[] => [])).filter((s): s is ProcessorStatus => s.kind === 'processor' && s.database === this.ch.database);
-    if (!st.length) {
-      const lag = (await this.processor.metrics.lag.get()).values.reduce((a, v) => a + v.value, 0);
-      return { n: 1, lag, shards: this.processor.shards().length };
-    }
+    const st = await readProcessors(this.nc, this.ch.database).catch((): ProcessorStatus[] => []);
+    if (!st.length) return { n: 1, lag: await this.processor.metrics.totalLag(), shards: this.processor.shards().length };
     return { n: st.length, lag: st.reduce((a, s) => a + s.lag, 0), shards: new Set(st.flatMap((s) => s.lanes)).size };
   }
 

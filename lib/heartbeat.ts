@@ -119,3 +119,8 @@ export async function readStatus(nc: NatsConnection): Promise<NetrigStatus[]> {
   }
   return out.sort((a, b) => (a.kind === b.kind ? a.id.localeCompare(b.id) : a.kind === 'processor' ? -1 : 1));
 }
+
+/** The live processors writing `database`. */
+export async function readProcessors(nc: NatsConnection, database: string): Promise<ProcessorStatus[]> {
+  return (await readStatus(nc)).filter((s): s is ProcessorStatus => s.kind === 'processor' && s.database === database);
+}

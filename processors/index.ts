@@ -125,7 +125,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
       database: chRef.database,
       functions: functions.map((f) => f.name),
       lanes: processor.shards(),
-      lag: (await processor.metrics.lag.get()).values.reduce((n, v) => n + v.value, 0),
+      lag: await processor.metrics.totalLag(),
       last_commit: processor.lastCommit?.toISOString() ?? null,
     }), log, id);
     const ownCh = !shared?.ch;

@@ -61,17 +61,22 @@ interface Held {
   validUntil: number;
 }
 
-/** The lease bucket; its max age is the lease ttl, which every processor must share. */
-async function leaseBucket(nc: NatsConnection, ttlMs: number): Promise<KV> {
-  const kvm = new Kvm(nc);
-  let kv: KV;
+/** The lease bucket, or null when no processor has created it yet. */
+async function openLeaseBucket(nc: NatsConnection): Promise<KV | null> {
   try {
-    kv = await kvm.open(LEASE_BUCKET);
+    const kv = await new Kvm(nc).open(LEASE_BUCKET);
     await kv.status();
+    return kv;
   } catch (err) {
-    if (!isJsApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
-    return kvm.create(LEASE_BUCKET, { history: 1, ttl: ttlMs });
+    if (isJsApiError(err, JetStreamApiCodes.StreamNotFound)) return null;
+    throw err;
   }
+}
+
+/** The lease bucket, created if missing; its max age is the lease ttl, which every processor must share. */
+async function leaseBucket(nc: NatsConnection, ttlMs: number): Promise<KV> {
+  const kv = await openLeaseBucket(nc);
+  if (!kv) return new Kvm(nc).create(LEASE_BUCKET, { history: 1, ttl: ttlMs });
   const ttl = (await kv.status()).ttl;
   if (ttl !== ttlMs) throw new ConfigError('lease-ttl', `the processors sharing this NATS use leases of ${ttl / 1000} s (bucket ${LEASE_BUCKET}): pass --lease-ttl ${ttl / 1000}`);
   return kv;
@@ -79,17 +84,16 @@ async function leaseBucket(nc: NatsConnection, ttlMs: number): Promise<KV> {
 
 /** Ids of the live members writing `database` (none when no processor does). */
 export async function liveMembers(nc: NatsConnection, database: string): Promise<string[]> {
-  let kv: KV;
-  try {
-    kv = await new Kvm(nc).open(LEASE_BUCKET);
-    await kv.status();
-  } catch (err) {
-    if (isJsApiError(err, JetStreamApiCodes.StreamNotFound)) return [];
-    throw err;
-  }
+  const kv = await openLeaseBucket(nc);
+  if (!kv) return [];
   const out: string[] = [];
   for await (const k of await kv.keys(`${database}.m.*`)) out.push(k.slice(`${database}.m.`.length));
   return out.sort();
+}
+
+/** Functions as one key token: processors with the same token share the shards. */
+function functionGroup(functions: string[]): string {
+  return [...functions].sort().join('-');
 }
 
 export class ShardLeases {
@@ -146,9 +150,8 @@ export class ShardLeases {
     return `${this.o.database}.m.${this.o.member.id}`;
   }
 
-  /** The processor's functions as one key token: processors with the same token share shards. */
   private get group(): string {
-    return [...this.o.member.functions].sort().join('-');
+    return functionGroup(this.o.member.functions);
   }
 
   private shardKey(shard: number): string {
@@ -164,11 +167,6 @@ export class ShardLeases {
   valid(shard: number): boolean {
     const h = this.held.get(shard);
     return !!h && performance.now() < h.validUntil;
-  }
-
-  /** Whether `shard`'s lease is held (valid, or being renewed). */
-  holds(shard: number): boolean {
-    return this.held.has(shard);
   }
 
   private warnOnce(what: string, err: unknown): void {
@@ -217,7 +215,7 @@ export class ShardLeases {
       if (e?.operation !== 'PUT') continue;
       const m = e.json<LeaseMember>();
       if (!memberKey) owners.set(Number(k.slice(shards.length)), m.id);
-      else if ([...m.functions].sort().join('-') === this.group) members.push(m.id);
+      else if (functionGroup(m.functions) === this.group) members.push(m.id);
       else others.push(m);
     }
     if (!members.includes(this.o.member.id)) members.push(this.o.member.id);

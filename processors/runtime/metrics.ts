@@ -17,4 +17,9 @@ export class ProcessorMetrics {
   readonly lag = new Gauge({ name: 'netrig_processor_consumer_lag_messages', help: 'Messages in the stream not yet delivered to a lane', labelNames: ['fn', 'shard'] as const, registers: [this.registry] });
   readonly streamDiscarded = new Counter({ name: 'netrig_processor_stream_discarded_messages_total', help: 'Stream messages (of every shard) the raw stream discarded between where a shard resumed and its first message, per shard', labelNames: ['shard'] as const, registers: [this.registry] });
   readonly lwmLag = new Gauge({ name: 'netrig_processor_low_water_lag_messages', help: 'Messages between a lane\'s low-water mark and its newest message', labelNames: ['fn', 'shard'] as const, registers: [this.registry] });
+
+  /** Consumer lag summed over lanes, as last polled. */
+  async totalLag(): Promise<number> {
+    return (await this.lag.get()).values.reduce((n, v) => n + v.value, 0);
+  }
 }

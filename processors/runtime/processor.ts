@@ -381,7 +381,6 @@ export class Processor {
     if (this.lagTimer) clearInterval(this.lagTimer);
     if (this.leases) await this.leases.stop();
     else await this.closeShards(this.shards(), true);
-    await this.o.nc.flush().catch(() => undefined);
     await Promise.allSettled(this.laneConnections.map((c) => c.drain()));
     this.sink.stop();
     this.o.log.info('processor stopped');

@@ -57,12 +57,15 @@ export async function rows<T = Record<string, unknown>>(ch: ClickHouse, sql: str
   return rs.json<T>();
 }
 
-/** Poll `check` until it returns true, or fail after `timeoutMs` with `what`. */
-export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+/**
+ * Poll `check` until it returns true, or fail after `timeoutMs` with `what` (and what
+ * `detail` tells then: logs, state).
+ */
+export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 30_000, detail?: () => string | Promise<string>): Promise<void> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${detail ? `:\n${await detail()}` : ''}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }

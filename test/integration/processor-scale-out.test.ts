@@ -17,14 +17,14 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import { ClickHouseEndpoint } from '../../lib/clickhouse-endpoint.js';
-import { readStatus, type ProcessorStatus } from '../../lib/heartbeat.js';
+import { readProcessors } from '../../lib/heartbeat.js';
 import { logger } from '../../lib/logger.js';
 import { LEASE_BUCKET } from '../../processors/runtime/leases.js';
 import { FUNCTIONS } from '../../processors/index.js';
 import { assertExactlyOnce, committedRows, generate, pendingMessages, publish, SHARDS, type Generated } from '../helpers/http1-stream.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { ProcessorChild } from '../helpers/processor-child.js';
-import { freshClickHouse, removeClickHouseData, rows } from '../helpers/processor-run.js';
+import { freshClickHouse, removeClickHouseData, rows, waitFor } from '../helpers/processor-run.js';
 
 const ALL = Object.keys(FUNCTIONS);
 const PASSWORD = randomBytes(12).toString('hex');
@@ -87,14 +87,6 @@ class Feeder {
   }
 }
 
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs: number, log: () => string | Promise<string>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() >= deadline) assert.fail(`${what} did not happen within ${timeoutMs / 1000} s:\n${await log()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 const logs = (cs: ProcessorChild[]) => () => cs.map((c, i) => `--- processor ${i + 1} (pid ${c.child.pid})\n${c.log()}`).join('\n');
 
 const pending = (database: string) => pendingMessages(nc, database, ALL);
@@ -104,12 +96,12 @@ async function untilConsumed(database: string, cs: ProcessorChild[]): Promise<vo
   const total = stream.expected.http.size + stream.expected.connections.length + stream.expected.losses.length;
   let stable = 0;
   let last = -1;
-  await until('consuming the whole stream', async () => {
+  await waitFor('consuming the whole stream', async () => {
     const n = await committedRows(query, database);
     if (n === total) return true;
     stable = n === last && (await pending(database)) === 0 ? stable + 1 : 0;
     last = n;
-    return stable >= 10;
+    return stable >= 20; // polled every 100 ms
   }, 180_000, logs(cs));
 }
 
@@ -150,11 +142,6 @@ function assertOneOwnerAtATime(cs: ProcessorChild[], killedAt: Map<ProcessorChil
   }
 }
 
-/** Processors of `database` by their heartbeats. */
-async function statuses(database: string): Promise<ProcessorStatus[]> {
-  return (await readStatus(nc)).filter((s): s is ProcessorStatus => s.kind === 'processor' && s.database === database);
-}
-
 test('three processors, one killed, a fourth joins, one stopped: every row once, every shard owned', { timeout: 600_000 }, async () => {
   const database = `scale_${process.pid}_a`;
   const cs: ProcessorChild[] = [];
@@ -164,24 +151,24 @@ test('three processors, one killed, a fourth joins, one stopped: every row once,
     cs.push(processor(database), processor(database), processor(database));
     await Promise.all(cs.map((c) => c.port));
     const [p1, p2, p3] = cs;
-    await until('three processors sharing the shards', () => cs.every((c) => c.heldShards().length >= 4)
+    await waitFor('three processors sharing the shards', () => cs.every((c) => c.heldShards().length >= 4)
       && new Set(cs.flatMap((c) => c.heldShards())).size === SHARDS, 60_000, logs(cs));
     const total = stream.expected.http.size + stream.expected.connections.length + stream.expected.losses.length;
-    await until('a fifth of the rows', async () => (await committedRows(query, database)) >= total / 5, 120_000, logs(cs));
+    await waitFor('a fifth of the rows', async () => (await committedRows(query, database)) >= total / 5, 120_000, logs(cs));
 
     await p1.signal('SIGKILL');
     killedAt.set(p1, Date.now());
     assert.equal(p1.child.signalCode, 'SIGKILL');
-    await until('the killed processor\'s shards taken over', () => new Set([...p2.heldShards(), ...p3.heldShards()]).size === SHARDS, 60_000, logs(cs));
+    await waitFor('the killed processor\'s shards taken over', () => new Set([...p2.heldShards(), ...p3.heldShards()]).size === SHARDS, 60_000, logs(cs));
 
     const p4 = processor(database);
     cs.push(p4);
     await p4.port;
-    await until('the fourth processor taking a share', () => p4.heldShards().length >= 4, 60_000, logs(cs));
+    await waitFor('the fourth processor taking a share', () => p4.heldShards().length >= 4, 60_000, logs(cs));
 
     assert.equal(await p2.signal('SIGTERM'), 0, `the second processor stopped cleanly:\n${p2.log()}`);
     assert.deepEqual(p2.heldShards(), [], 'it handed every shard back');
-    await until('the stopped processor\'s shards taken over', () => new Set([...p3.heldShards(), ...p4.heldShards()]).size === SHARDS, 60_000, logs(cs));
+    await waitFor('the stopped processor\'s shards taken over', () => new Set([...p3.heldShards(), ...p4.heldShards()]).size === SHARDS, 60_000, logs(cs));
 
     await feeder.done;
     await untilConsumed(database, cs);
@@ -190,12 +177,12 @@ test('three processors, one killed, a fourth joins, one stopped: every row once,
     // their heartbeats say, and nothing is left to read.
     const kv = await new Kvm(nc).open(LEASE_BUCKET);
     for (let s = 0; s < SHARDS; s++) assert.equal((await kv.get(`${database}.s.${[...ALL].sort().join('-')}.${s}`))?.operation, 'PUT', `shard ${s} has a lease`);
-    await until('heartbeats showing the two live processors with every shard and no lag', async () => {
-      const st = await statuses(database);
+    await waitFor('heartbeats showing the two live processors with every shard and no lag', async () => {
+      const st = await readProcessors(nc, database);
       const lanes = st.flatMap((s) => s.lanes);
       return st.length === 2 && new Set(st.map((s) => s.pid)).size === 2 && st.every((s) => [p3.child.pid, p4.child.pid].includes(s.pid))
         && lanes.length === SHARDS && new Set(lanes).size === SHARDS && st.every((s) => s.lag === 0);
-    }, 30_000, async () => JSON.stringify(await statuses(database)));
+    }, 30_000, async () => JSON.stringify(await readProcessors(nc, database)));
     assert.equal(await pending(database), 0);
 
     await assertExactlyOnce(query, database, stream.expected, 'after a kill, a join and a stop');
