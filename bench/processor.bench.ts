@@ -43,8 +43,8 @@ import { http1Function } from '../processors/http1/index.js';
 import type { DeadLetters } from '../processors/runtime/dlq.js';
 import type { Row } from '../processors/runtime/function.js';
 import { insertBlock } from '../processors/runtime/sink.js';
-import { CommittedSeqs } from '../processors/runtime/committed.js';
-import { Lane } from '../processors/runtime/lane.js';
+import { ConnectionBudget, DEFAULT_MAX_CONNECTIONS } from '../processors/l7/connection-table.js';
+import { functionGroup, Lane } from '../processors/runtime/lane.js';
 import { ProcessorMetrics } from '../processors/runtime/metrics.js';
 import { Processor, consumerName } from '../processors/runtime/processor.js';
 import { migrate } from '../schemas/migrate.js';
@@ -202,7 +202,7 @@ async function netrigRound(p: Prepared, nc: NatsConnection, nats: BenchNats): Pr
     unpin();
     await proc?.stop();
     const jsm = await jetstreamManager(nc);
-    for (let s = 0; s < SHARDS; s++) await jsm.consumers.delete(STREAM.name, consumerName(ch.database, 'http1', s)).catch(() => undefined);
+    for (let s = 0; s < SHARDS; s++) await jsm.consumers.delete(STREAM.name, consumerName(ch.database, functionGroup(['http1']), s)).catch(() => undefined);
     await ch.client.command({ query: `DROP DATABASE IF EXISTS ${ch.database} SYNC` }).catch(() => undefined);
     await ch.close();
   }
@@ -236,7 +236,7 @@ async function lanesRound(p: Prepared, keep: Row[] | null): Promise<LanesRound> 
   const lanes: Lane[] = [];
   for (let s = 0; s < SHARDS; s++) {
     lanes.push(await Lane.create({
-      fn: http1Function, shard: s, query: async () => [], streamId: 'NETRIG_RAW@bench', resumeFrom: 1, committed: new CommittedSeqs(),
+      functions: [http1Function], shard: s, query: async () => [], streamId: 'NETRIG_RAW@bench', resumeFrom: 1, committed: new Map(), budget: new ConnectionBudget(DEFAULT_MAX_CONNECTIONS),
       metrics, dlq, log: quiet,
     }));
   }

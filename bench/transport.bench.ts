@@ -37,6 +37,7 @@ import { FileSource } from '../edge/file-source.js';
 import { ensureStream, type StreamSettings } from '../lib/raw-stream.js';
 import type { ProcessingFunction } from '../processors/runtime/function.js';
 import { Processor, consumerName } from '../processors/runtime/processor.js';
+import { functionGroup } from '../processors/runtime/lane.js';
 import { migrate } from '../schemas/migrate.js';
 import { decodeEnvelope } from '../schemas/envelope.js';
 import { RecordKind } from '../schemas/records.js';
@@ -210,7 +211,7 @@ async function processorRun(nc: NatsConnection, nats: BenchNats, stream: string,
   } finally {
     await (proc as Processor | null)?.stop();
     const jsm = await jetstreamManager(nc);
-    for (let s = 0; s < SHARDS; s++) await jsm.consumers.delete(stream, consumerName(ch.database, fn.name, s)).catch(() => undefined);
+    for (let s = 0; s < SHARDS; s++) await jsm.consumers.delete(stream, consumerName(ch.database, functionGroup([fn.name]), s)).catch(() => undefined);
     await ch.client.command({ query: `DROP DATABASE IF EXISTS ${ch.database} SYNC` }).catch(() => undefined);
     await ch.close();
   }

@@ -8,7 +8,7 @@ import { rootLogger } from '../lib/logger.js';
 import { controlBucket, controlKey, runEdge, type CaptureOverrides } from '../edge/index.js';
 import { connectNats } from '../lib/nats.js';
 import { logger } from '../lib/logger.js';
-import { runProcessor } from '../processors/index.js';
+import { DEFAULT_MAX_CONNECTIONS, runProcessor } from '../processors/index.js';
 import { runReplay } from '../processors/replay.js';
 import { openQueryTarget, runQuery, type QueryTargetInput } from './query.js';
 import { REPORTS } from './reports.js';
@@ -100,7 +100,8 @@ function processorOptions(cmd: Command): Command {
     .option('--functions <list>', 'processing functions to run (comma-separated, or all)', 'all')
     .option('--ttl-days <n>', 'row retention in days', '30')
     .option('--flush-interval-ms <ms>', 'insert rows at least this often', '500')
-    .option('--lease-ttl <seconds>', 'a shard lease not renewed for this long passes to another processor', '10');
+    .option('--lease-ttl <seconds>', 'a shard lease not renewed for this long passes to another processor', '10')
+    .option('--max-connections <n>', 'connections the processor tracks at most; past it the least recently used are forgotten (counted in capture_losses)', String(DEFAULT_MAX_CONNECTIONS));
 }
 
 clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up')))))

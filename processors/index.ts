@@ -2,11 +2,13 @@
  * processors/: NATS JetStream → ClickHouse.
  *
  * Input: envelopes of raw kernel records from the raw stream (schemas/envelope.ts), one
- * durable consumer per (function, shard), for the shards this processor holds leases on
+ * durable consumer per shard, for the shards this processor holds leases on
  * (runtime/leases.ts: processors of one database share the shards and take over from
- * each other).
+ * each other). Each shard's lane runs every function in one pass (runtime/lane.ts); the
+ * L7 protocols share its one connection table (l7/connection-table.ts).
  * Output: rows in ClickHouse (schemas/migrations/): http_requests (http1, http2), dns_queries (dns),
- * tls_handshakes (tls), connections and tcp_events (tcp), capture_losses (losses).
+ * tls_handshakes (tls), connections and tcp_events (tcp), capture_losses (losses; and
+ * connections the table forgot, `_fn` 'l7').
  */
 import type { Server } from 'node:http';
 import { openClickHouse, type ClickHouse, type ClickHouseTarget } from '../lib/clickhouse.js';
@@ -27,10 +29,12 @@ import type { ProcessingFunction } from './runtime/function.js';
 import { ProcessorMetrics } from './runtime/metrics.js';
 import { Processor } from './runtime/processor.js';
 import { DEFAULT_LEASE_TTL_MS } from './runtime/leases.js';
+import { DEFAULT_MAX_CONNECTIONS } from './l7/connection-table.js';
 import { tcpFunction } from './tcp/index.js';
 import { tlsFunction } from './tls/index.js';
 
 export { Processor, type ProcessorOptions } from './runtime/processor.js';
+export { DEFAULT_MAX_CONNECTIONS } from './l7/connection-table.js';
 export type { ProcessingFunction, FunctionLane, LaneContext, Row } from './runtime/function.js';
 
 /** Every processing function, by name. */
@@ -60,6 +64,8 @@ export interface ProcessInput {
   metricsPort?: string | number;
   /** Seconds a shard lease lasts without renewal. */
   leaseTtl?: string | number;
+  /** Connections tracked at most. */
+  maxConnections?: string | number;
 }
 
 /** The functions named in a comma-separated list ("all" or empty: every function). */
@@ -118,6 +124,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
       flushIntervalMs: intValue('flush-interval-ms', input.flushIntervalMs ?? 500, 10, 60_000),
       ttlDays: intValue('ttl-days', input.ttlDays ?? 30, 1, 3650),
       maxPendingRows: 200_000,
+      maxConnections: intValue('max-connections', input.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1000, 100_000_000),
       connect: () => connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-processor-lanes', log),
     });
     const chRef = ch;

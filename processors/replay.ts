@@ -29,11 +29,9 @@ export interface ReplayResult {
 
 /** Whether a stream consumer is the durable of a processor lane writing `database`. */
 function isProcessorConsumer(name: string, database: string): boolean {
-  for (const fn of Object.keys(FUNCTIONS)) {
-    const prefix = consumerName(database, fn, 0).slice(0, -1);
-    if (name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length))) return true;
-  }
-  return false;
+  const prefix = consumerName(database, '', 0).slice(0, -2);
+  const m = name.startsWith(prefix) ? /^([a-z0-9-]+)_\d+$/.exec(name.slice(prefix.length)) : null;
+  return Boolean(m && m[1].split('-').every((fn) => fn in FUNCTIONS));
 }
 
 function timeValue(key: string, v: string | undefined, fallback: Date): Date {

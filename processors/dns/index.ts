@@ -3,7 +3,7 @@
  * datagram a message; unconnected server sockets name each datagram's peer) and TCP (2-byte
  * length prefix), on port 53. Queries and responses are matched by id, peer and question.
  */
-import { l7Function, l7Row, type ConnView, type RowPeers, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
+import { l7Function, l7Row, type ConnView, type RowPeers, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/protocol.js';
 import type { StreamEvent } from '../l7/reassembly.js';
 import type { SockDataRecord } from '../../schemas/records.js';
 import { DnsMatcher, newDnsStats, type DnsExchange, type DnsStats } from './matcher.js';

@@ -131,6 +131,12 @@ export interface Http1ConnectionOptions {
    * rows are suppressed as committed), so the requests after them pair as they did then.
    */
   knownRequestPositions?: ReadonlySet<number>;
+  /**
+   * Positions per direction known to be between messages (where a parked connection's
+   * streams stood): parsing starts in sync there, so even a start line split over
+   * syscalls is read.
+   */
+  boundaries?: readonly [number, number];
 }
 
 /** A request waiting to be emitted: for its response, or for its own end. */
@@ -200,7 +206,7 @@ export class Http1Connection {
     this.midlife = opts.midlife ?? false;
     this.resumeRequestPos = opts.resumeRequestPos ?? -1;
     this.knownRequestPositions = opts.knownRequestPositions ?? new Set();
-    this.parsers = [this.newParser(0), this.newParser(1)];
+    this.parsers = [this.newParser(0, opts.boundaries?.[0]), this.newParser(1, opts.boundaries?.[1])];
   }
 
   /** The role the bytes showed, or the hint until a start line was recognised. */
@@ -291,7 +297,7 @@ export class Http1Connection {
 
   // ---- parser hooks ----------------------------------------------------------------
 
-  private newParser(dir: Dir): Http1Parser {
+  private newParser(dir: Dir, boundary?: number): Http1Parser {
     const hooks: Http1ParserHooks = {
       onStart: (msg) => this.onStart(dir, msg),
       onEnd: (msg) => this.onEnd(msg),
@@ -301,7 +307,7 @@ export class Http1Connection {
       responseUnpaired: () => this.respEntry === null,
     };
     const expect = this.reqDir < 0 ? 'any' : dir === this.reqDir ? 'request' : 'response';
-    return new Http1Parser(hooks, { expect, stats: this.stats });
+    return new Http1Parser(hooks, { expect, stats: this.stats, boundary });
   }
 
   private onStart(dir: Dir, msg: Http1Message): void {

@@ -10,10 +10,10 @@
  * committed exchange ended is read back from http_requests when a lane resumes, so an idle
  * connection's next request pairs at once.
  */
-import { l7Function, l7Row, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
+import { l7Function, l7Row, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/protocol.js';
 import type { StreamEvent } from '../l7/reassembly.js';
 import type { LaneContext } from '../runtime/function.js';
-import { resumeKey, type ResumeState } from '../l7/stream-lane.js';
+import { resumeKey, type ResumeState } from '../l7/protocol.js';
 import { ConnFlags, Role } from '../../schemas/records.js';
 import { ExchangeFlags, Http1Connection, newHttp1Stats, type Http1Exchange, type Http1Stats } from './connection.js';
 
@@ -27,7 +27,7 @@ class Http1Tracker implements L7Tracker {
   private readonly http: Http1Connection;
 
   constructor(h: TrackerHints, onItem: (x: Http1Exchange) => void, stats: Http1Stats) {
-    this.http = new Http1Connection(h.role, onItem, { stats, midlife: h.midlife, resumeRequestPos: h.resume, knownRequestPositions: h.known });
+    this.http = new Http1Connection(h.role, onItem, { stats, midlife: h.midlife, resumeRequestPos: h.resume, knownRequestPositions: h.known, boundaries: h.boundaries });
   }
 
   data(dir: 0 | 1, ev: StreamEvent): void {

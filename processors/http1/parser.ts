@@ -314,10 +314,14 @@ export class Http1Parser {
   private connKeepAlive = false;
   private remaining = 0;
 
-  constructor(hooks: Http1ParserHooks, opts: { expect?: ExpectKind; stats?: Http1ParserStats } = {}) {
+  /** A stream position known to be between messages: a first event there starts in sync. */
+  private readonly boundary: number;
+
+  constructor(hooks: Http1ParserHooks, opts: { expect?: ExpectKind; stats?: Http1ParserStats; boundary?: number } = {}) {
     this.hooks = hooks;
     this.expect = opts.expect ?? 'any';
     this.stats = opts.stats ?? newParserStats();
+    this.boundary = opts.boundary ?? -1;
   }
 
   /** Bytes of input held (the current line). */
@@ -346,6 +350,7 @@ export class Http1Parser {
     }
     if (this.pos < 0) {
       this.pos = ev.pos;
+      if (ev.pos === this.boundary && this.state === 'seek') this.state = 'idle';
     } else if (ev.pos !== this.pos) {
       // The events skipped or repeated bytes: nothing parsed so far can be trusted to frame what follows.
       this.loseSync('discontinuity', null, ev.tsNs);

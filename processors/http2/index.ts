@@ -8,7 +8,7 @@
  * header fields that refer to dynamic-table entries inserted before are marked unknown
  * (never guessed), flagged `partial`, until the table is known again.
  */
-import { l7Function, l7Row, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
+import { l7Function, l7Row, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/protocol.js';
 import type { StreamEvent } from '../l7/reassembly.js';
 import { ExchangeFlags, Http2Connection, newHttp2Stats, type Http2Exchange, type Http2Stats } from './connection.js';
 

@@ -76,6 +76,13 @@ export interface ReassemblerOptions {
    * spans microseconds; a record still missing after this is lost.
    */
   maxHoldNs?: number;
+  /** Counters to add to, shared by the reassemblers of a table (default: its own). */
+  stats?: ReassemblyStats;
+  /**
+   * Position of the next byte, when known before the first record (a reassembler taking
+   * over from one that was let go at that position); the first record's by default.
+   */
+  nextPos?: number;
 }
 
 export const DEFAULT_MAX_PENDING_BYTES = 256 * 1024;
@@ -100,9 +107,7 @@ function isCount(n: number): boolean {
 
 /** Reassembles one direction of one connection. Never throws on record contents. */
 export class StreamReassembler {
-  readonly stats: ReassemblyStats = {
-    lostBytes: 0, uncapturedBytes: 0, reordered: 0, duplicates: 0, overlapBytes: 0, invalid: 0,
-  };
+  readonly stats: ReassemblyStats;
   private next = -1;
   /** Held records sorted by start; short in practice, so a plain array. */
   private readonly held: Held[] = [];
@@ -112,9 +117,11 @@ export class StreamReassembler {
   private readonly maxHoldNs: number;
 
   constructor(opts: ReassemblerOptions = {}) {
+    this.stats = opts.stats ?? { lostBytes: 0, uncapturedBytes: 0, reordered: 0, duplicates: 0, overlapBytes: 0, invalid: 0 };
     this.maxPendingBytes = opts.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     this.maxPendingChunks = opts.maxPendingChunks ?? DEFAULT_MAX_PENDING_CHUNKS;
     this.maxHoldNs = opts.maxHoldNs ?? DEFAULT_MAX_HOLD_NS;
+    this.next = opts.nextPos ?? -1;
   }
 
   /** Next expected position, or -1 before the first record. */

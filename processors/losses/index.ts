@@ -40,7 +40,7 @@ class LossesLane implements FunctionLane {
     for (const l of e.lost) {
       this.ctx.emit('capture_losses', {
         ts, region: e.region, node: e.node, run_id: e.run,
-        kind: kindName(l.kind), cause: l.cause, records: l.records, envelopes: 0,
+        kind: kindName(l.kind), cause: l.cause, records: l.records, envelopes: 0, connections: 0,
       });
     }
     if (e.shard_seq === undefined || e.shard_records === undefined) return;
@@ -50,7 +50,7 @@ class LossesLane implements FunctionLane {
       const envelopes = e.shard_seq - at.nextSeq;
       const records = Math.max(0, e.shard_records - at.records);
       this.ctx.emit('capture_losses', {
-        ts, region: e.region, node: e.node, run_id: e.run, kind: 'all', cause: STREAM_DISCARDED, records, envelopes,
+        ts, region: e.region, node: e.node, run_id: e.run, kind: 'all', cause: STREAM_DISCARDED, records, envelopes, connections: 0,
       });
       this.ctx.count(STREAM_DISCARDED, envelopes);
       this.unlogged.envelopes += envelopes;
@@ -72,9 +72,9 @@ class LossesLane implements FunctionLane {
   }
 }
 
-export const lossesFunction: ProcessingFunction = {
+export const lossesFunction = {
   name: 'losses',
   kinds: [],
   tables: ['capture_losses'],
-  createLane: (ctx) => new LossesLane(ctx),
-};
+  createLane: (ctx: LaneContext) => new LossesLane(ctx),
+} satisfies ProcessingFunction;

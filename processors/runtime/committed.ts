@@ -1,5 +1,5 @@
 /**
- * What a lane has committed: the highest `_seq` per table and day partition.
+ * What a function has committed on a shard: the highest `_seq` per table and day partition.
  *
  * ClickHouse makes an insert atomic per partition only: a block whose rows span two days
  * becomes two parts, and a crash can land one without the other. Tracking the committed
@@ -37,20 +37,19 @@ export class CommittedSeqs {
   }
 }
 
-/** Committed sequences of the lanes (`${fn}/${shard}`) of `shard` for `tables` of one stream. */
+/** Committed sequences of the functions (by `_fn`) on `shard` for `tables` of one stream. */
 export async function readCommitted(ch: ClickHouse, tables: string[], streamId: string, shard: number): Promise<Map<string, CommittedSeqs>> {
   const out = new Map<string, CommittedSeqs>();
   for (const table of tables) {
     const rs = await ch.client.query({
-      query: `SELECT _fn, _shard, toUInt32(toDate(${PARTITION_COLUMN[table]})) AS day, max(_seq) AS seq
-              FROM ${ch.database}.${table} WHERE _stream = {stream:String} AND _shard = {shard:UInt16} GROUP BY _fn, _shard, day`,
+      query: `SELECT _fn, toUInt32(toDate(${PARTITION_COLUMN[table]})) AS day, max(_seq) AS seq
+              FROM ${ch.database}.${table} WHERE _stream = {stream:String} AND _shard = {shard:UInt16} GROUP BY _fn, day`,
       query_params: { stream: streamId, shard },
       format: 'JSONEachRow',
     });
-    for (const r of await rs.json<{ _fn: string; _shard: number; day: number; seq: string }>()) {
-      const lane = `${r._fn}/${r._shard}`;
-      let c = out.get(lane);
-      if (!c) out.set(lane, (c = new CommittedSeqs()));
+    for (const r of await rs.json<{ _fn: string; day: number; seq: string }>()) {
+      let c = out.get(r._fn);
+      if (!c) out.set(r._fn, (c = new CommittedSeqs()));
       c.note(table, Number(r.day), Number(r.seq));
     }
   }

@@ -3,11 +3,16 @@
  * protocol: it receives decoded records of the kinds it asks for and emits rows. The
  * runtime owns NATS, batching, acknowledgements, ClickHouse and metrics.
  *
- * A function is instantiated once per shard it processes (a "lane"). Everything a lane
- * emits while handling one stream message is tagged with that message's sequence; the
- * runtime commits rows and acknowledges messages so that a restart re-reads from the lane's
- * low-water mark and never writes a row twice.
+ * A shard's functions run in one lane (./lane.ts): it decodes each envelope once and hands
+ * each record to every function that wants its kind. A function keeps its own state for the
+ * shard (`createLane`), or it is an L7 protocol (`protocol`): the lane keeps one connection
+ * table for all of them (processors/l7/connection-table.ts) and hands each connection to the
+ * protocols that recognise it. Everything a function emits while one stream message is
+ * handled is tagged with that message's sequence; the runtime commits rows and acknowledges
+ * messages so that a restart re-reads from the lane's low-water mark and never writes a row
+ * twice.
  */
+import type { L7Protocol } from '../l7/protocol.js';
 import type { Logger } from '../../lib/logger.js';
 import type { Envelope } from '../../schemas/envelope.js';
 import type { DecodedRecord } from '../../schemas/records.js';
@@ -24,7 +29,7 @@ export interface EnvelopeContext {
   connPrefix: string;
 }
 
-/** What the runtime gives a lane. */
+/** What the runtime gives a function for one shard. */
 export interface LaneContext {
   shard: number;
   log: Logger;
@@ -57,12 +62,20 @@ export interface FunctionLane {
    * messages.
    */
   lowWaterMark(): number;
+  /** The lane closes (its shard went to another processor): let go of shared resources. */
+  release?(): void;
+  /** Connections it tracks, and of them parked (state dropped until their next data). */
+  connections?(): { tracked: number; parked: number };
 }
 
-/** A processing function: a name, the record kinds it wants and the tables it writes. */
+/**
+ * A processing function: a name (the `_fn` of its rows), the record kinds it wants and the
+ * tables it writes; either its own state per shard or an L7 protocol.
+ */
 export interface ProcessingFunction {
   readonly name: string;
   readonly kinds: readonly number[];
   readonly tables: readonly string[];
-  createLane(ctx: LaneContext): FunctionLane | Promise<FunctionLane>;
+  createLane?(ctx: LaneContext): FunctionLane | Promise<FunctionLane>;
+  readonly protocol?: L7Protocol<unknown>;
 }

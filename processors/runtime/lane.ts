@@ -1,7 +1,9 @@
 /**
- * A lane: one processing function on one shard. It decodes the shard's envelopes, hands
- * the records the function wants to it, tags every row with the sequence of the message
- * that completed it, and knows up to which sequence the stream may be acknowledged.
+ * A lane: the processor's functions on one shard, in one pass. It decodes each of the
+ * shard's envelopes once, hands each record to every function that wants its kind (the L7
+ * protocols through the shard's one connection table), tags every row with its function and
+ * the sequence of the message that completed it, and knows up to which sequence the stream
+ * may be acknowledged.
  *
  * Exactly-once rows: rows completed by a message at or below the sequence already committed
  * for (stream, function, shard, table, day partition) are suppressed, so re-reading after a
@@ -10,8 +12,9 @@
 import type { Logger } from '../../lib/logger.js';
 import { decodeEnvelope } from '../../schemas/envelope.js';
 import { REC_HDR } from '../../schemas/layouts.js';
-import { decodeRecord, kindName, nextRecordOffset, RECORD_VERSIONS } from '../../schemas/records.js';
-import { partitionDay, type CommittedSeqs } from './committed.js';
+import { decodeRecord, kindName, nextRecordOffset, REC_KIND_MAX, RECORD_VERSIONS } from '../../schemas/records.js';
+import { ConnectionTable, type ConnectionBudget } from '../l7/connection-table.js';
+import { CommittedSeqs, partitionDay } from './committed.js';
 import type { DeadLetters } from './dlq.js';
 import type { EnvelopeContext, FunctionLane, LaneContext, ProcessingFunction, Row } from './function.js';
 import type { ProcessorMetrics } from './metrics.js';
@@ -25,8 +28,29 @@ export interface LaneMessage {
   reply: string;
 }
 
+/**
+ * The function name of the connection table's own rows (capture_losses of connections it
+ * forgot), present in every lane that runs an L7 protocol.
+ */
+export const CONNECTION_TABLE_FN = 'l7';
+
+/**
+ * A set of functions as one name, sorted and joined by '-': a lane's consumer is named by it,
+ * and processors with the same name share the shards (./leases.ts).
+ */
+export function functionGroup(functions: readonly string[]): string {
+  return [...functions].sort().join('-');
+}
+
+/** Tables a set of functions writes, the connection table's included. */
+export function laneTables(functions: readonly ProcessingFunction[]): string[] {
+  const tables = new Set(functions.flatMap((f) => f.tables));
+  if (functions.some((f) => f.protocol)) tables.add('capture_losses');
+  return [...tables];
+}
+
 export interface LaneOptions {
-  fn: ProcessingFunction;
+  functions: readonly ProcessingFunction[];
   shard: number;
   /** Read-only queries against the rows' database. */
   query: LaneContext['query'];
@@ -34,15 +58,18 @@ export interface LaneOptions {
   streamId: string;
   /** First stream sequence the lane's consumer delivers (1: the start of the stream). */
   resumeFrom: number;
-  /** Highest sequence already committed per table and day partition by earlier runs. */
-  committed: CommittedSeqs;
+  /** Highest sequence already committed per table and day partition by earlier runs, per function. */
+  committed: Map<string, CommittedSeqs>;
+  /** Connections the processor's lanes may track together. */
+  budget: ConnectionBudget;
   metrics: ProcessorMetrics;
   dlq: DeadLetters;
   log: Logger;
 }
 
 export class Lane {
-  readonly fn: ProcessingFunction;
+  /** The lane's functions as one name (functionGroup). */
+  readonly name: string;
   readonly shard: number;
   /** First stream sequence the lane's consumer delivers. */
   readonly resumeFrom: number;
@@ -52,8 +79,10 @@ export class Lane {
   windowDone = false;
   /** The lane's shard lease was lost: nothing more is handled, committed or acknowledged. */
   dropped = false;
-  private impl!: FunctionLane;
-  private readonly wanted: Uint8Array;
+  /** Each function's state (the connection table once for every L7 protocol). */
+  private impls: FunctionLane[] = [];
+  /** The states that want each record kind. */
+  private readonly byKind: FunctionLane[][] = Array.from({ length: REC_KIND_MAX }, () => []);
   /** Rows per table waiting for the next insert, in message order. */
   private pending = new Map<string, Row[]>();
   private pendingCount = 0;
@@ -63,28 +92,48 @@ export class Lane {
   private readonly loggedOnce = new Set<string>();
 
   private constructor(private readonly o: LaneOptions) {
-    this.fn = o.fn;
+    this.name = functionGroup(o.functions.map((f) => f.name));
     this.shard = o.shard;
     this.resumeFrom = o.resumeFrom;
-    this.wanted = new Uint8Array(0x10000);
-    for (const k of o.fn.kinds) this.wanted[k] = 1;
   }
 
-  /** A lane with its function's state created (which may read committed rows to resume). */
+  /** A lane with its functions' state created (which may read committed rows to resume). */
   static async create(o: LaneOptions): Promise<Lane> {
     const lane = new Lane(o);
-    const fnLabel = { fn: o.fn.name };
-    lane.impl = await o.fn.createLane({
-      shard: o.shard,
-      log: o.log,
-      streamId: o.streamId,
-      resuming: o.committed.any,
-      resumeFrom: o.resumeFrom,
-      query: o.query,
-      emit: (table, row) => lane.emit(table, row),
-      count: (event, n = 1) => o.metrics.events.inc({ ...fnLabel, event }, n),
-    });
+    const members = [];
+    for (const fn of o.functions) {
+      const ctx = lane.context(fn.name);
+      const p = fn.protocol;
+      if (p) members.push({ p, ctx, resumed: p.resume && ctx.resuming ? await p.resume.load(ctx) : { points: new Map(), owners: new Map(), known: new Map() } });
+      else if (fn.createLane) lane.add(await fn.createLane(ctx), fn.kinds);
+      else throw new TypeError(`function ${fn.name} has neither a lane nor a protocol`);
+    }
+    if (members.length) {
+      lane.add(new ConnectionTable(members, o.budget, lane.context(CONNECTION_TABLE_FN)), [...new Set(o.functions.flatMap((f) => (f.protocol ? f.kinds : [])))]);
+    }
     return lane;
+  }
+
+  private add(impl: FunctionLane, kinds: readonly number[]): void {
+    this.impls.push(impl);
+    for (const k of kinds) this.byKind[k].push(impl);
+  }
+
+  /** What function `fn` gets: its rows are tagged and suppressed under its name. */
+  private context(fn: string): LaneContext {
+    let committed = this.o.committed.get(fn);
+    if (!committed) this.o.committed.set(fn, (committed = new CommittedSeqs()));
+    const c = committed;
+    return {
+      shard: this.o.shard,
+      log: this.o.log.child({ fn }),
+      streamId: this.o.streamId,
+      resuming: c.any,
+      resumeFrom: this.o.resumeFrom,
+      query: this.o.query,
+      emit: (table, row) => this.emit(fn, c, table, row),
+      count: (event, n = 1) => this.o.metrics.events.inc({ fn, event }, n),
+    };
   }
 
   /** Rows waiting to be inserted. */
@@ -92,14 +141,14 @@ export class Lane {
     return this.pendingCount;
   }
 
-  private emit(table: string, row: Row): void {
+  private emit(fn: string, committed: CommittedSeqs, table: string, row: Row): void {
     const seq = this.currentSeq;
-    if (seq <= this.o.committed.get(table, partitionDay(table, row))) {
+    if (seq <= committed.get(table, partitionDay(table, row))) {
       this.o.metrics.rowsSuppressed.inc({ table });
       return;
     }
     row._stream = this.o.streamId;
-    row._fn = this.fn.name;
+    row._fn = fn;
     row._shard = this.shard;
     row._seq = seq;
     let rows = this.pending.get(table);
@@ -110,11 +159,11 @@ export class Lane {
 
   /** Log a failure once per kind of failure, count it always. */
   private failure(kind: string, failure: string, detail: Record<string, unknown>): void {
-    this.o.metrics.decodeFailures.inc({ fn: this.fn.name, kind, failure });
+    this.o.metrics.decodeFailures.inc({ fn: this.name, kind, failure });
     const key = `${kind}/${failure}`;
     if (!this.loggedOnce.has(key)) {
       this.loggedOnce.add(key);
-      this.o.log.warn({ fn: this.fn.name, shard: this.shard, kind, failure, ...detail }, 'undecodable input (logged once per kind)');
+      this.o.log.warn({ fns: this.name, shard: this.shard, kind, failure, ...detail }, 'undecodable input (logged once per kind)');
     }
   }
 
@@ -122,7 +171,7 @@ export class Lane {
   handle(m: LaneMessage): void {
     if (m.seq <= this.processedSeq) return; // redelivered: already handled
     this.currentSeq = m.seq;
-    this.o.metrics.messages.inc({ fn: this.fn.name });
+    this.o.metrics.messages.inc({ fn: this.name });
     const env = decodeEnvelope(m.data);
     if (typeof env === 'string') {
       this.failure('envelope', env, { seq: m.seq, subject: m.subject });
@@ -145,17 +194,20 @@ export class Lane {
           this.o.dlq.send('record_bad_size', this.o.streamId, m.seq, m.subject, m.data);
           break;
         }
-        if (this.wanted[kind]) {
+        const wanting = kind < REC_KIND_MAX ? this.byKind[kind] : undefined;
+        if (wanting?.length) {
           const rec = decodeRecord(recs, off);
           if (typeof rec === 'string') {
             this.failure(kindName(kind), rec, { seq: m.seq, off });
             this.o.dlq.send(`record_${rec}`, this.o.streamId, m.seq, m.subject, m.data);
           } else {
-            try {
-              this.impl.onRecord(rec, ctx);
-              handled++;
-            } catch (err) {
-              this.failure(kindName(kind), 'function_error', { seq: m.seq, err: (err as Error).stack });
+            handled++;
+            for (const impl of wanting) {
+              try {
+                impl.onRecord(rec, ctx);
+              } catch (err) {
+                this.failure(kindName(kind), 'function_error', { seq: m.seq, err: (err as Error).stack });
+              }
             }
           }
         } else if (!(kind in RECORD_VERSIONS)) {
@@ -163,12 +215,14 @@ export class Lane {
         }
         off = nextRecordOffset(off, size);
       }
-      try {
-        this.impl.onEnvelope?.(ctx);
-      } catch (err) {
-        this.failure('envelope', 'function_error', { seq: m.seq, err: (err as Error).stack });
+      for (const impl of this.impls) {
+        try {
+          impl.onEnvelope?.(ctx);
+        } catch (err) {
+          this.failure('envelope', 'function_error', { seq: m.seq, err: (err as Error).stack });
+        }
       }
-      this.o.metrics.records.inc({ fn: this.fn.name }, handled);
+      this.o.metrics.records.inc({ fn: this.name }, handled);
     }
     this.processedSeq = m.seq;
     this.unacked.push([m.seq, m.reply]);
@@ -182,14 +236,39 @@ export class Lane {
     return out;
   }
 
-  /** After a successful insert of the rows of `table` for `day` up to `seq`. */
-  committed(table: string, day: number, seq: number): void {
-    this.o.committed.note(table, day, seq);
+  /** After a successful insert of `rows` (this lane's, of `table` for `day`). */
+  committed(table: string, day: number, rows: readonly Row[]): void {
+    for (const row of rows) this.o.committed.get(row._fn as string)?.note(table, day, row._seq as number);
   }
 
   /** Highest sequence that may be acknowledged once the rows emitted so far are committed. */
   ackLimit(): number {
-    return Math.min(this.processedSeq, this.impl.lowWaterMark() - 1);
+    return Math.min(this.processedSeq, this.lowWaterMark() - 1);
+  }
+
+  /** The oldest sequence any function would need again (Infinity: none). */
+  private lowWaterMark(): number {
+    let lwm = Infinity;
+    for (const impl of this.impls) lwm = Math.min(lwm, impl.lowWaterMark());
+    return lwm;
+  }
+
+  /** Connections its functions track, and of them parked. */
+  connections(): { tracked: number; parked: number } {
+    const n = { tracked: 0, parked: 0 };
+    for (const impl of this.impls) {
+      const c = impl.connections?.();
+      if (c) {
+        n.tracked += c.tracked;
+        n.parked += c.parked;
+      }
+    }
+    return n;
+  }
+
+  /** The lane closes: its functions let go of what they hold. */
+  close(): void {
+    for (const impl of this.impls) impl.release?.();
   }
 
   /**
@@ -197,7 +276,7 @@ export class Lane {
    * that rows of messages up to `committedSeq` are in ClickHouse; null if nothing is due.
    */
   takeAck(committedSeq: number): string | null {
-    const upTo = Math.min(committedSeq, this.impl.lowWaterMark() - 1);
+    const upTo = Math.min(committedSeq, this.lowWaterMark() - 1);
     let reply: string | null = null;
     let i = 0;
     while (i < this.unacked.length && this.unacked[i][0] <= upTo) reply = this.unacked[i++][1];
@@ -207,7 +286,7 @@ export class Lane {
 
   /** Messages between the low-water mark and the newest handled message. */
   lowWaterLag(): number {
-    const lwm = this.impl.lowWaterMark();
+    const lwm = this.lowWaterMark();
     return lwm === Infinity ? 0 : Math.max(0, this.processedSeq - lwm + 1);
   }
 }

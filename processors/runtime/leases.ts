@@ -27,6 +27,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { ConfigError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { isJsApiError } from '../../lib/nats.js';
+import { functionGroup } from './lane.js';
 
 export const LEASE_BUCKET = 'netrig_leases';
 export const DEFAULT_LEASE_TTL_MS = 10_000;
@@ -89,11 +90,6 @@ export async function liveMembers(nc: NatsConnection, database: string): Promise
   const out: string[] = [];
   for await (const k of await kv.keys(`${database}.m.*`)) out.push(k.slice(`${database}.m.`.length));
   return out.sort();
-}
-
-/** Functions as one key token: processors with the same token share the shards. */
-function functionGroup(functions: string[]): string {
-  return [...functions].sort().join('-');
 }
 
 export class ShardLeases {

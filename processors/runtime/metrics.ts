@@ -16,6 +16,7 @@ export class ProcessorMetrics {
   readonly pendingRows = new Gauge({ name: 'netrig_processor_pending_rows', help: 'Rows waiting to be inserted', registers: [this.registry] });
   readonly lag = new Gauge({ name: 'netrig_processor_consumer_lag_messages', help: 'Messages in the stream not yet delivered to a lane', labelNames: ['fn', 'shard'] as const, registers: [this.registry] });
   readonly streamDiscarded = new Counter({ name: 'netrig_processor_stream_discarded_messages_total', help: 'Stream messages (of every shard) the raw stream discarded between where a shard resumed and its first message, per shard', labelNames: ['shard'] as const, registers: [this.registry] });
+  readonly connections = new Gauge({ name: 'netrig_processor_connections', help: 'Connections the lanes track, by state (active: parsing state held; parked: idle, only where to resume)', labelNames: ['state'] as const, registers: [this.registry] });
   readonly lwmLag = new Gauge({ name: 'netrig_processor_low_water_lag_messages', help: 'Messages between a lane\'s low-water mark and its newest message', labelNames: ['fn', 'shard'] as const, registers: [this.registry] });
 
   /** Consumer lag summed over lanes, as last polled. */

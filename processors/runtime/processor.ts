@@ -1,15 +1,15 @@
 /**
- * A processor: runs a set of functions over the shards it owns. Each (function, shard) lane
- * reads through its own durable pull consumer; rows from all lanes are flushed to
- * ClickHouse together, then each lane acknowledges up to what is committed and below its
- * low-water mark.
+ * A processor: runs a set of functions over the shards it owns. Each shard's lane runs every
+ * function in one pass and reads through one durable pull consumer; rows from all lanes are
+ * flushed to ClickHouse together, then each lane acknowledges up to what is committed and
+ * below its low-water mark.
  *
  * Processors writing one database share the shards by lease (./leases.ts): a processor
- * opens a shard's lanes once it holds the shard's lease, commits and acknowledges only
+ * opens a shard's lane once it holds the shard's lease, commits and acknowledges only
  * while the lease is valid, and closes them when it hands the lease back or loses it.
  * Without leases (a replay into a database of its own) it reads the shards it is given.
  *
- * When a shard's lanes open, each consumer is recreated at its acknowledgement floor + 1,
+ * When a shard's lane opens, its consumer is recreated at its acknowledgement floor + 1,
  * so the messages the previous owner had handled but not acknowledged come back at once
  * and in order (a plain durable would redeliver them only after ack_wait, behind newer
  * ones); the rows it committed from them are suppressed (./committed.ts).
@@ -25,9 +25,10 @@ import { migrate } from '../../schemas/migrate.js';
 import { waitForStream } from '../../lib/raw-stream.js';
 import { DeadLetters } from './dlq.js';
 import type { ProcessingFunction } from './function.js';
-import { Lane } from './lane.js';
+import { functionGroup, Lane, laneTables } from './lane.js';
+import { ConnectionBudget, DEFAULT_MAX_CONNECTIONS } from '../l7/connection-table.js';
 import { ProcessorMetrics } from './metrics.js';
-import { CommittedSeqs, readCommitted } from './committed.js';
+import { readCommitted } from './committed.js';
 import { ShardLeases, type LeaseMember } from './leases.js';
 import { ClickHouseSink, type CommitFence } from './sink.js';
 
@@ -50,6 +51,11 @@ export interface ProcessorOptions {
   ttlDays: number;
   /** Lanes stop pulling while this many rows wait for ClickHouse. */
   maxPendingRows: number;
+  /**
+   * Connections the lanes track together, at most (past it the least recently used are
+   * forgotten, counted); DEFAULT_MAX_CONNECTIONS if not given.
+   */
+  maxConnections?: number;
   log: Logger;
   metrics?: ProcessorMetrics;
   /** Read only part of the stream (netrig replay); all of it, live, by default. */
@@ -95,11 +101,12 @@ function replySubject(m: JsMsg): string {
 }
 
 /**
- * Durable consumer name of a lane. The database is part of it: pipelines writing to
- * different databases (a replay, a second deployment) read the stream independently.
+ * Durable consumer name of a shard's lane, by its functions (functionGroup). The database is
+ * part of it: pipelines writing to different databases (a replay, a second deployment) read
+ * the stream independently.
  */
-export function consumerName(database: string, fn: string, shard: number): string {
-  return `netrig_${database}_${fn}_${shard}`;
+export function consumerName(database: string, functions: string, shard: number): string {
+  return `netrig_${database}_${functions}_${shard}`;
 }
 
 export class Processor {
@@ -121,6 +128,9 @@ export class Processor {
   private jsm!: JetStreamManager;
   private dlq!: DeadLetters;
   private leases: ShardLeases | null = null;
+  private readonly budget: ConnectionBudget;
+  /** The functions' group name (functionGroup). */
+  private readonly group: string;
   private readonly fence: CommitFence = {
     dropped: (lane) => lane.dropped,
     valid: (lane) => !lane.dropped && (!this.leases || this.leases.valid(lane.shard)),
@@ -129,6 +139,8 @@ export class Processor {
   private constructor(private readonly o: ProcessorOptions) {
     this.metrics = o.metrics ?? new ProcessorMetrics();
     this.sink = new ClickHouseSink(o.ch, this.metrics, o.log);
+    this.budget = new ConnectionBudget(o.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
+    this.group = functionGroup(o.functions.map((f) => f.name));
   }
 
   /** Apply migrations, then take a share of the shards (or the given ones) and consume. */
@@ -171,22 +183,18 @@ export class Processor {
     return [...new Set(this.lanes.map((l) => l.shard))].sort((a, b) => a - b);
   }
 
-  /** Open the lanes of a shard: one per function, each resuming where the shard's last owner left it. */
+  /** Open a shard's lane, resuming where the shard's last owner left it. */
   private async openShard(shard: number): Promise<void> {
-    const tables = [...new Set(this.o.functions.flatMap((f) => f.tables))];
-    const committed = await readCommitted(this.o.ch, tables, this.streamId, shard);
+    const committed = await readCommitted(this.o.ch, laneTables(this.o.functions), this.streamId, shard);
     const firstSeq = (await this.jsm.streams.info(this.o.stream)).state.first_seq;
-    let discarded = 0;
-    for (const [i, fn] of this.o.functions.entries()) {
-      const resumeFrom = await this.consumerStart(consumerName(this.o.ch.database, fn.name, shard));
-      discarded = Math.max(discarded, resumeFrom > 1 ? firstSeq - resumeFrom : 0);
-      const lane = await Lane.create({
-        fn, shard, streamId: this.streamId, committed: committed.get(`${fn.name}/${shard}`) ?? new CommittedSeqs(), metrics: this.metrics, dlq: this.dlq, resumeFrom,
-        log: this.o.log.child({ fn: fn.name, shard }), query: (sql, params) => this.query(sql, params),
-      });
-      this.lanes.push(lane);
-      await this.openConsumer(lane, await this.laneConnection(shard * this.o.functions.length + i));
-    }
+    const resumeFrom = await this.consumerStart(consumerName(this.o.ch.database, this.group, shard));
+    const lane = await Lane.create({
+      functions: this.o.functions, shard, streamId: this.streamId, committed, budget: this.budget, metrics: this.metrics, dlq: this.dlq, resumeFrom,
+      log: this.o.log.child({ shard }), query: (sql, params) => this.query(sql, params),
+    });
+    this.lanes.push(lane);
+    await this.openConsumer(lane, await this.laneConnection(shard));
+    const discarded = resumeFrom > 1 ? firstSeq - resumeFrom : 0;
     if (discarded > 0) {
       // Unread messages aged or sized out of the stream while no lane of the shard ran.
       this.metrics.streamDiscarded.inc({ shard: String(shard) }, discarded);
@@ -214,9 +222,10 @@ export class Processor {
     }
     for (const lane of closing) {
       lane.dropped = true;
+      lane.close();
       this.reading.delete(lane);
       this.lanes.splice(this.lanes.indexOf(lane), 1);
-      const labels = { fn: lane.fn.name, shard: String(lane.shard) };
+      const labels = { fn: lane.name, shard: String(lane.shard) };
       this.metrics.lag.remove(labels);
       this.metrics.lwmLag.remove(labels);
     }
@@ -252,7 +261,7 @@ export class Processor {
   }
 
   private async openConsumer(lane: Lane, nc: NatsConnection): Promise<void> {
-    const name = consumerName(this.o.ch.database, lane.fn.name, lane.shard);
+    const name = consumerName(this.o.ch.database, lane.name, lane.shard);
     const start = lane.resumeFrom;
     const jsm = this.jsm;
     try {
@@ -325,11 +334,19 @@ export class Processor {
   }
 
   private async pollLag(): Promise<void> {
+    const conns = { tracked: 0, parked: 0 };
+    for (const lane of this.lanes) {
+      const c = lane.connections();
+      conns.tracked += c.tracked;
+      conns.parked += c.parked;
+    }
+    this.metrics.connections.set({ state: 'active' }, conns.tracked - conns.parked);
+    this.metrics.connections.set({ state: 'parked' }, conns.parked);
     for (const lane of [...this.lanes]) {
-      const labels = { fn: lane.fn.name, shard: String(lane.shard) };
+      const labels = { fn: lane.name, shard: String(lane.shard) };
       this.metrics.lwmLag.set(labels, lane.lowWaterLag());
       try {
-        const ci = await this.jsm.consumers.info(this.o.stream, consumerName(this.o.ch.database, lane.fn.name, lane.shard));
+        const ci = await this.jsm.consumers.info(this.o.stream, consumerName(this.o.ch.database, lane.name, lane.shard));
         if (!lane.dropped) this.metrics.lag.set(labels, ci.num_pending);
       } catch {
         // Lag is informational; the consume loop reports real failures.
@@ -347,7 +364,7 @@ export class Processor {
       let open = 0;
       for (const lane of this.lanes) {
         if (lane.windowDone) continue;
-        const ci = await jsm.consumers.info(this.o.stream, consumerName(this.o.ch.database, lane.fn.name, lane.shard));
+        const ci = await jsm.consumers.info(this.o.stream, consumerName(this.o.ch.database, lane.name, lane.shard));
         if (ci.num_pending === 0 && ci.num_ack_pending === 0 || ci.num_pending === 0 && ci.delivered.stream_seq <= lane.processedSeq) lane.windowDone = true;
         else open++;
       }
@@ -360,16 +377,14 @@ export class Processor {
   /** Remove the consumers of the shards given without leases (a replay's are of no further use). */
   async deleteConsumers(): Promise<void> {
     const jsm = await jetstreamManager(this.o.nc);
-    for (const shard of this.o.shards ?? []) {
-      for (const fn of this.o.functions) await jsm.consumers.delete(this.o.stream, consumerName(this.o.ch.database, fn.name, shard)).catch(() => undefined);
-    }
+    for (const shard of this.o.shards ?? []) await jsm.consumers.delete(this.o.stream, consumerName(this.o.ch.database, this.group, shard)).catch(() => undefined);
   }
 
   /** Consumer lag summed over lanes (messages not yet delivered). */
   async lag(): Promise<number> {
     const jsm = await jetstreamManager(this.o.nc);
     let n = 0;
-    for (const lane of this.lanes) n += (await jsm.consumers.info(this.o.stream, consumerName(this.o.ch.database, lane.fn.name, lane.shard))).num_pending;
+    for (const lane of this.lanes) n += (await jsm.consumers.info(this.o.stream, consumerName(this.o.ch.database, lane.name, lane.shard))).num_pending;
     return n;
   }
 

@@ -81,7 +81,7 @@ export class ClickHouseSink {
     for (const b of blocks.values()) {
       const landed = await this.insert(b, fence);
       if (!landed) continue;
-      for (const [lane, rows] of b.parts) lane.committed(b.table, b.day, rows[rows.length - 1]._seq as number);
+      for (const [lane, rows] of b.parts) lane.committed(b.table, b.day, rows);
       this.metrics.rows.inc({ table: b.table }, landed);
       written += landed;
     }
@@ -100,7 +100,7 @@ export class ClickHouseSink {
         await new Promise((r) => setTimeout(r, FENCE_POLL_MS));
         continue;
       }
-      const ranges = [...b.parts].map(([lane, rows]) => `${lane.fn.name}/${lane.shard}:${rows[0]._seq}-${rows[rows.length - 1]._seq}:${rows.length}`);
+      const ranges = [...b.parts].map(([lane, rows]) => `${lane.name}/${lane.shard}:${rows[0]._seq}-${rows[rows.length - 1]._seq}:${rows.length}`);
       const token = createHash('sha1').update(`${this.ch.database}.${table}|${b.day}|${ranges.sort().join('|')}`).digest('hex');
       const rows = [...b.parts.values()].flat();
       const end = this.metrics.insertSeconds.startTimer({ table });

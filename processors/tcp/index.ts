@@ -98,9 +98,9 @@ class TcpLane implements FunctionLane {
   }
 }
 
-export const tcpFunction: ProcessingFunction = {
+export const tcpFunction = {
   name: 'tcp',
   kinds: [RecordKind.ConnClose, RecordKind.TcpRetransmit, RecordKind.TcpReset, RecordKind.SkbDrop],
   tables: ['connections', 'tcp_events'],
-  createLane: (ctx) => new TcpLane(ctx),
-};
+  createLane: (ctx: LaneContext) => new TcpLane(ctx),
+} satisfies ProcessingFunction;

@@ -4,7 +4,7 @@
  * handshake_ns from the ClientHello to the client's first encrypted record after the
  * ServerHello. A connection is read only until its handshake is done.
  */
-import { l7Function, l7Row, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/stream-lane.js';
+import { l7Function, l7Row, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/protocol.js';
 import type { StreamEvent } from '../l7/reassembly.js';
 import { newTlsStats, TlsHandshakeTracker, type TlsHandshake, type TlsStats } from './handshake.js';
 

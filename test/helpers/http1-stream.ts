@@ -18,6 +18,7 @@ import { logger } from '../../lib/logger.js';
 import { ensureStream } from '../../lib/raw-stream.js';
 import { wallNs } from '../../processors/runtime/rows.js';
 import { consumerName } from '../../processors/runtime/processor.js';
+import { functionGroup } from '../../processors/runtime/lane.js';
 import { isJsApiError } from '../../lib/nats.js';
 import { encodeEnvelope, envelopeSubject, messageId, type Envelope, type LossCount } from '../../schemas/envelope.js';
 import { CONN_INFO_REFRESH_NS, RecordKind, Role } from '../../schemas/records.js';
@@ -248,14 +249,12 @@ export async function publish(nc: NatsConnection, envelopes: Envelope[]): Promis
 export async function pendingMessages(nc: NatsConnection, database: string, functions: string[]): Promise<number> {
   const jsm = await jetstreamManager(nc);
   let n = 0;
-  for (const fn of functions) {
-    for (let s = 0; s < SHARDS; s++) {
-      try {
-        n += (await jsm.consumers.info(STREAM.name, consumerName(database, fn, s))).num_pending;
-      } catch (err) {
-        if (!isJsApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
-        n++;
-      }
+  for (let s = 0; s < SHARDS; s++) {
+    try {
+      n += (await jsm.consumers.info(STREAM.name, consumerName(database, functionGroup(functions), s))).num_pending;
+    } catch (err) {
+      if (!isJsApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
+      n++;
     }
   }
   return n;

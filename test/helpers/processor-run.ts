@@ -88,7 +88,7 @@ export async function drainProcessor(p: Processor, nc: NatsConnection, stream: s
     for (const lane of p.lanes) {
       const last = lastOfShard.get(lane.shard) ?? 0;
       if (lane.processedSeq < last) {
-        state = `lane ${lane.fn.name}/${lane.shard}: handled up to ${lane.processedSeq}, the shard's last message is ${last}`;
+        state = `lane ${lane.name}/${lane.shard}: handled up to ${lane.processedSeq}, the shard's last message is ${last}`;
         return false;
       }
     }

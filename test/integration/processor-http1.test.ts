@@ -18,6 +18,7 @@ import { ensureStream } from '../../lib/raw-stream.js';
 import { http1Function } from '../../processors/http1/index.js';
 import { lossesFunction } from '../../processors/losses/index.js';
 import { Processor, consumerName } from '../../processors/runtime/processor.js';
+import { functionGroup } from '../../processors/runtime/lane.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { encodeEnvelope, envelopeSubject, messageId, type Envelope } from '../../schemas/envelope.js';
 import { ConnFlags, RecordKind, Role } from '../../schemas/records.js';
@@ -365,7 +366,7 @@ test('http1 rows are exact, a timeout waits for envelope time, and fresh consume
     // Fresh consumers from the start of the stream, same database: every row is seen again
     // and suppressed.
     const jsm = await jetstreamManager(nc);
-    for (const fn of FUNCTIONS) for (const s of SHARDS) await jsm.consumers.delete(STREAM.name, consumerName(ch.database, fn.name, s));
+    for (const s of SHARDS) await jsm.consumers.delete(STREAM.name, consumerName(ch.database, functionGroup(FUNCTIONS.map((f) => f.name)), s));
     const p2 = await startProcessor(ch);
     procs.push(p2);
     await drain(p2, new Map([...last1, ...last2]));

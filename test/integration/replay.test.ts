@@ -1,7 +1,8 @@
 /**
  * netrig replay: a time range of the raw stream, and one node of it, re-run into a separate
  * database; the rows are exactly those of the envelopes published inside the range. A
- * replay into a database live processors write to is refused and touches nothing of theirs.
+ * replay into a database live processors write to (their consumers, or only their leases)
+ * is refused and touches nothing of theirs.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,10 +11,12 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import type { EdgeConfig } from '../../edge/config.js';
 import { LiveDatabaseError } from '../../lib/errors.js';
 import { runReplay } from '../../processors/replay.js';
+import { ShardLeases } from '../../processors/runtime/leases.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { Role } from '../../schemas/records.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { connClose, envelope } from '../helpers/records.js';
+import { testLogger } from '../helpers/edge-run.js';
 import { drainProcessor, freshClickHouse, publishEnvelopes, removeClickHouseData, rows, startEdgeProcessor, STREAM } from '../helpers/processor-run.js';
 
 let nats: NatsServerHandle;
@@ -104,5 +107,36 @@ test('a replay into a database live processors write to is refused, and leaves t
     await live.processor.stop();
     await live.nc.close();
     await live.ch.close();
+  }
+});
+
+test('a replay into a database a processor holds leases on is refused, even before it has consumers', async () => {
+  const ch = await freshClickHouse('leased');
+  const member = { id: `leaser-${process.pid}`, host: 'test', pid: process.pid, functions: ['tcp'] };
+  const taken: number[] = [];
+  const leases = await ShardLeases.start({
+    nc, database: ch.database, shardCount: 4, member, ttlMs: 3000, log: testLogger('leases'),
+    take: async (shard) => {
+      taken.push(shard);
+    },
+    handBack: async () => undefined,
+    drop: () => undefined,
+  });
+  try {
+    assert.deepEqual(taken.sort(), [0, 1, 2, 3], 'the only member holds every shard');
+    await assert.rejects(
+      runReplay({ nats: nats.url, functions: 'tcp', shards: 4, stream: STREAM.name, ttlDays: 3650 }, { ch }),
+      (err: Error) => err instanceof LiveDatabaseError && err.message.includes(`processor ${member.id}`),
+    );
+  } finally {
+    await leases.stop();
+  }
+  // Once it has handed its leases back and left, the database is free to replay into.
+  try {
+    const r = await runReplay({ nats: nats.url, functions: 'tcp', shards: 4, stream: STREAM.name, ttlDays: 3650 }, { ch });
+    assert.equal(r.database, ch.database);
+    assert.ok(r.rows.connections > 0, 'the closes the earlier tests published are replayed');
+  } finally {
+    await ch.close();
   }
 });
