@@ -13,7 +13,7 @@ import type { Logger } from '../../lib/logger.js';
 import { decodeEnvelope } from '../../schemas/envelope.js';
 import { REC_HDR } from '../../schemas/layouts.js';
 import { decodeRecord, kindName, nextRecordOffset, REC_KIND_MAX, RECORD_VERSIONS } from '../../schemas/records.js';
-import { ConnectionTable, type ConnectionBudget } from '../l7/connection-table.js';
+import { ConnectionTable, type ConnectionBudget, type TableMember } from '../l7/connection-table.js';
 import { CommittedSeqs, partitionDay } from './committed.js';
 import type { DeadLetters } from './dlq.js';
 import type { EnvelopeContext, FunctionLane, LaneContext, ProcessingFunction, Row } from './function.js';
@@ -100,7 +100,7 @@ export class Lane {
   /** A lane with its functions' state created (which may read committed rows to resume). */
   static async create(o: LaneOptions): Promise<Lane> {
     const lane = new Lane(o);
-    const members = [];
+    const members: TableMember[] = [];
     for (const fn of o.functions) {
       const ctx = lane.context(fn.name);
       const p = fn.protocol;
