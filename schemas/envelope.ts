@@ -82,12 +82,32 @@ export function isSubjectToken(s: string): boolean {
 /** Why an envelope was rejected. */
 export type EnvelopeFailure = 'not_msgpack' | 'not_map' | 'bad_version' | 'bad_field';
 
+/** Longest region, node, run or loss cause an envelope may carry. */
+const MAX_NAME_CHARS = 256;
+/** Most loss counts, kernel symbols or drop reason names in one envelope. */
+const MAX_ENTRIES = 4096;
+/** Latest plausible wall-clock second of the CLOCK_REALTIME − CLOCK_MONOTONIC offset: 2200-01-01. */
+const MAX_CLOCK_S = 7_258_118_400;
+/**
+ * Largest CLOCK_MONOTONIC an envelope may carry, in ns: about 31 years of uptime. Above
+ * 2^53 (104 days) the edge's float loses nanoseconds, but the value stays usable.
+ */
+const MAX_MONO_NS = 1e18;
+
+/** A short printable name: no control characters, at most MAX_NAME_CHARS. */
 function isStr(v: unknown): v is string {
-  return typeof v === 'string';
+  return typeof v === 'string' && v.length <= MAX_NAME_CHARS && !/[\x00-\x1f\x7f]/.test(v);
 }
 
 function isUint(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0;
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** A map of short strings (kernel symbols, drop reasons), bounded in size. */
+function isNameMap(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const entries = Object.entries(v);
+  return entries.length <= MAX_ENTRIES && entries.every(([k, s]) => k.length <= MAX_NAME_CHARS && isStr(s));
 }
 
 /** Decode and validate; returns the failure kind instead of throwing. */
@@ -101,15 +121,22 @@ export function decodeEnvelope(data: Uint8Array): Envelope | EnvelopeFailure {
   if (typeof o !== 'object' || o === null || Array.isArray(o)) return 'not_map';
   const e = o as Record<string, unknown>;
   if (e.v !== ENVELOPE_VERSION) return 'bad_version';
-  if (!isStr(e.region) || !isStr(e.node) || !isStr(e.run) || !isStr(e.boot)) return 'bad_field';
-  if (!isUint(e.seq) || !isUint(e.shard) || !isUint(e.count) || !isUint(e.mono)) return 'bad_field';
+  // Names end up in rows and subjects; the boot id is hex (it becomes part of a UUID).
+  if (!isStr(e.region) || !isStr(e.node) || !isStr(e.run) || !isStr(e.boot) || !/^[0-9a-f-]{1,64}$/i.test(e.boot)) return 'bad_field';
+  if (!isUint(e.seq) || !isUint(e.shard) || e.shard > 0xffff || !isUint(e.count)) return 'bad_field';
+  if (typeof e.mono !== 'number' || !Number.isInteger(e.mono) || e.mono < 0 || e.mono > MAX_MONO_NS) return 'bad_field';
   if (e.shard_seq !== undefined && !isUint(e.shard_seq) || e.shard_records !== undefined && !isUint(e.shard_records)) return 'bad_field';
-  if (!Array.isArray(e.clock) || e.clock.length !== 2 || !e.clock.every(isUint)) return 'bad_field';
+  if (!Array.isArray(e.clock) || e.clock.length !== 2 || !e.clock.every(isUint) || e.clock[0] > MAX_CLOCK_S || e.clock[1] >= 1e9) return 'bad_field';
   if (!(e.records instanceof Uint8Array)) return 'bad_field';
-  if (!Array.isArray(e.lost)) return 'bad_field';
+  if (!Array.isArray(e.lost) || e.lost.length > MAX_ENTRIES) return 'bad_field';
   for (const l of e.lost as unknown[]) {
     const x = l as Record<string, unknown>;
-    if (typeof l !== 'object' || l === null || !isUint(x.kind) || !isStr(x.cause) || !isUint(x.records)) return 'bad_field';
+    if (typeof l !== 'object' || l === null || !isUint(x.kind) || x.kind > 0xffff || !isStr(x.cause) || !isUint(x.records)) return 'bad_field';
+  }
+  if (e.ksyms !== undefined && !isNameMap(e.ksyms) || e.drop_reasons !== undefined && !isNameMap(e.drop_reasons)) return 'bad_field';
+  if (e.capture !== undefined) {
+    const c = e.capture as Record<string, unknown>;
+    if (typeof c !== 'object' || c === null || !isStr(c.path) || !Array.isArray(c.features) || c.features.length > 64 || !c.features.every(isStr)) return 'bad_field';
   }
   if (!Buffer.isBuffer(e.records)) e.records = Buffer.from(e.records.buffer, e.records.byteOffset, e.records.byteLength);
   return e as unknown as Envelope;

@@ -385,7 +385,9 @@ export function decodeRecord(b: Buffer, off: number): DecodedRecord | DecodeFail
 
 /** Records in a blob are 8-byte aligned: the next record starts here. */
 export function nextRecordOffset(off: number, sizeBytes: number): number {
-  return off + ((sizeBytes + 7) & ~7);
+  // Arithmetic, not `& ~7`: bitwise operators wrap at 2^31, and a forged size near 2^32
+  // would give back this very offset.
+  return off + Math.ceil(sizeBytes / 8) * 8;
 }
 
 /** Location of the drop address inside an skb_drop_rec, for the edge's symbol table. */

@@ -172,6 +172,20 @@ export class Lane {
     if (m.seq <= this.processedSeq) return; // redelivered: already handled
     this.currentSeq = m.seq;
     this.o.metrics.messages.inc({ fn: this.name });
+    try {
+      this.dispatch(m);
+    } catch (err) {
+      // A bug met by hostile input: the message is dead-lettered and passed, never retried
+      // into a crash loop.
+      this.failure('envelope', 'lane_error', { seq: m.seq, err: (err as Error).stack });
+      this.o.dlq.send('lane_error', this.o.streamId, m.seq, m.subject, m.data);
+    }
+    this.processedSeq = m.seq;
+    this.unacked.push([m.seq, m.reply]);
+  }
+
+  /** Decode a message's envelope and hand its records to the functions. */
+  private dispatch(m: LaneMessage): void {
     const env = decodeEnvelope(m.data);
     if (typeof env === 'string') {
       this.failure('envelope', env, { seq: m.seq, subject: m.subject });
@@ -189,7 +203,9 @@ export class Lane {
         }
         const kind = recs.readUInt16LE(off + REC_HDR.fields.kind);
         const size = recs.readUInt32LE(off + REC_HDR.fields.size_bytes);
-        if (size < REC_HDR.size) {
+        // A size past the bytes present would read beyond the record, or (near 2^32) wrap the
+        // next offset back onto this one.
+        if (size < REC_HDR.size || size > recs.length - off) {
           this.failure(kindName(kind), 'bad_size', { seq: m.seq, off, size });
           this.o.dlq.send('record_bad_size', this.o.streamId, m.seq, m.subject, m.data);
           break;
@@ -224,8 +240,6 @@ export class Lane {
       }
       this.o.metrics.records.inc({ fn: this.name }, handled);
     }
-    this.processedSeq = m.seq;
-    this.unacked.push([m.seq, m.reply]);
   }
 
   /** Take the pending rows for an insert; the lane keeps emitting into fresh buffers. */

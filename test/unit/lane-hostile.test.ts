@@ -1,0 +1,113 @@
+/**
+ * Hostile envelopes through a lane running every function: forged record sizes (one near
+ * 2^32 used to wrap the next offset back onto the record and spin forever), forged
+ * envelope fields, and real envelopes mutated at random. Every message is handled and
+ * passed, every rejected one counted and dead-lettered, and no exception leaves the lane.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { logger } from '../../lib/logger.js';
+import { FUNCTIONS } from '../../processors/index.js';
+import { ConnectionBudget } from '../../processors/l7/connection-table.js';
+import type { DeadLetters } from '../../processors/runtime/dlq.js';
+import { Lane } from '../../processors/runtime/lane.js';
+import { ProcessorMetrics } from '../../processors/runtime/metrics.js';
+import { decodeEnvelope, encodeEnvelope, type Envelope } from '../../schemas/envelope.js';
+import { REC_HDR } from '../../schemas/layouts.js';
+import { DataFlags, Role } from '../../schemas/records.js';
+import { Rng } from '../helpers/prng.js';
+import { connInfo, envelope, sockData } from '../helpers/records.js';
+
+async function harness() {
+  const metrics = new ProcessorMetrics();
+  const dead: string[] = [];
+  const dlq = { send: (reason: string) => dead.push(reason) } as unknown as DeadLetters;
+  const lane = await Lane.create({
+    functions: Object.values(FUNCTIONS), shard: 0, query: async () => [], streamId: 's@1', resumeFrom: 1, committed: new Map(),
+    budget: new ConnectionBudget(10_000), metrics, dlq, log: logger('test'),
+  });
+  let seq = 0;
+  return {
+    lane, metrics, dead,
+    handle(data: Uint8Array) {
+      seq++;
+      lane.handle({ seq, subject: 'netrig.raw.r.n.0', data, reply: `ack.${seq}` });
+      assert.equal(lane.processedSeq, seq, 'every message is handled and passed');
+      lane.takeRows();
+    },
+    async failures(failure: string): Promise<number> {
+      return (await metrics.decodeFailures.get()).values.filter((v) => v.labels.failure === failure).reduce((n, v) => n + v.value, 0);
+    },
+  };
+}
+
+/** A real envelope: an HTTP/1 exchange on one connection. */
+function exchange(seq: number, cookie: number): Envelope {
+  const t = 5e9 + seq * 1e6;
+  const tuple = { saddr: '10.0.0.1', sport: 40000 + (cookie % 20000), daddr: '10.0.0.2', dport: 80 };
+  const req = Buffer.from(`GET /x/${seq} HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\n\r\n`);
+  const resp = Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+  return envelope({
+    seq, mono: t + 1e5,
+    records: [
+      connInfo({ tsNs: t, connId: cookie, tgid: 7 }, tuple, Role.Client, 'curl'),
+      sockData({ tsNs: t + 10, connId: cookie, tgid: 7 }, { direction: 0, posBytes: 0, payload: req, dataFlags: DataFlags.Last }),
+      sockData({ tsNs: t + 20, connId: cookie, tgid: 7 }, { direction: 1, posBytes: 0, payload: resp, dataFlags: DataFlags.Last }),
+    ],
+  });
+}
+
+test('a forged record size is refused, whatever its value: near 2^32 it no longer wraps back onto the record', async () => {
+  const h = await harness();
+  for (const size of [0xffff_fff9, 0xffff_ffff, 0x8000_0008, 0x7fff_fff8, 4096, 8]) {
+    const e = exchange(1, 1);
+    e.records.writeUInt32LE(size, REC_HDR.fields.size_bytes);
+    h.handle(encodeEnvelope(e));
+  }
+  assert.equal(await h.failures('bad_size'), 6);
+  assert.deepEqual(h.dead, Array(6).fill('record_bad_size'));
+});
+
+test('forged envelope fields are refused and dead-lettered: boot id, names, clock, counts, maps', async () => {
+  const h = await harness();
+  const forged: Partial<Record<keyof Envelope, unknown>>[] = [
+    { boot: 'not-a-boot-id!' }, { boot: 'x'.repeat(65) }, { node: 'a\nb' }, { region: 'r'.repeat(257) },
+    { clock: [1e12, 0] }, { clock: [1_700_000_000, 1e9] }, { clock: [1, 2, 3] }, { mono: -1 }, { mono: 2e18 },
+    { seq: 2 ** 53 }, { shard: 70_000 }, { count: 1.5 }, { lost: [{ kind: 1, cause: 'x', records: -1 }] },
+    { lost: Array(5000).fill({ kind: 1, cause: 'x', records: 1 }) }, { ksyms: { a: 7 } }, { drop_reasons: 'NOT_A_MAP' },
+    { capture: { path: 'socket', features: 'all' } }, { records: 'text' },
+  ];
+  for (const [i, f] of forged.entries()) h.handle(encodeEnvelope({ ...exchange(i + 1, i + 1), ...f } as Envelope));
+  assert.equal(await h.failures('bad_field'), forged.length);
+  assert.deepEqual(h.dead, Array(forged.length).fill('envelope_bad_field'));
+});
+
+test('5000 real envelopes mutated at random: each handled, each refusal counted and dead-lettered, no lane error', async () => {
+  const h = await harness();
+  const rng = new Rng(20261206);
+  let refused = 0;
+  for (let i = 1; i <= 5000; i++) {
+    const e = exchange(i, 1 + rng.int(50));
+    let data: Buffer;
+    if (rng.int(2)) {
+      // Bytes of the raw records: sizes, kinds, versions, positions, lengths, payload.
+      for (let k = 1 + rng.int(8); k > 0; k--) e.records[rng.int(e.records.length)] = rng.int(256);
+      data = encodeEnvelope(e);
+    } else {
+      // Bytes of the msgpack encoding itself.
+      data = Buffer.from(encodeEnvelope(e));
+      for (let k = 1 + rng.int(4); k > 0; k--) data[rng.int(data.length)] = rng.int(256);
+    }
+    if (typeof decodeEnvelope(data) === 'string') refused++;
+    h.handle(data);
+  }
+  const envelopeFailures = (await h.metrics.decodeFailures.get()).values
+    .filter((v) => v.labels.kind === 'envelope' && v.labels.failure !== 'function_error')
+    .reduce((n, v) => n + v.value, 0);
+  assert.ok(refused > 100, `the mutations reach the envelope checks (${refused} refused)`);
+  assert.equal(envelopeFailures, refused, 'every refused envelope is counted');
+  assert.equal(h.dead.filter((r) => r.startsWith('envelope_')).length, refused, 'and dead-lettered');
+  assert.equal(await h.failures('lane_error'), 0, 'no exception reached the lane');
+  assert.equal(await h.failures('function_error'), 0, 'no function threw');
+  assert.ok(h.lane.connections().tracked <= 10_000);
+});
