@@ -34,6 +34,34 @@ export interface ClickHouse {
   close(): Promise<void>;
 }
 
+/**
+ * Error codes of an insert the engine refused for its data or the table's schema, which a
+ * retry cannot fix: CANNOT_PARSE_TEXT (6), NO_SUCH_COLUMN_IN_TABLE (16),
+ * CANNOT_PARSE_QUOTED_STRING (26), CANNOT_PARSE_INPUT_ASSERTION_FAILED (27),
+ * CANNOT_PARSE_DATE (38), CANNOT_PARSE_DATETIME (41), TYPE_MISMATCH (53), UNKNOWN_TABLE (60),
+ * ARGUMENT_OUT_OF_BOUND (69), CANNOT_CONVERT_TYPE (70), CANNOT_PARSE_NUMBER (72),
+ * INCORRECT_DATA (117), CANNOT_READ_ARRAY_FROM_TEXT (130), TOO_LARGE_STRING_SIZE (131),
+ * VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE (321), CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN (349),
+ * INCORRECT_NUMBER_OF_COLUMNS (7), THERE_IS_NO_COLUMN (8).
+ */
+const REFUSED_INSERT_CODES = new Set(['6', '7', '8', '16', '26', '27', '38', '41', '53', '60', '69', '70', '72', '117', '130', '131', '321', '349']);
+
+/**
+ * The ClickHouse error code of `err`, or null for any other error. By shape, not class: the
+ * embedded engine raises clickhouse-js's ClickHouseError from its own CommonJS copy of the
+ * module, a different class from the one this ESM code imports.
+ */
+export function clickHouseCode(err: unknown): string | null {
+  const e = err as { code?: unknown; type?: unknown };
+  return err instanceof Error && typeof e.code === 'string' && /^\d+$/.test(e.code) && typeof e.type === 'string' ? e.code : null;
+}
+
+/** The engine refused an insert for its rows or the table (a retry gets the same answer). */
+export function isRefusedInsert(err: unknown): boolean {
+  const code = clickHouseCode(err);
+  return code !== null && REFUSED_INSERT_CODES.has(code);
+}
+
 /** Settings every netrig client uses: 64-bit integers as strings in JSON, never rounded. */
 const SETTINGS = { output_format_json_quote_64bit_integers: 1 } as const;
 

@@ -138,7 +138,7 @@ export class Processor {
 
   private constructor(private readonly o: ProcessorOptions) {
     this.metrics = o.metrics ?? new ProcessorMetrics();
-    this.sink = new ClickHouseSink(o.ch, this.metrics, o.log);
+    this.sink = new ClickHouseSink(o.ch, this.metrics, o.log, (table, row, err) => this.dlq.sendRow(this.streamId, table, row, err.message));
     this.budget = new ConnectionBudget(o.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
     this.group = functionGroup(o.functions.map((f) => f.name));
   }
@@ -161,7 +161,7 @@ export class Processor {
     this.jsm = await jetstreamManager(nc);
     const info = await waitForStream(nc, this.o.stream, log);
     this.streamId = `${info.config.name}@${info.created}`;
-    this.dlq = new DeadLetters(nc, log);
+    this.dlq = new DeadLetters(nc, log, info.config.max_age);
     this.flushTimer = setInterval(() => void this.flush(), this.o.flushIntervalMs);
     this.lagTimer = setInterval(() => void this.pollLag(), LAG_POLL_MS);
     const l = this.o.leases;

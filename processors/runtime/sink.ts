@@ -4,9 +4,15 @@
  * all (an insert spanning partitions does not); its deduplication token is built from the
  * lanes' sequence ranges, so a retried insert is stored once. Rows are committed only for
  * lanes whose shard lease is valid at the moment of each attempt (processors/runtime/leases.ts).
+ *
+ * A block the engine refuses for its data or the table's schema (a retry would get the same
+ * answer) is split in halves until the refused rows stand alone: those go to the dead-letter
+ * stream with the engine's reason, the rest is committed, and no table stalls behind one bad
+ * row. The halves are inserted in order, so whatever a crash leaves committed is a prefix of
+ * each lane's rows and the committed sequences still tell what to write again.
  */
 import { createHash } from 'node:crypto';
-import type { ClickHouse } from '../../lib/clickhouse.js';
+import { clickHouseCode, isRefusedInsert, type ClickHouse } from '../../lib/clickhouse.js';
 import type { Logger } from '../../lib/logger.js';
 import type { Row } from './function.js';
 import { partitionDay } from './committed.js';
@@ -51,10 +57,19 @@ interface Block {
 /** How long an insert waits, between checks, for a lease being renewed. */
 const FENCE_POLL_MS = 50;
 
+/** Where rows the engine refused go: the dead-letter stream, with the engine's reason. */
+export type RefusedRows = (table: string, row: Row, err: Error) => void;
+
 export class ClickHouseSink {
   private stopped = false;
+  private readonly loggedRefusals = new Set<string>();
 
-  constructor(private readonly ch: ClickHouse, private readonly metrics: ProcessorMetrics, private readonly log: Logger) {}
+  constructor(
+    private readonly ch: ClickHouse,
+    private readonly metrics: ProcessorMetrics,
+    private readonly log: Logger,
+    private readonly refused: RefusedRows,
+  ) {}
 
   /**
    * Insert every lane's pending rows (one block per table and day partition), retrying
@@ -105,9 +120,9 @@ export class ClickHouseSink {
       const rows = [...b.parts.values()].flat();
       const end = this.metrics.insertSeconds.startTimer({ table });
       try {
-        await insertBlock(this.ch, table, rows, token);
+        const written = await this.insertOrSplit(table, rows, token);
         end();
-        return rows.length;
+        return written;
       } catch (err) {
         this.metrics.insertErrors.inc({ table });
         if (this.stopped) throw err;
@@ -116,6 +131,39 @@ export class ClickHouseSink {
         backoff = Math.min(backoff * 2, RETRY_MAX_MS);
       }
     }
+  }
+
+  /**
+   * Insert `rows`; if the engine refuses them, insert each half (its own token) and so on
+   * down to single rows, which are dead-lettered. Returns the rows written. Any other error
+   * is thrown for the caller to retry the whole block (the halves that landed are
+   * deduplicated by their tokens).
+   */
+  private async insertOrSplit(table: string, rows: Row[], token: string): Promise<number> {
+    try {
+      await insertBlock(this.ch, table, rows, token);
+      return rows.length;
+    } catch (err) {
+      if (!isRefusedInsert(err)) throw err;
+      if (rows.length === 1) {
+        this.refuse(table, rows[0], err as Error);
+        return 0;
+      }
+      const mid = rows.length >> 1;
+      return await this.insertOrSplit(table, rows.slice(0, mid), `${token}.0`)
+        + await this.insertOrSplit(table, rows.slice(mid), `${token}.1`);
+    }
+  }
+
+  private refuse(table: string, row: Row, err: Error): void {
+    const code = clickHouseCode(err) ?? '';
+    this.metrics.rowsRefused.inc({ table, code });
+    const key = `${table}/${code}`;
+    if (!this.loggedRefusals.has(key)) {
+      this.loggedRefusals.add(key);
+      this.log.error({ table, code, err: err.message.slice(0, 500), fn: row._fn, seq: row._seq }, 'ClickHouse refused a row: dead-lettered, the rest committed (logged once per table and code)');
+    }
+    this.refused(table, row, err);
   }
 
   /** Stop retrying: a pending insert fails instead of waiting forever. */
