@@ -5,8 +5,9 @@
  *
  * A gap inside a message whose length is known keeps the framing: the message is handed
  * on up to its first missing byte (its header and question are usually there; a response
- * larger than the capture limit still pairs). A gap over a length prefix loses the
- * framing: the bytes it hides held lengths we never saw. The splitter then waits for a
+ * larger than the capture limit still pairs). A gap over a length prefix, or running on
+ * past a message's end, loses the framing (the message it cut is still handed on): the
+ * bytes it hides held lengths we never saw. The splitter then waits for a
  * syscall boundary (senders write a length prefix and its message together, in one
  * syscall) where a length prefix and a plausible header follow, and counts the resync.
  * A stream first seen after its start (mid-life, or its first record lost) starts that way.
@@ -14,15 +15,11 @@
 import { Cursor } from '../l7/cursor.js';
 import { FramingReader, type FrameFormat, type FrameSink, type FramingLoss } from '../l7/framing.js';
 import type { StreamEvent } from '../l7/reassembly.js';
-import { HEADER_BYTES } from './wire.js';
+import { HEADER_BYTES, MIN_QUESTION_BYTES, MIN_RR_BYTES } from './wire.js';
 
 const PREFIX_BYTES = 2;
 /** Prefix and header: enough to judge whether a frame start is plausible. */
 const PROBE_BYTES = PREFIX_BYTES + HEADER_BYTES;
-/** Smallest resource record (root name, type, class, ttl, rdlength). */
-const MIN_RR_BYTES = 11;
-/** Smallest question (root name, type, class). */
-const MIN_QUESTION_BYTES = 5;
 
 /** One framed message. `msg` may be a view into the event's data: consume it before returning. */
 export interface DnsTcpMessage {

@@ -35,9 +35,9 @@ export const MAX_ANSWER_VALUES = 16;
 /** Characters kept per answer value (TXT can be long). */
 export const MAX_VALUE_CHARS = 256;
 /** Smallest question: root name, type, class. */
-const MIN_QUESTION_BYTES = 5;
+export const MIN_QUESTION_BYTES = 5;
 /** Smallest resource record: root name, type, class, ttl, rdlength. */
-const MIN_RR_BYTES = 11;
+export const MIN_RR_BYTES = 11;
 
 /** Why a message (or its answer section) could not be decoded; counted by callers. */
 export type DnsWireFailure =
