@@ -36,7 +36,7 @@ test('a read past the end throws CursorRangeError and moves nothing', () => {
     const c = new Cursor(bytes, 3, 3 + want - 1);
     assert.throws(() => read(c), CursorRangeError, what);
     assert.equal(c.offset, 3, what);
-    assert.equal(read(new Cursor(bytes, 3, 3 + want)) !== undefined || what === 'skip', true, what);
+    assert.doesNotThrow(() => read(new Cursor(bytes, 3, 3 + want)), what);
   }
   const c = new Cursor(bytes, 11, 13);
   try {
