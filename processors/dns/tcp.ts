@@ -1,27 +1,25 @@
 /**
  * DNS over TCP (RFC 1035 §4.2.2, RFC 7766): each message is preceded by a two-byte length.
  * A splitter turns the StreamEvents of one direction into whole messages, whatever the
- * syscall and record boundaries.
+ * syscall and record boundaries, on the shared framing reader (processors/l7/framing.ts).
  *
  * A gap inside a message whose length is known keeps the framing: the message is handed
  * on up to its first missing byte (its header and question are usually there; a response
- * larger than the capture limit still pairs). Any other gap loses the framing: the bytes
- * it hides held lengths we never saw. The splitter then
- * waits for a syscall boundary (senders write a length prefix and its message together, in
- * one syscall) where a length prefix and a plausible header follow, and counts the resync.
- * A probe may read on into the next event, but a new syscall start abandons it for itself.
+ * larger than the capture limit still pairs). A gap over a length prefix, or running on
+ * past a message's end, loses the framing (the message it cut is still handed on): the
+ * bytes it hides held lengths we never saw. The splitter then waits for a
+ * syscall boundary (senders write a length prefix and its message together, in one
+ * syscall) where a length prefix and a plausible header follow, and counts the resync.
  * A stream first seen after its start (mid-life, or its first record lost) starts that way.
  */
+import { Cursor } from '../l7/cursor.js';
+import { FramingReader, type FrameFormat, type FrameSink, type FramingLoss } from '../l7/framing.js';
 import type { StreamEvent } from '../l7/reassembly.js';
-import { HEADER_BYTES } from './wire.js';
+import { HEADER_BYTES, MIN_QUESTION_BYTES, MIN_RR_BYTES } from './wire.js';
 
 const PREFIX_BYTES = 2;
 /** Prefix and header: enough to judge whether a frame start is plausible. */
 const PROBE_BYTES = PREFIX_BYTES + HEADER_BYTES;
-/** Smallest resource record (root name, type, class, ttl, rdlength). */
-const MIN_RR_BYTES = 11;
-/** Smallest question (root name, type, class). */
-const MIN_QUESTION_BYTES = 5;
 
 /** One framed message. `msg` may be a view into the event's data: consume it before returning. */
 export interface DnsTcpMessage {
@@ -68,40 +66,56 @@ export interface DnsTcpSplitterOptions {
 }
 
 /**
- * Can a frame start here? Strict enough that random bytes at a syscall start rarely pass:
- * opcode assigned, Z bit clear, at most one question, and counts the length can hold.
+ * Can a message of `len` bytes start with the DNS header at the cursor? Strict enough
+ * that random bytes at a syscall start rarely pass: opcode assigned, Z bit clear, at most
+ * one question, and counts the length can hold.
  */
-export function plausibleFrame(b: Buffer, off: number): boolean {
-  const len = b.readUInt16BE(off);
+function plausibleMessage(len: number, header: Cursor): boolean {
   if (len < HEADER_BYTES) return false;
-  const h = off + PREFIX_BYTES;
-  const flags = b.readUInt16BE(h + 2);
+  header.skip(2); // id
+  const flags = header.u16be();
   const opcode = (flags >> 11) & 0xf;
   if (opcode === 3 || opcode > 6 || (flags & 0x0040) !== 0) return false;
-  const qd = b.readUInt16BE(h + 4);
+  const qd = header.u16be();
   if (qd > 1) return false;
-  const rrs = b.readUInt16BE(h + 6) + b.readUInt16BE(h + 8) + b.readUInt16BE(h + 10);
+  const rrs = header.u16be() + header.u16be() + header.u16be();
   return qd * MIN_QUESTION_BYTES + rrs * MIN_RR_BYTES <= len - HEADER_BYTES;
 }
 
-type State =
-  /** Framing held: the next byte starts or continues a frame. */
-  | 'sync'
-  /** Framing lost: wait for a syscall start. */
-  | 'lost'
-  /** Framing lost, a frame tried from a syscall start: kept only if its probe is plausible. */
-  | 'probe';
+const probeCursor = new Cursor();
+
+/** Can a frame (length prefix and DNS header, 14 bytes) start at `b[off]`? */
+export function plausibleFrame(b: Buffer, off: number): boolean {
+  const c = probeCursor.reset(b, off, off + PROBE_BYTES);
+  return plausibleMessage(c.u16be(), c);
+}
+
+const DNS_TCP_FORMAT: FrameFormat = {
+  headerBytes: PREFIX_BYTES,
+  probeBytes: PROBE_BYTES,
+  preface: null,
+  payloadLength: (prefix) => prefix.u16be(),
+  valid: (_prefix, len) => len >= HEADER_BYTES,
+  plausible: (probe, len) => {
+    probe.skip(PREFIX_BYTES);
+    return plausibleMessage(len, probe);
+  },
+  opens: null,
+};
+
+const EMPTY = Buffer.alloc(0);
 
 /** Splits one direction of a DNS-over-TCP stream into messages. Never throws on input. */
-export class DnsTcpSplitter {
+export class DnsTcpSplitter implements FrameSink {
   readonly stats: DnsTcpStats;
-  private state: State | 'start';
-  /** Prefix (and, while probing, header) bytes of the frame being read. */
-  private readonly head = Buffer.alloc(PROBE_BYTES);
-  private headLen = 0;
-  /** The message being assembled once its length is known; null while reading the head. */
+  private readonly reader: FramingReader;
+  /** The whole message as one view into an event, when it arrived in one piece. */
+  private view: Buffer | null = null;
+  /** The message assembled from pieces; null until a piece arrives that is not all of it. */
   private body: Buffer | null = null;
   private bodyLen = 0;
+  /** Message bytes passed so far, seen or in gaps. */
+  private filled = 0;
   private framePos = 0;
   private firstTs = 0;
   /** Offset in the message of its first byte not seen (a gap inside the frame); -1 when none. */
@@ -112,142 +126,74 @@ export class DnsTcpSplitter {
     opts: DnsTcpSplitterOptions = {},
   ) {
     this.stats = opts.stats ?? newDnsTcpStats();
-    this.state = opts.midlife ? 'lost' : 'start';
+    this.reader = new FramingReader(DNS_TCP_FORMAT, this, !opts.midlife);
   }
 
-  /** Bytes held (allocated) for a frame not yet complete: at most 2 + 65535. */
+  /** Bytes held (allocated) for a frame not yet complete: at most 65535. */
   get bufferedBytes(): number {
-    return this.body ? PREFIX_BYTES + this.bodyLen : this.headLen;
+    return this.reader.bufferedBytes + (this.body ? this.bodyLen : 0);
   }
 
   /** In sync and between messages: nothing would be lost by starting afresh here. */
   get atBoundary(): boolean {
-    return this.state !== 'lost' && this.state !== 'probe' && this.headLen === 0 && this.body === null;
+    return this.reader.inSync && this.reader.idle;
   }
 
   /** Framing is held (false while waiting for a syscall boundary after a gap). */
   get inSync(): boolean {
-    return this.state === 'sync' || this.state === 'start';
+    return this.reader.inSync;
   }
 
   push(ev: StreamEvent): void {
-    if (ev.type === 'gap') {
-      this.stats.gaps++;
-      const left = this.body ? this.bodyLen - (this.headLen - PREFIX_BYTES) : 0;
-      if (this.state === 'sync' && this.body && ev.len > 0 && ev.len <= left) {
-        // Inside a frame of known length (a capture cut short, a lost record): framing
-        // holds, and the message is kept up to its first missing byte.
-        if (this.holeAt < 0) this.holeAt = this.headLen - PREFIX_BYTES;
-        this.headLen += ev.len;
-        if (ev.len === left) this.emit(this.body, ev.tsNs);
-        return;
-      }
-      if (this.state !== 'lost') this.stats.desyncs++;
-      this.reset('lost');
-      return;
-    }
-    if (this.state === 'start') this.state = ev.pos === 0 ? 'sync' : 'lost';
-    if (this.state === 'probe' && ev.syscallStart) {
-      // A probe still short of a header when the next syscall starts: that start is a
-      // likelier frame start than bytes left over from before it.
-      this.stats.resyncMisses++;
-      this.stats.skippedBytes += this.headLen;
-      this.reset('lost');
-    }
-    const d = ev.data;
-    let i = 0;
-    while (i < d.length) {
-      if (this.state === 'lost') {
-        if (!(ev.syscallStart && i === 0)) {
-          this.stats.skippedBytes += d.length - i;
-          return;
-        }
-        this.state = 'probe';
-      }
-      if (this.body === null) {
-        if (this.headLen === 0) {
-          this.framePos = ev.pos + i;
-          this.firstTs = ev.tsNs;
-          // Usual case: the whole frame inside this event. Emit a view, copy nothing.
-          const avail = d.length - i;
-          if (avail >= PROBE_BYTES) {
-            const len = d.readUInt16BE(i);
-            if (len >= HEADER_BYTES && avail >= PREFIX_BYTES + len && (this.state !== 'probe' || plausibleFrame(d, i))) {
-              if (this.state === 'probe') {
-                this.stats.resyncs++;
-                this.state = 'sync';
-              }
-              this.emit(d.subarray(i + PREFIX_BYTES, i + PREFIX_BYTES + len), ev.tsNs);
-              i += PREFIX_BYTES + len;
-              continue;
-            }
-          }
-        }
-        // Reading the head: the prefix, plus the header while probing.
-        const want = this.state === 'probe' ? PROBE_BYTES : PREFIX_BYTES;
-        const n = Math.min(want - this.headLen, d.length - i);
-        d.copy(this.head, this.headLen, i, i + n);
-        this.headLen += n;
-        i += n;
-        if (this.headLen < want) return;
-        if (!this.startFrame()) {
-          // The rest of this event does not start at a syscall boundary: skipped.
-          this.stats.skippedBytes += d.length - i;
-          return;
-        }
-        if (this.headLen - PREFIX_BYTES === this.bodyLen) this.emit(this.body!, ev.tsNs);
-        continue;
-      }
-      const filled = this.headLen - PREFIX_BYTES;
-      const need = this.bodyLen - filled;
-      const n = Math.min(need, d.length - i);
-      if (this.holeAt < 0) d.copy(this.body, filled, i, i + n);
-      this.headLen += n;
-      i += n;
-      if (n === need) this.emit(this.body, ev.tsNs);
-    }
+    if (ev.type === 'gap') this.stats.gaps++;
+    this.reader.push(ev);
   }
 
-  /** The head is complete: check it and allocate the message. False when the probe fails. */
-  private startFrame(): boolean {
-    const len = this.head.readUInt16BE(0);
-    if (this.state === 'probe') {
-      if (!plausibleFrame(this.head, 0)) {
-        this.stats.resyncMisses++;
-        this.stats.skippedBytes += this.headLen;
-        this.reset('lost');
-        return false;
-      }
-      this.stats.resyncs++;
-      this.state = 'sync';
-    } else if (len < HEADER_BYTES) {
-      this.stats.desyncs++;
-      this.stats.skippedBytes += this.headLen;
-      this.reset('lost');
-      return false;
-    }
-    this.body = Buffer.allocUnsafe(len);
+  onFrameStart(_prefix: Cursor, len: number, pos: number, tsNs: number, resynced: boolean): void {
+    if (resynced) this.stats.resyncs++;
     this.bodyLen = len;
-    this.head.copy(this.body, 0, PREFIX_BYTES, this.headLen);
-    return true;
+    this.filled = 0;
+    this.framePos = pos;
+    this.firstTs = tsNs;
+    this.holeAt = -1;
   }
 
-  private emit(msg: Buffer, lastTs: number): void {
+  onPayload(chunk: Buffer | null, len: number): void {
+    if (chunk === null) {
+      if (this.holeAt < 0) this.holeAt = this.filled;
+    } else if (this.holeAt < 0) {
+      // Usual case: the whole message inside one event. Keep a view, copy nothing.
+      if (len === this.bodyLen) {
+        this.view = chunk;
+      } else {
+        this.body ??= Buffer.allocUnsafe(this.bodyLen);
+        chunk.copy(this.body, this.filled);
+      }
+    }
+    this.filled += len;
+  }
+
+  onFrameEnd(tsNs: number): void {
+    const whole = this.view ?? this.body ?? EMPTY;
     const partial = this.holeAt >= 0;
     const m: DnsTcpMessage = {
-      msg: partial ? msg.subarray(0, this.holeAt) : msg, pos: this.framePos, firstTsNs: this.firstTs, lastTsNs: lastTs, partial,
+      msg: partial ? whole.subarray(0, this.holeAt) : whole, pos: this.framePos, firstTsNs: this.firstTs, lastTsNs: tsNs, partial,
     };
-    this.reset('sync');
+    this.view = null;
+    this.body = null;
     this.stats.messages++;
     if (partial) this.stats.partialMessages++;
     this.onMessage(m);
   }
 
-  private reset(state: State): void {
-    this.state = state;
-    this.holeAt = -1;
-    this.headLen = 0;
+  onDesync(cause: FramingLoss): void {
+    if (cause !== 'midstream') this.stats.desyncs++;
+    this.view = null;
     this.body = null;
-    this.bodyLen = 0;
+  }
+
+  onSkipped(bytes: number, probeMissed: boolean): void {
+    this.stats.skippedBytes += bytes;
+    if (probeMissed) this.stats.resyncMisses++;
   }
 }

@@ -17,6 +17,7 @@
  */
 import { createRequire } from 'node:module';
 import { formatAddr } from '../../schemas/records.js';
+import { Cursor, CursorRangeError } from '../l7/cursor.js';
 
 const require = createRequire(import.meta.url);
 const dnsTypes = require('dns-packet/types.js') as { toString(type: number): string };
@@ -34,9 +35,9 @@ export const MAX_ANSWER_VALUES = 16;
 /** Characters kept per answer value (TXT can be long). */
 export const MAX_VALUE_CHARS = 256;
 /** Smallest question: root name, type, class. */
-const MIN_QUESTION_BYTES = 5;
+export const MIN_QUESTION_BYTES = 5;
 /** Smallest resource record: root name, type, class, ttl, rdlength. */
-const MIN_RR_BYTES = 11;
+export const MIN_RR_BYTES = 11;
 
 /** Why a message (or its answer section) could not be decoded; counted by callers. */
 export type DnsWireFailure =
@@ -130,9 +131,19 @@ export function opcodeName(opcode: number): string {
   return dnsOpcodes.toString(opcode);
 }
 
-/** Thrown inside this module only, caught by `decodeDns`; never escapes. */
+/**
+ * Thrown inside this module only, caught by `decodeDns`; never escapes. Reads past the
+ * message's end throw the cursor's CursorRangeError instead, caught alike.
+ */
 class WireError {
   constructor(readonly failure: DnsWireFailure) {}
+}
+
+/** The failure a decode error stands for: a read past the message's end is truncation. */
+function failureOf(err: unknown): DnsWireFailure {
+  if (err instanceof WireError) return err.failure;
+  if (err instanceof CursorRangeError) return 'truncated';
+  throw err;
 }
 
 /** Offsets visited by the current name's pointers; reused (single-threaded, never re-entered). */
@@ -311,50 +322,43 @@ function readHeader(b: Buffer): DnsMessage {
 export function decodeDns(b: Buffer): DnsDecodeResult {
   if (b.length < HEADER_BYTES) return { ok: false, failure: 'short_header' };
   const msg = readHeader(b);
-  let pos = HEADER_BYTES;
+  // Fixed-size fields after names are read with the cursor; names move it by their length.
+  const c = new Cursor(b, HEADER_BYTES);
   try {
     if (msg.qdcount > 0) {
-      const q = readName(b, pos, b.length);
-      if (q.end + 4 > b.length) throw new WireError('truncated');
-      msg.hasQuestion = true;
+      const q = readName(b, c.offset, b.length);
+      c.offset = q.end;
       msg.qname = q.name;
-      msg.qtype = b.readUInt16BE(q.end);
+      msg.qtype = c.u16be();
       msg.qtypeName = typeName(msg.qtype);
-      msg.qclass = b.readUInt16BE(q.end + 2);
-      pos = q.end + 4;
+      msg.qclass = c.u16be();
+      msg.hasQuestion = true;
     }
   } catch (err) {
-    if (err instanceof WireError) return { ok: false, failure: err.failure };
-    throw err;
+    return { ok: false, failure: failureOf(err) };
   }
   try {
     // Further questions (practically never sent) stand between us and the answers.
     for (let i = 1; i < msg.qdcount; i++) {
-      if (b.length - pos < MIN_QUESTION_BYTES) throw new WireError('truncated');
-      const q = readName(b, pos, b.length);
-      if (q.end + 4 > b.length) throw new WireError('truncated');
-      pos = q.end + 4;
+      if (c.remaining < MIN_QUESTION_BYTES) throw new WireError('truncated');
+      c.offset = readName(b, c.offset, b.length).end;
+      c.skip(4); // type, class
     }
     for (let i = 0; i < msg.ancount; i++) {
       // A count larger than the bytes can hold ends here, without trying every record.
-      if (b.length - pos < MIN_RR_BYTES) throw new WireError('truncated');
-      const n = readName(b, pos, b.length);
-      if (n.end + 10 > b.length) throw new WireError('truncated');
-      const type = b.readUInt16BE(n.end);
-      const rdlen = b.readUInt16BE(n.end + 8);
-      const start = n.end + 10;
-      const end = start + rdlen;
-      if (end > b.length) throw new WireError('truncated');
-      pos = end;
+      if (c.remaining < MIN_RR_BYTES) throw new WireError('truncated');
+      c.offset = readName(b, c.offset, b.length).end;
+      const type = c.u16be();
+      c.skip(6); // class, ttl
+      const rdata = c.take(c.u16be());
       if (msg.answers.length < MAX_ANSWER_VALUES) {
-        const v = answerValue(b, type, start, end);
+        const v = answerValue(b, type, rdata.offset, rdata.end);
         if (v !== null) msg.answers.push(v);
       }
       msg.answerCount++;
     }
   } catch (err) {
-    if (!(err instanceof WireError)) throw err;
-    msg.answerError = err.failure;
+    msg.answerError = failureOf(err);
   }
   return { ok: true, msg };
 }

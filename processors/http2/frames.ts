@@ -1,6 +1,7 @@
 /**
  * Incremental HTTP/2 frame parser (RFC 9113 §4, §6) for one direction of a connection, fed
- * the reassembler's in-order `data` and `gap` events (processors/l7/reassembly.ts).
+ * the reassembler's in-order `data` and `gap` events (processors/l7/reassembly.ts) through
+ * the shared framing reader (processors/l7/framing.ts), which finds the frames.
  *
  * Frame content is streamed, not buffered: DATA data and header block fragments go to the
  * owner chunk by chunk (`onContent`), padding and the fields before content (Pad Length,
@@ -19,6 +20,8 @@
  * length says where the next frame starts; its content is reported as unseen (a null
  * chunk). A gap over a frame header, or past a frame's end, loses sync.
  */
+import { Cursor } from '../l7/cursor.js';
+import { FramingReader, type FrameFormat, type FrameSink, type FramingLoss } from '../l7/framing.js';
 import type { StreamEvent } from '../l7/reassembly.js';
 
 export const FRAME_HEADER_BYTES = 9;
@@ -51,6 +54,12 @@ const DEFINED_FLAGS = [0x09, 0x2d, 0, 0, 0x01, 0x0c, 0x01, 0, 0, 0x04];
 
 /** Why a parser lost sync. */
 export type FrameDesyncCause = 'gap' | 'parse_error' | 'discontinuity';
+
+/** The cause counted for each way the framing reader loses sync; null: sync was never held. */
+const DESYNC_CAUSES: Record<FramingLoss, FrameDesyncCause | null> = {
+  midstream: null, gap: 'gap', discontinuity: 'discontinuity', invalid: 'parse_error', preface: 'parse_error',
+  not_opening: 'parse_error',
+};
 
 /** Counted framing errors. */
 export type FrameErrorKind =
@@ -155,26 +164,6 @@ export interface Http2FrameParserOptions {
   stats?: Http2FrameStats;
 }
 
-type State =
-  /** Before the first event. */
-  | 'new'
-  /** At position 0 of a direction seen from its start: preface or frame header next. */
-  | 'start'
-  /** Out of sync: skip to a syscall boundary. */
-  | 'seek'
-  /** Collecting a possible frame header (or preface) from a syscall boundary. */
-  | 'candidate'
-  /** Collecting the preface, in sync. */
-  | 'preface'
-  /** Collecting a frame header, in sync. */
-  | 'header'
-  /** Collecting Pad Length / priority / promised id. */
-  | 'pre'
-  | 'content'
-  /** Padding, or the payload of a malformed frame. */
-  | 'skip'
-  | 'stopped';
-
 /** Types whose content goes to `onContent`. */
 function isContentType(type: number): boolean {
   return type === FrameType.DATA || type === FrameType.HEADERS || type === FrameType.CONTINUATION
@@ -206,32 +195,63 @@ export function frameHeaderValid(type: number, flags: number, streamId: number, 
   }
 }
 
-/** Incremental frame parser of one direction. Never throws on input bytes. */
-export class Http2FrameParser {
-  readonly stats: Http2FrameStats;
-  /**
-   * SETTINGS_MAX_FRAME_SIZE of the receiving side (set by the owner from the other
-   * direction's SETTINGS): longer frames are counted, and resynchronisation accepts no
-   * longer frame.
-   */
-  maxFrameSize = DEFAULT_MAX_FRAME_SIZE;
-  private readonly hooks: Http2FrameHooks;
-  private readonly fromStart: boolean;
+/** Where the parser is inside a frame's payload. */
+type Phase =
+  /** Collecting Pad Length / priority / promised id. */
+  | 'pre'
+  | 'content'
+  /** Padding, or the payload of a malformed frame. */
+  | 'skip';
 
-  private state: State = 'new';
-  /** Stream position of the next byte; -1 before the first event. */
-  private pos = -1;
-  /** Header, preface or candidate bytes collected. */
-  private readonly hdr = Buffer.alloc(PREFACE.length);
-  private hdrLen = 0;
-  private hdrPos = 0;
-  private hdrTs = 0;
+/**
+ * HTTP/2 framing for the shared reader: the 9-byte header and the preface; resync judges
+ * a header by its type's rules, the receiver's frame size and the owner's stream rules.
+ */
+class Http2FrameFormat implements FrameFormat {
+  readonly headerBytes = FRAME_HEADER_BYTES;
+  readonly probeBytes = FRAME_HEADER_BYTES;
+  readonly preface = PREFACE;
+  readonly opens = null;
+  maxFrameSize = DEFAULT_MAX_FRAME_SIZE;
+
+  constructor(private readonly hooks: Http2FrameHooks) {}
+
+  payloadLength(header: Cursor): number {
+    return header.u24be();
+  }
+
+  valid(header: Cursor, length: number): boolean {
+    header.skip(3);
+    const type = header.u8();
+    const flags = header.u8();
+    return frameHeaderValid(type, flags, header.u32be() & 0x7fffffff, length);
+  }
+
+  plausible(header: Cursor, length: number): boolean {
+    header.skip(3);
+    const type = header.u8();
+    const flags = header.u8();
+    const streamId = header.u32be();
+    if (type >= FrameType.CONTINUATION || (flags & ~DEFINED_FLAGS[type]) !== 0 || streamId > 0x7fffffff) return false;
+    if (length > this.maxFrameSize || !frameHeaderValid(type, flags, streamId, length)) return false;
+    return this.hooks.plausible(type, flags, streamId);
+  }
+}
+
+/** Incremental frame parser of one direction, on the shared framing reader. Never throws on input bytes. */
+export class Http2FrameParser implements FrameSink {
+  readonly stats: Http2FrameStats;
+  private readonly hooks: Http2FrameHooks;
+  private readonly format: Http2FrameFormat;
+  private readonly reader: FramingReader;
   private frame: Http2Frame | null = null;
-  /** Bytes left in the current state ('pre', 'content', 'skip'). */
+  private phase: Phase = 'content';
+  /** Bytes left in the current phase. */
   private remaining = 0;
   /** Payload bytes of the current frame not yet consumed. */
   private payloadLeft = 0;
   private readonly pre = Buffer.alloc(FRAME_HEADER_BYTES);
+  private readonly preCursor = new Cursor();
   private preNeed = 0;
   private preLen = 0;
   private readonly ctl = Buffer.alloc(CONTROL_PAYLOAD_BYTES);
@@ -239,231 +259,72 @@ export class Http2FrameParser {
 
   constructor(hooks: Http2FrameHooks, opts: Http2FrameParserOptions = {}) {
     this.hooks = hooks;
-    this.fromStart = opts.fromStart ?? false;
     this.stats = opts.stats ?? newFrameStats();
+    this.format = new Http2FrameFormat(hooks);
+    this.reader = new FramingReader(this.format, this, opts.fromStart ?? false);
+  }
+
+  /**
+   * SETTINGS_MAX_FRAME_SIZE of the receiving side (set by the owner from the other
+   * direction's SETTINGS): longer frames are counted, and resynchronisation accepts no
+   * longer frame.
+   */
+  get maxFrameSize(): number {
+    return this.format.maxFrameSize;
+  }
+
+  set maxFrameSize(size: number) {
+    this.format.maxFrameSize = size;
   }
 
   /** Input bytes held: a partial header, prefix fields, a control payload. */
   get bufferedBytes(): number {
-    return this.hdrLen + this.preLen + this.ctlLen;
+    return this.reader.bufferedBytes + this.preLen + this.ctlLen;
   }
 
   /** Not inside a frame (or the preface): nothing would be lost by starting afresh here. */
   get idle(): boolean {
-    switch (this.state) {
-      case 'new': case 'seek': case 'stopped': return true;
-      case 'start': case 'header': return this.hdrLen === 0;
-      default: return false;
-    }
+    return this.reader.idle;
   }
 
   /** Framing is known (not skipping to a syscall boundary). */
   get inSync(): boolean {
-    return this.state !== 'seek' && this.state !== 'candidate' && this.state !== 'new';
+    return this.reader.inSync;
   }
 
   /** Feed the next event of this direction. */
   push(ev: StreamEvent): void {
-    if (this.state === 'stopped') {
+    if (this.reader.stopped) {
       if (ev.type === 'data') this.stats.ignoredBytes += ev.data.length;
       return;
     }
-    if (this.pos < 0) {
-      this.pos = ev.pos;
-      this.state = this.fromStart && ev.pos === 0 ? 'start' : 'seek';
-    } else if (ev.pos !== this.pos) {
-      // The events skipped or repeated bytes: nothing parsed so far frames what follows.
-      this.loseSync('discontinuity', null);
-      this.pos = ev.pos;
-    }
-    if (ev.type === 'gap') {
-      if (ev.len > 0) this.gap(ev.len, ev.tsNs);
-    } else {
-      this.data(ev.data, ev.tsNs, ev.syscallStart);
-    }
+    this.reader.push(ev);
   }
 
   /** Stop for good (the connection closed); a frame in progress is abandoned. */
   stop(): void {
-    this.state = 'stopped';
+    this.reader.stop();
     this.frame = null;
-    this.hdrLen = 0;
     this.preLen = 0;
     this.ctlLen = 0;
   }
 
-  // ---- data ------------------------------------------------------------------------
+  // ---- reader events -----------------------------------------------------------------
 
-  private data(buf: Buffer, ts: number, syscallStart: boolean): void {
-    const base = this.pos;
-    const n = buf.length;
-    if (syscallStart && (this.state === 'seek' || this.state === 'candidate')) {
-      // A candidate that did not complete within its syscall gives way to the new one.
-      if (this.state === 'candidate') this.candidateFailed();
-      this.state = 'candidate';
-      this.hdrLen = 0;
-      this.hdrPos = base;
-      this.hdrTs = ts;
-    }
-    let off = 0;
-    while (off < n) {
-      switch (this.state) {
-        case 'start':
-          this.state = buf[off] === PREFACE[0] ? 'preface' : 'header';
-          this.hdrLen = 0;
-          break;
-        case 'seek':
-        case 'new':
-          this.stats.discardedBytes += n - off;
-          off = n;
-          break;
-        case 'candidate':
-          off = this.candidate(buf, off, n, ts);
-          break;
-        case 'preface':
-          off = this.preface(buf, off, n, base, ts);
-          break;
-        case 'header': {
-          if (this.hdrLen === 0) {
-            this.hdrPos = base + off;
-            this.hdrTs = ts;
-          }
-          const take = Math.min(FRAME_HEADER_BYTES - this.hdrLen, n - off);
-          buf.copy(this.hdr, this.hdrLen, off, off + take);
-          this.hdrLen += take;
-          off += take;
-          if (this.hdrLen === FRAME_HEADER_BYTES) this.startFrame(false, ts);
-          break;
-        }
-        case 'pre': {
-          const take = Math.min(this.remaining, n - off);
-          buf.copy(this.pre, this.preLen, off, off + take);
-          this.preLen += take;
-          this.remaining -= take;
-          this.payloadLeft -= take;
-          off += take;
-          if (this.remaining === 0) this.preDone(ts);
-          break;
-        }
-        case 'content': {
-          const take = Math.min(this.remaining, n - off);
-          const f = this.frame!;
-          if (isContentType(f.type)) {
-            this.hooks.onContent(f, buf.subarray(off, off + take), take, ts);
-          } else if (f.type <= FrameType.CONTINUATION && this.ctlLen < CONTROL_PAYLOAD_BYTES) {
-            const keep = Math.min(take, CONTROL_PAYLOAD_BYTES - this.ctlLen);
-            buf.copy(this.ctl, this.ctlLen, off, off + keep);
-            this.ctlLen += keep;
-          }
-          this.remaining -= take;
-          this.payloadLeft -= take;
-          off += take;
-          if (this.remaining === 0) this.contentDone(ts);
-          break;
-        }
-        case 'skip': {
-          const take = Math.min(this.remaining, n - off);
-          this.remaining -= take;
-          this.payloadLeft -= take;
-          off += take;
-          if (this.remaining === 0) this.endFrame(ts);
-          break;
-        }
-        case 'stopped':
-          this.stats.ignoredBytes += n - off;
-          off = n;
-          break;
-      }
-    }
-    this.pos = base + n;
-  }
-
-  /** Collect a candidate from a syscall boundary; a failed one sends the rest of the syscall to 'seek'. */
-  private candidate(buf: Buffer, off: number, n: number, ts: number): number {
-    while (off < n) {
-      const c = buf[off++];
-      this.hdr[this.hdrLen++] = c;
-      if (this.hdr[0] === PREFACE[0]) {
-        if (c !== PREFACE[this.hdrLen - 1]) {
-          this.candidateFailed();
-          return off;
-        }
-        if (this.hdrLen === PREFACE.length) {
-          this.stats.resyncs++;
-          this.prefaceDone(this.hdrPos + PREFACE.length, this.hdrTs);
-          return off;
-        }
-      } else if (this.hdrLen === FRAME_HEADER_BYTES) {
-        if (!this.plausibleHeader()) {
-          this.candidateFailed();
-          return off;
-        }
-        this.stats.resyncs++;
-        this.startFrame(true, ts);
-        return off;
-      }
-    }
-    return off;
-  }
-
-  private candidateFailed(): void {
-    this.stats.discardedBytes += this.hdrLen;
-    this.hdrLen = 0;
-    this.state = 'seek';
-  }
-
-  private plausibleHeader(): boolean {
-    const h = this.hdr;
-    const length = (h[0] << 16) | (h[1] << 8) | h[2];
-    const type = h[3];
-    const flags = h[4];
-    if (type >= FrameType.CONTINUATION || (flags & ~DEFINED_FLAGS[type]) !== 0 || (h[5] & 0x80) !== 0) return false;
-    const streamId = h.readUInt32BE(5);
-    if (length > this.maxFrameSize || !frameHeaderValid(type, flags, streamId, length)) return false;
-    return this.hooks.plausible(type, flags, streamId);
-  }
-
-  private preface(buf: Buffer, off: number, n: number, base: number, ts: number): number {
-    while (off < n) {
-      if (buf[off] !== PREFACE[this.hdrLen]) {
-        this.stats.discardedBytes += this.hdrLen;
-        this.hdrLen = 0;
-        this.loseSync('parse_error', 'preface');
-        return off;
-      }
-      this.hdrLen++;
-      off++;
-      if (this.hdrLen === PREFACE.length) {
-        this.prefaceDone(base + off, ts);
-        return off;
-      }
-    }
-    return off;
-  }
-
-  private prefaceDone(endPos: number, ts: number): void {
+  onPreface(endPos: number, tsNs: number, resynced: boolean): void {
+    if (resynced) this.stats.resyncs++;
     this.stats.prefaces++;
-    this.hdrLen = 0;
-    this.state = 'header';
-    this.hooks.onPreface(endPos, ts);
+    this.hooks.onPreface(endPos, tsNs);
   }
 
-  // ---- frames ----------------------------------------------------------------------
-
-  private startFrame(resynced: boolean, ts: number): void {
-    const h = this.hdr;
-    const length = (h[0] << 16) | (h[1] << 8) | h[2];
-    const type = h[3];
-    const flags = h[4];
-    const streamId = h.readUInt32BE(5) & 0x7fffffff;
-    this.hdrLen = 0;
-    if (!resynced && !frameHeaderValid(type, flags, streamId, length)) {
-      this.stats.discardedBytes += FRAME_HEADER_BYTES;
-      this.loseSync('parse_error', 'header');
-      return;
-    }
+  onFrameStart(header: Cursor, length: number, pos: number, tsNs: number, resynced: boolean): void {
+    header.skip(3);
+    const type = header.u8();
+    const flags = header.u8();
+    const streamId = header.u32be() & 0x7fffffff;
+    if (resynced) this.stats.resyncs++;
     const f: Http2Frame = {
-      type, flags, streamId, length, pos: this.hdrPos, firstTsNs: this.hdrTs, lastTsNs: ts, padLength: 0,
+      type, flags, streamId, length, pos, firstTsNs: tsNs, lastTsNs: tsNs, padLength: 0,
       contentLength: -1, promisedId: 0, lostBytes: 0, resynced, malformed: false,
     };
     this.frame = f;
@@ -482,130 +343,138 @@ export class Http2FrameParser {
     this.hooks.onFrameStart(f);
     if (this.frame !== f) return;
     if (this.preNeed > length) {
-      this.malformed(ts);
+      this.malformed();
     } else if (this.preNeed > 0) {
-      this.state = 'pre';
+      this.phase = 'pre';
       this.remaining = this.preNeed;
     } else {
-      this.beginContent(ts);
+      this.beginContent();
     }
   }
 
-  /** The prefix fields are in: Pad Length and the promised stream id. */
-  private preDone(ts: number): void {
-    const f = this.frame!;
-    let i = 0;
-    if (f.flags & FrameFlags.PADDED) f.padLength = this.pre[i++];
-    if (f.type === FrameType.HEADERS && f.flags & FrameFlags.PRIORITY) i += 5;
-    if (f.type === FrameType.PUSH_PROMISE) f.promisedId = this.pre.readUInt32BE(i) & 0x7fffffff;
-    this.preLen = 0;
-    if (f.padLength > this.payloadLeft) this.malformed(ts);
-    else this.beginContent(ts);
-  }
-
-  private beginContent(ts: number): void {
-    const f = this.frame!;
-    const len = this.payloadLeft - f.padLength;
-    f.contentLength = len;
-    this.state = 'content';
-    this.remaining = len;
-    if (len === 0) this.contentDone(ts);
-  }
-
-  /** Content is done: padding follows, or the frame ends. */
-  private contentDone(ts: number): void {
-    if (this.payloadLeft > 0) {
-      this.state = 'skip';
-      this.remaining = this.payloadLeft;
-    } else {
-      this.endFrame(ts);
+  onPayload(chunk: Buffer | null, len: number, tsNs: number): void {
+    const f = this.frame;
+    if (!f) return;
+    if (tsNs > f.lastTsNs) f.lastTsNs = tsNs;
+    if (chunk === null) {
+      this.payloadGap(f, len, tsNs);
+      return;
+    }
+    let off = 0;
+    while (off < len && this.frame === f) {
+      const take = Math.min(this.remaining, len - off);
+      this.remaining -= take;
+      this.payloadLeft -= take;
+      switch (this.phase) {
+        case 'pre':
+          chunk.copy(this.pre, this.preLen, off, off + take);
+          this.preLen += take;
+          if (this.remaining === 0) this.preDone();
+          break;
+        case 'content':
+          if (isContentType(f.type)) {
+            this.hooks.onContent(f, chunk.subarray(off, off + take), take, tsNs);
+          } else if (f.type <= FrameType.CONTINUATION && this.ctlLen < CONTROL_PAYLOAD_BYTES) {
+            const keep = Math.min(take, CONTROL_PAYLOAD_BYTES - this.ctlLen);
+            chunk.copy(this.ctl, this.ctlLen, off, off + keep);
+            this.ctlLen += keep;
+          }
+          if (this.remaining === 0) this.contentDone();
+          break;
+        case 'skip':
+          break;
+      }
+      off += take;
     }
   }
 
-  /** Prefix fields longer than the payload: the frame is skipped by its length, sync kept. */
-  private malformed(ts: number): void {
-    const f = this.frame!;
-    this.stats.frameErrors.padding++;
-    f.malformed = true;
-    f.padLength = 0;
-    f.contentLength = 0;
-    this.state = 'skip';
-    this.remaining = this.payloadLeft;
-    if (this.remaining === 0) this.endFrame(ts);
-  }
-
-  private endFrame(ts: number): void {
-    const f = this.frame!;
-    if (ts > f.lastTsNs) f.lastTsNs = ts;
+  onFrameEnd(tsNs: number): void {
+    const f = this.frame;
+    if (!f) return;
+    if (tsNs > f.lastTsNs) f.lastTsNs = tsNs;
     this.frame = null;
-    this.state = 'header';
-    this.hdrLen = 0;
     const payload = this.ctl.subarray(0, this.ctlLen);
     this.ctlLen = 0;
     this.hooks.onFrameEnd(f, payload);
   }
 
-  // ---- gaps ------------------------------------------------------------------------
+  onDesync(loss: FramingLoss): void {
+    this.frame = null;
+    this.preLen = 0;
+    this.ctlLen = 0;
+    const cause = DESYNC_CAUSES[loss];
+    if (cause === null) return;
+    if (loss === 'invalid') this.stats.frameErrors.header++;
+    else if (loss === 'preface') this.stats.frameErrors.preface++;
+    this.stats.desyncs[cause]++;
+    this.hooks.onDesync(cause);
+  }
 
-  private gap(len: number, ts: number): void {
-    this.pos += len;
-    switch (this.state) {
-      case 'seek':
-      case 'new':
-      case 'stopped':
-        return;
-      case 'candidate':
-        this.candidateFailed();
-        return;
-      case 'start':
-      case 'preface':
-      case 'header':
-        // Whole frames may hide in the gap, even between frames.
-        this.loseSync('gap', null);
-        return;
-      default:
-        break;
-    }
+  onSkipped(bytes: number): void {
+    this.stats.discardedBytes += bytes;
+  }
+
+  // ---- payload -----------------------------------------------------------------------
+
+  /** The prefix fields are in: Pad Length and the promised stream id. */
+  private preDone(): void {
+    const f = this.frame!;
+    const c = this.preCursor.reset(this.pre, 0, this.preLen);
+    if (f.flags & FrameFlags.PADDED) f.padLength = c.u8();
+    if (f.type === FrameType.HEADERS && f.flags & FrameFlags.PRIORITY) c.skip(5);
+    if (f.type === FrameType.PUSH_PROMISE) f.promisedId = c.u32be() & 0x7fffffff;
+    this.preLen = 0;
+    if (f.padLength > this.payloadLeft) this.malformed();
+    else this.beginContent();
+  }
+
+  private beginContent(): void {
+    const f = this.frame!;
+    const len = this.payloadLeft - f.padLength;
+    f.contentLength = len;
+    this.phase = 'content';
+    this.remaining = len;
+    if (len === 0) this.contentDone();
+  }
+
+  /** Content is done: padding follows, or the frame ends (the reader says when). */
+  private contentDone(): void {
+    this.phase = 'skip';
+    this.remaining = this.payloadLeft;
+  }
+
+  /** Prefix fields longer than the payload: the frame is skipped by its length, sync kept. */
+  private malformed(): void {
+    const f = this.frame!;
+    this.stats.frameErrors.padding++;
+    f.malformed = true;
+    f.padLength = 0;
+    f.contentLength = 0;
+    this.phase = 'skip';
+    this.remaining = this.payloadLeft;
+  }
+
+  /** `len` payload bytes in a gap; the reader has kept them within the frame. */
+  private payloadGap(f: Http2Frame, len: number, tsNs: number): void {
+    f.lostBytes += len;
+    this.stats.frameGapBytes += len;
     let left = len;
-    while (left > 0 && this.frame) {
-      const f = this.frame;
+    while (left > 0 && this.frame === f) {
       const take = Math.min(left, this.remaining);
-      f.lostBytes += take;
-      this.stats.frameGapBytes += take;
-      if (ts > f.lastTsNs) f.lastTsNs = ts;
       left -= take;
       this.remaining -= take;
       this.payloadLeft -= take;
-      if (this.state === 'pre') {
+      if (this.phase === 'pre') {
         // Pad Length unseen: the rest of the payload counts as content, padding included.
         this.preLen = 0;
         f.padLength = 0;
         f.contentLength = this.payloadLeft;
-        this.state = 'content';
+        this.phase = 'content';
         this.remaining = this.payloadLeft;
-        if (this.remaining === 0) this.endFrame(ts);
-      } else if (this.state === 'content') {
-        if (isContentType(f.type)) this.hooks.onContent(f, null, take, ts);
-        if (this.remaining === 0) this.contentDone(ts);
-      } else if (this.remaining === 0) {
-        this.endFrame(ts);
+      } else if (this.phase === 'content') {
+        if (isContentType(f.type)) this.hooks.onContent(f, null, take, tsNs);
+        if (this.remaining === 0) this.contentDone();
       }
     }
-    if (left > 0) this.loseSync('gap', null);
-  }
-
-  /** Framing is lost: skip to the next plausible frame header at a syscall boundary. */
-  private loseSync(cause: FrameDesyncCause, error: FrameErrorKind | null): void {
-    if (error) this.stats.frameErrors[error]++;
-    const wasSeeking = this.state === 'seek' || this.state === 'candidate' || this.state === 'new';
-    if (this.state === 'candidate') this.stats.discardedBytes += this.hdrLen;
-    this.state = 'seek';
-    this.frame = null;
-    this.hdrLen = 0;
-    this.preLen = 0;
-    this.ctlLen = 0;
-    if (wasSeeking) return;
-    this.stats.desyncs[cause]++;
-    this.hooks.onDesync(cause);
   }
 }

@@ -7,6 +7,7 @@
  * GREASE values (RFC 8701: 0x0a0a, 0x1a1a, ...) are dropped from the offered lists: they
  * are noise by design.
  */
+import { Cursor, CursorRangeError } from '../l7/cursor.js';
 
 /** Why a hello could not be read; counted by callers. */
 export type HelloFailure =
@@ -78,50 +79,26 @@ export type HelloResult<T> = { ok: true; hello: T } | { ok: false; failure: Hell
 /** SHA-256 of "HelloRetryRequest": the random of a HelloRetryRequest. */
 const HRR_RANDOM = Buffer.from('cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c', 'hex');
 
-/** Thrown inside this module only, caught by the parse functions; never escapes. */
+/**
+ * Thrown inside this module only, caught by the parse functions; never escapes. Reads past
+ * a vector's end throw the cursor's CursorRangeError instead, caught alike.
+ */
 class HelloError {
   constructor(readonly failure: HelloFailure) {}
 }
 
-/** A bounds-checked cursor over one vector. */
-class Cursor {
-  constructor(private readonly b: Buffer, public pos: number, readonly end: number) {}
+/** A cursor over a vector with a `lenBytes`-byte length, which must fit in `c`; `c` skips it. */
+function vec(c: Cursor, lenBytes: 1 | 2): Cursor {
+  const len = lenBytes === 1 ? c.u8() : c.u16be();
+  if (len > c.remaining) throw new HelloError('bad_vector');
+  return c.take(len);
+}
 
-  get left(): number {
-    return this.end - this.pos;
-  }
-
-  private need(n: number): void {
-    if (this.pos + n > this.end) throw new HelloError('truncated');
-  }
-
-  u8(): number {
-    this.need(1);
-    return this.b[this.pos++];
-  }
-
-  u16(): number {
-    this.need(2);
-    const v = this.b.readUInt16BE(this.pos);
-    this.pos += 2;
-    return v;
-  }
-
-  bytes(n: number): Buffer {
-    this.need(n);
-    const v = this.b.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return v;
-  }
-
-  /** A sub-cursor over a vector with a `lenBytes`-byte length; it must fit here. */
-  vec(lenBytes: 1 | 2): Cursor {
-    const len = lenBytes === 1 ? this.u8() : this.u16();
-    if (this.pos + len > this.end) throw new HelloError('bad_vector');
-    const c = new Cursor(this.b, this.pos, this.pos + len);
-    this.pos += len;
-    return c;
-  }
+/** The failure a parse error stands for: a read past a vector's end is a truncated field. */
+function failureOf(err: unknown): HelloFailure {
+  if (err instanceof HelloError) return err.failure;
+  if (err instanceof CursorRangeError) return 'truncated';
+  throw err;
 }
 
 export function isGrease(v: number): boolean {
@@ -130,10 +107,10 @@ export function isGrease(v: number): boolean {
 
 /** u16 values of a vector, GREASE dropped, at most `max` kept (all are read). */
 function u16List(c: Cursor, max = MAX_LIST): number[] {
-  if (c.left % 2 !== 0) throw new HelloError('bad_vector');
+  if (c.remaining % 2 !== 0) throw new HelloError('bad_vector');
   const out: number[] = [];
-  while (c.left > 0) {
-    const v = c.u16();
+  while (c.remaining > 0) {
+    const v = c.u16be();
     if (!isGrease(v) && out.length < max) out.push(v);
   }
   return out;
@@ -150,9 +127,9 @@ export function printable(b: Buffer, max: number): string {
 }
 
 function alpnList(c: Cursor, max: number): string[] {
-  const list = c.vec(2);
+  const list = vec(c, 2);
   const out: string[] = [];
-  while (list.left > 0) {
+  while (list.remaining > 0) {
     const len = list.u8();
     if (len === 0) throw new HelloError('bad_vector');
     const name = list.bytes(len);
@@ -162,11 +139,11 @@ function alpnList(c: Cursor, max: number): string[] {
 }
 
 function sniHost(c: Cursor): string {
-  const list = c.vec(2);
-  while (list.left > 0) {
+  const list = vec(c, 2);
+  while (list.remaining > 0) {
     const type = list.u8();
-    const name = list.vec(2);
-    if (type === 0) return printable(name.bytes(name.left), MAX_SNI_CHARS).toLowerCase();
+    const name = vec(list, 2);
+    if (type === 0) return printable(name.bytes(name.remaining), MAX_SNI_CHARS).toLowerCase();
   }
   return '';
 }
@@ -174,11 +151,11 @@ function sniHost(c: Cursor): string {
 /** Extensions block: each extension handed to `onExt` with a cursor over its data. */
 function extensions(c: Cursor, onExt: (type: number, data: Cursor) => void): number[] {
   const types: number[] = [];
-  if (c.left === 0) return types; // no extensions at all (allowed before TLS 1.3)
-  const list = c.vec(2);
-  while (list.left > 0) {
-    const type = list.u16();
-    const data = list.vec(2);
+  if (c.remaining === 0) return types; // no extensions at all (allowed before TLS 1.3)
+  const list = vec(c, 2);
+  while (list.remaining > 0) {
+    const type = list.u16be();
+    const data = vec(list, 2);
     if (types.length < MAX_LIST * 2) types.push(type);
     onExt(type, data);
   }
@@ -188,17 +165,17 @@ function extensions(c: Cursor, onExt: (type: number, data: Cursor) => void): num
 /** Parse a ClientHello body (the handshake message without its 4-byte header). Never throws. */
 export function parseClientHello(body: Buffer): HelloResult<ClientHello> {
   try {
-    const c = new Cursor(body, 0, body.length);
-    const legacyVersion = c.u16();
+    const c = new Cursor(body);
+    const legacyVersion = c.u16be();
     c.bytes(32);
-    const sid = c.vec(1);
-    if (sid.left > 32) throw new HelloError('bad_vector');
-    const sessionId = sid.bytes(sid.left);
-    const suites = c.vec(2);
-    if (suites.left === 0) throw new HelloError('bad_vector');
+    const sid = vec(c, 1);
+    if (sid.remaining > 32) throw new HelloError('bad_vector');
+    const sessionId = sid.bytes(sid.remaining);
+    const suites = vec(c, 2);
+    if (suites.remaining === 0) throw new HelloError('bad_vector');
     const cipherSuites = u16List(suites, MAX_LIST * 4);
-    const comp = c.vec(1);
-    if (comp.left === 0) throw new HelloError('bad_vector');
+    const comp = vec(c, 1);
+    if (comp.remaining === 0) throw new HelloError('bad_vector');
     const h: ClientHello = {
       legacyVersion, sessionId, cipherSuites, sni: '', alpn: [], versions: [], keyShareGroups: [], groups: [],
       extensions: [], pskOffered: false, earlyData: false,
@@ -213,16 +190,16 @@ export function parseClientHello(body: Buffer): HelloResult<ClientHello> {
           h.alpn = alpnList(d, MAX_LIST);
           break;
         case ExtensionType.SupportedVersions:
-          h.versions = u16List(d.vec(1));
+          h.versions = u16List(vec(d, 1));
           break;
         case ExtensionType.SupportedGroups:
-          h.groups = u16List(d.vec(2));
+          h.groups = u16List(vec(d, 2));
           break;
         case ExtensionType.KeyShare: {
-          const shares = d.vec(2);
-          while (shares.left > 0) {
-            const group = shares.u16();
-            shares.vec(2);
+          const shares = vec(d, 2);
+          while (shares.remaining > 0) {
+            const group = shares.u16be();
+            vec(shares, 2);
             if (!isGrease(group) && h.keyShareGroups.length < MAX_LIST) h.keyShareGroups.push(group);
           }
           break;
@@ -237,28 +214,27 @@ export function parseClientHello(body: Buffer): HelloResult<ClientHello> {
     });
     return { ok: true, hello: h };
   } catch (err) {
-    if (err instanceof HelloError) return { ok: false, failure: err.failure };
-    throw err;
+    return { ok: false, failure: failureOf(err) };
   }
 }
 
 /** Parse a ServerHello body (also a HelloRetryRequest). Never throws. */
 export function parseServerHello(body: Buffer): HelloResult<ServerHello> {
   try {
-    const c = new Cursor(body, 0, body.length);
-    const legacyVersion = c.u16();
+    const c = new Cursor(body);
+    const legacyVersion = c.u16be();
     const random = c.bytes(32);
-    const sid = c.vec(1);
-    if (sid.left > 32) throw new HelloError('bad_vector');
+    const sid = vec(c, 1);
+    if (sid.remaining > 32) throw new HelloError('bad_vector');
     const h: ServerHello = {
-      legacyVersion, helloRetryRequest: random.equals(HRR_RANDOM), sessionId: sid.bytes(sid.left),
-      cipherSuite: c.u16(), version: legacyVersion, alpn: null, keyShareGroup: 0, pskAccepted: false, extensions: [],
+      legacyVersion, helloRetryRequest: random.equals(HRR_RANDOM), sessionId: sid.bytes(sid.remaining),
+      cipherSuite: c.u16be(), version: legacyVersion, alpn: null, keyShareGroup: 0, pskAccepted: false, extensions: [],
     };
     c.u8(); // legacy_compression_method
     h.extensions = extensions(c, (type, d) => {
       switch (type) {
         case ExtensionType.SupportedVersions:
-          h.version = d.u16();
+          h.version = d.u16be();
           break;
         case ExtensionType.Alpn: {
           const chosen = alpnList(d, 1);
@@ -266,7 +242,7 @@ export function parseServerHello(body: Buffer): HelloResult<ServerHello> {
           break;
         }
         case ExtensionType.KeyShare:
-          h.keyShareGroup = d.u16();
+          h.keyShareGroup = d.u16be();
           break;
         case ExtensionType.PreSharedKey:
           h.pskAccepted = true;
@@ -275,8 +251,7 @@ export function parseServerHello(body: Buffer): HelloResult<ServerHello> {
     });
     return { ok: true, hello: h };
   } catch (err) {
-    if (err instanceof HelloError) return { ok: false, failure: err.failure };
-    throw err;
+    return { ok: false, failure: failureOf(err) };
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * The TLS record layer of one direction of a TCP stream (RFC 8446 §5, RFC 5246 §6.2),
- * read incrementally from StreamEvents: record headers, handshake messages reassembled
- * across records and syscalls, and plaintext alerts.
+ * read incrementally from StreamEvents through the shared framing reader
+ * (processors/l7/framing.ts): record headers, handshake messages reassembled across
+ * records and syscalls, and plaintext alerts.
  *
  * A TLS stream starts with a handshake record carrying a ClientHello (client side) or a
  * ServerHello (server side; a server may also open with an alert). Anything else at
@@ -17,6 +18,8 @@
  * handshake messages travel as application_data, so the caller turns
  * `encryptedAfterCcs` off once TLS 1.3 is negotiated.
  */
+import { Cursor } from '../l7/cursor.js';
+import { FramingReader, type FrameFormat, type FrameSink, type FramingLoss } from '../l7/framing.js';
 import type { StreamEvent } from '../l7/reassembly.js';
 
 export const ContentType = {
@@ -110,31 +113,49 @@ function plausibleStart(b: Buffer, n: number): boolean {
   return true;
 }
 
-function validHeader(b: Buffer): boolean {
-  return b[0] >= ContentType.ChangeCipherSpec && b[0] <= ContentType.ApplicationData
-    && b[1] === 3 && b[2] >= 1 && b[2] <= 4 && b.readUInt16BE(3) <= MAX_RECORD_BYTES;
-}
+/** TLS records for the shared reader. No resync: record boundaries cannot be told from ciphertext. */
+const TLS_RECORD_FORMAT: FrameFormat = {
+  headerBytes: RECORD_HEADER_BYTES,
+  probeBytes: RECORD_HEADER_BYTES,
+  preface: null,
+  payloadLength: (header) => {
+    header.skip(3);
+    return header.u16be();
+  },
+  valid: (header, length) => {
+    const type = header.u8();
+    const major = header.u8();
+    const minor = header.u8();
+    return type >= ContentType.ChangeCipherSpec && type <= ContentType.ApplicationData
+      && major === 3 && minor >= 1 && minor <= 4 && length <= MAX_RECORD_BYTES;
+  },
+  plausible: null,
+  opens: plausibleStart,
+};
+
+/** Why a reader stops when the framing reader loses the records. */
+const STOP_REASONS: Record<FramingLoss, TlsStopReason> = {
+  midstream: 'midstream', gap: 'gap', discontinuity: 'gap', invalid: 'bad_record', preface: 'not_tls',
+  not_opening: 'not_tls',
+};
 
 /** Reads one direction's TLS records. Never throws on input. */
-export class TlsRecordReader {
+export class TlsRecordReader implements FrameSink {
   readonly stats: TlsRecordStats;
   /** Handshake records after a change_cipher_spec are encrypted (true until TLS 1.3 is known). */
   encryptedAfterCcs = true;
-  private state: 'start' | 'header' | 'body' | 'stopped' = 'start';
+  private readonly reader: FramingReader;
   private stopReason: TlsStopReason | null = null;
-  /** The first record's header is being read: it must open a TLS hello flight. */
-  private firstRecord = true;
   /** No handshake message started yet: the first must be a hello. */
   private firstMessage = true;
-  private readonly hdr = Buffer.alloc(RECORD_HEADER_BYTES);
-  private hdrLen = 0;
   private recType = 0;
   private recLen = 0;
-  private recLeft = 0;
   private recTs = 0;
-  private recPos = 0;
+  /** Stream position of the next payload byte of the current record. */
+  private payloadPos = 0;
   private ccsSeen = false;
   private readonly hsHead = Buffer.alloc(HANDSHAKE_HEADER_BYTES);
+  private readonly hsCursor = new Cursor();
   private hsHeadLen = 0;
   private hsType = 0;
   private hsLen = 0;
@@ -145,12 +166,11 @@ export class TlsRecordReader {
   private readonly alertBuf = Buffer.alloc(2);
   private alertLen = 0;
   private readonly keep: readonly number[];
-  private readonly midlife: boolean;
 
   constructor(private readonly hooks: TlsRecordHooks, opts: TlsRecordReaderOptions = {}) {
     this.stats = opts.stats ?? newTlsRecordStats();
     this.keep = opts.keep ?? [HandshakeType.ClientHello, HandshakeType.ServerHello];
-    this.midlife = opts.midlife ?? false;
+    this.reader = new FramingReader(TLS_RECORD_FORMAT, this, !opts.midlife);
   }
 
   /** Why the reader stopped, or null while it reads. */
@@ -160,7 +180,7 @@ export class TlsRecordReader {
 
   /** Bytes held: a kept handshake message being assembled, and small headers. */
   get bufferedBytes(): number {
-    return (this.hsBody?.length ?? 0) + this.hdrLen + this.hsHeadLen;
+    return (this.hsBody?.length ?? 0) + this.reader.bufferedBytes + this.hsHeadLen;
   }
 
   /** Stop reading; later events are ignored at no cost. */
@@ -169,59 +189,17 @@ export class TlsRecordReader {
   }
 
   push(ev: StreamEvent): void {
-    if (this.state === 'stopped') return;
-    if (ev.type === 'gap') {
-      this.fail('gap');
-      return;
-    }
-    if (this.state === 'start') {
-      if (ev.pos !== 0 || this.midlife) {
-        this.fail('midstream');
-        return;
-      }
-      this.state = 'header';
-    }
-    const d = ev.data;
-    let i = 0;
-    while (i < d.length && this.stopReason === null) {
-      if (this.state === 'header') {
-        if (this.hdrLen === 0) {
-          this.recTs = ev.tsNs;
-          this.recPos = ev.pos + i;
-        }
-        const n = Math.min(RECORD_HEADER_BYTES - this.hdrLen, d.length - i);
-        d.copy(this.hdr, this.hdrLen, i, i + n);
-        this.hdrLen += n;
-        i += n;
-        // The stream's first bytes are judged as they come: it stops on the first bad one.
-        if (this.firstRecord && !plausibleStart(this.hdr, this.hdrLen)) {
-          this.fail('not_tls');
-          return;
-        }
-        if (this.hdrLen < RECORD_HEADER_BYTES) return;
-        this.firstRecord = false;
-        this.startRecord();
-        continue;
-      }
-      // state 'body'
-      const n = Math.min(this.recLeft, d.length - i);
-      this.content(d, i, n, ev.tsNs, ev.pos + i);
-      i += n;
-      this.recLeft -= n;
-      if (this.recLeft === 0 && this.state === 'body') this.endRecord();
-    }
+    this.reader.push(ev);
   }
 
-  private startRecord(): void {
-    this.hdrLen = 0;
-    if (!validHeader(this.hdr)) {
-      this.stats.badRecords++;
-      this.fail('bad_record');
-      return;
-    }
-    this.recType = this.hdr[0];
-    this.recLen = this.hdr.readUInt16BE(3);
-    this.recLeft = this.recLen;
+  // ---- reader events -----------------------------------------------------------------
+
+  onFrameStart(header: Cursor, length: number, pos: number, tsNs: number): void {
+    this.recType = header.u8();
+    const version = header.u16be();
+    this.recLen = length;
+    this.recTs = tsNs;
+    this.payloadPos = pos + RECORD_HEADER_BYTES;
     switch (this.recType) {
       case ContentType.ChangeCipherSpec: this.stats.changeCipherSpec++; break;
       case ContentType.Alert: this.stats.alert++; break;
@@ -234,28 +212,24 @@ export class TlsRecordReader {
       return;
     }
     this.alertLen = 0;
-    this.state = 'body';
-    this.hooks.onRecord?.(this.recType, this.hdr.readUInt16BE(1), this.recLen, this.recTs, this.recPos);
-    if (this.state === 'body' && this.recLeft === 0) this.endRecord();
+    this.hooks.onRecord?.(this.recType, version, length, tsNs, pos);
   }
 
-  private endRecord(): void {
-    if (this.recType === ContentType.ChangeCipherSpec) {
-      this.ccsSeen = true;
-      // A handshake message cannot straddle a change_cipher_spec: drop what was partial.
-      this.resetMessage();
+  onPayload(chunk: Buffer | null, len: number, tsNs: number): void {
+    // Bytes lost inside a record: a handshake message may straddle them, so framing is given up.
+    if (chunk === null) {
+      this.fail('gap');
+      return;
     }
-    this.state = 'header';
-  }
-
-  private content(d: Buffer, i: number, n: number, tsNs: number, pos: number): void {
+    const pos = this.payloadPos;
+    this.payloadPos += len;
     switch (this.recType) {
       case ContentType.Handshake:
-        if (!(this.ccsSeen && this.encryptedAfterCcs)) this.handshakeBytes(d, i, n, tsNs, pos);
+        if (!(this.ccsSeen && this.encryptedAfterCcs)) this.handshakeBytes(chunk, len, tsNs, pos);
         return;
       case ContentType.Alert:
         if (this.recLen !== 2 || (this.ccsSeen && this.encryptedAfterCcs)) return;
-        for (let k = 0; k < n; k++) this.alertBuf[this.alertLen++] = d[i + k];
+        for (let k = 0; k < len; k++) this.alertBuf[this.alertLen++] = chunk[k];
         if (this.alertLen === 2) this.hooks.onAlert?.(this.alertBuf[0], this.alertBuf[1], this.recTs);
         return;
       default:
@@ -263,15 +237,30 @@ export class TlsRecordReader {
     }
   }
 
-  private handshakeBytes(d: Buffer, i: number, n: number, tsNs: number, pos: number): void {
-    const end = i + n;
-    while (i < end && this.state !== 'stopped') {
+  onFrameEnd(): void {
+    if (this.recType === ContentType.ChangeCipherSpec) {
+      this.ccsSeen = true;
+      // A handshake message cannot straddle a change_cipher_spec: drop what was partial.
+      this.resetMessage();
+    }
+  }
+
+  onDesync(loss: FramingLoss): void {
+    if (loss === 'invalid') this.stats.badRecords++;
+    this.fail(STOP_REASONS[loss]);
+  }
+
+  // ---- handshake messages ------------------------------------------------------------
+
+  private handshakeBytes(d: Buffer, n: number, tsNs: number, pos: number): void {
+    let i = 0;
+    while (i < n && this.stopReason === null) {
       if (this.hsHeadLen < HANDSHAKE_HEADER_BYTES) {
         if (this.hsHeadLen === 0) {
           this.hsTs = tsNs;
-          this.hsPos = pos + (n - (end - i));
+          this.hsPos = pos + i;
         }
-        const k = Math.min(HANDSHAKE_HEADER_BYTES - this.hsHeadLen, end - i);
+        const k = Math.min(HANDSHAKE_HEADER_BYTES - this.hsHeadLen, n - i);
         d.copy(this.hsHead, this.hsHeadLen, i, i + k);
         this.hsHeadLen += k;
         i += k;
@@ -284,8 +273,9 @@ export class TlsRecordReader {
           this.firstMessage = false;
         }
         if (this.hsHeadLen < HANDSHAKE_HEADER_BYTES) return;
-        this.hsType = this.hsHead[0];
-        this.hsLen = (this.hsHead[1] << 16) | (this.hsHead[2] << 8) | this.hsHead[3];
+        const c = this.hsCursor.reset(this.hsHead);
+        this.hsType = c.u8();
+        this.hsLen = c.u24be();
         this.hsFilled = 0;
         if (this.keep.includes(this.hsType)) {
           if (this.hsLen > MAX_HANDSHAKE_MESSAGE_BYTES) {
@@ -298,7 +288,7 @@ export class TlsRecordReader {
         if (this.hsLen === 0) this.endMessage();
         continue;
       }
-      const k = Math.min(this.hsLen - this.hsFilled, end - i);
+      const k = Math.min(this.hsLen - this.hsFilled, n - i);
       if (this.hsBody) d.copy(this.hsBody, this.hsFilled, i, i + k);
       this.hsFilled += k;
       i += k;
@@ -320,15 +310,15 @@ export class TlsRecordReader {
   }
 
   private fail(reason: TlsStopReason): void {
+    if (this.stopReason !== null) return;
     this.halt(reason);
     this.hooks.onStop?.(reason);
   }
 
   private halt(reason: TlsStopReason): void {
-    if (this.state === 'stopped') return;
-    this.state = 'stopped';
+    if (this.stopReason !== null) return;
     this.stopReason = reason;
+    this.reader.stop();
     this.resetMessage();
-    this.hdrLen = 0;
   }
 }
