@@ -3,44 +3,10 @@
  * datagram a message; unconnected server sockets name each datagram's peer) and TCP (2-byte
  * length prefix), on port 53. Queries and responses are matched by id, peer and question.
  */
-import { l7Function, l7Row, type ConnView, type RowPeers, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/protocol.js';
-import type { StreamEvent } from '../l7/reassembly.js';
-import type { SockDataRecord } from '../../schemas/records.js';
+import { l7Function, l7Row, type ConnView, type RowPeers, type L7Protocol } from '../l7/protocol.js';
 import { DnsMatcher, newDnsStats, type DnsExchange, type DnsStats } from './matcher.js';
 
-/** A query without a response for this long (node time) becomes a timed-out row. */
-const QUERY_TIMEOUT_NS = 15e9;
 const DNS_PORT = 53;
-
-class DnsTracker implements L7Tracker {
-  private readonly m: DnsMatcher;
-  readonly recognized = true;
-  readonly stopReason = null;
-
-  constructor(h: TrackerHints, onItem: (x: DnsExchange) => void, stats: DnsStats) {
-    this.m = new DnsMatcher(onItem, { stats, midlife: h.midlife });
-  }
-
-  data(dir: 0 | 1, ev: StreamEvent): void {
-    this.m.stream(dir, ev);
-  }
-
-  datagram(dir: 0 | 1, rec: SockDataRecord): void {
-    this.m.message(dir, rec.payload, rec.tsNs, rec.peer, rec.posBytes);
-  }
-
-  expire(nowNs: number): void {
-    this.m.expire(nowNs, QUERY_TIMEOUT_NS);
-  }
-
-  close(): void {
-    this.m.close();
-  }
-
-  isIdle(): boolean {
-    return this.m.isIdle();
-  }
-}
 
 /** Client and server of an unconnected UDP exchange: the local socket and the datagram's peer. */
 function dnsPeers(x: DnsExchange, c: ConnView): RowPeers | undefined {
@@ -62,7 +28,7 @@ export const dnsProtocol: L7Protocol<DnsExchange> = {
   pinUntilFirstItem: false,
   accepts: (m) => m.tuple.sport === DNS_PORT || m.tuple.dport === DNS_PORT,
   newStats: newDnsStats,
-  open: (h, onItem, stats) => new DnsTracker(h, onItem, stats as DnsStats),
+  open: (h, onItem, stats) => new DnsMatcher(onItem, { stats: stats as DnsStats, midlife: h.midlife }),
   row(x, c, clock) {
     return l7Row({
       transport: x.transport,

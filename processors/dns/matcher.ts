@@ -18,8 +18,8 @@
  *   exchange, timed from the first, with the retry counted.
  * - A response without a waiting query (capture began after the query, a duplicate, a
  *   late answer after a timeout) is counted and makes no row.
- * - A query that gets no response becomes a timed-out exchange at `expire` (record time)
- *   or `close`.
+ * - A query that gets no response becomes a timed-out exchange at `expire` (record time,
+ *   after `queryTimeoutNs`) or `close`.
  * - At most `maxPending` queries wait per socket; beyond that the oldest is dropped
  *   (counted, no row): newer queries are likelier to be answered while we watch.
  */
@@ -29,6 +29,8 @@ import {
   DNS_WIRE_FAILURES, decodeDns, lowerName, rcodeName, type DnsMessage, type DnsWireFailure,
 } from './wire.js';
 import type { Dir } from '../l7/sides.js';
+import { GuardedTracker, type GuardStats, type L7Tracker } from '../l7/tracker.js';
+import type { SockDataRecord } from '../../schemas/records.js';
 export type { Dir };
 
 /** 'client' when this socket sent the query, 'server' when it received it. */
@@ -84,7 +86,7 @@ export interface DnsExchange {
 }
 
 /** Counters of one or more sockets; pass one object to many matchers to sum them. */
-export interface DnsStats {
+export interface DnsStats extends GuardStats {
   /** Messages handed in (datagrams, framed TCP messages). */
   messages: number;
   /** Messages that could not be decoded, by cause (no exchange can use them). */
@@ -102,8 +104,6 @@ export interface DnsStats {
   droppedQueries: number;
   /** Responses whose answer section broke off; they still pair. */
   answerErrors: number;
-  /** Exceptions caught inside the matcher (bugs): counted, never thrown. */
-  internalErrors: number;
   tcp: DnsTcpStats;
 }
 
@@ -118,12 +118,16 @@ export function newDnsStats(): DnsStats {
 
 /** Most queries waiting for responses on one socket (a busy server socket has many). */
 export const DEFAULT_MAX_PENDING = 1024;
+/** A query without a response for this long (node time) becomes a timed-out exchange. */
+export const DEFAULT_QUERY_TIMEOUT_NS = 15e9;
 
 export interface DnsMatcherOptions {
   /** Counters to add to (shared across sockets); a new object by default. */
   stats?: DnsStats;
   /** Most queries waiting for responses (default 1024). */
   maxPending?: number;
+  /** How long `expire` lets a query wait for its response (default 15 s). */
+  queryTimeoutNs?: number;
   /** TCP: the connection was open before capture began, so position 0 is not a message start. */
   midlife?: boolean;
 }
@@ -144,25 +148,34 @@ interface Pending {
   retries: number;
 }
 
+/**
+ * What the matcher reads of a datagram's record: its bytes, time, peer (unconnected
+ * sockets; null on a connected one) and position in its direction, kept as `queryPos` so
+ * rows get a deterministic key (-1 when unknown).
+ */
+export type Datagram = Pick<SockDataRecord, 'payload' | 'tsNs' | 'peer' | 'posBytes'>;
+
 function peerKey(peer: DnsPeer | null): string {
   return peer ? `${peer.addr}#${peer.port}` : '';
 }
 
 /** DNS pairing for one socket. Never throws on input; exchanges go to `onExchange`. */
-export class DnsMatcher {
-  readonly stats: DnsStats;
-  /** The last exception caught inside the matcher, for the runtime to log once. */
-  lastInternalError: unknown = null;
+export class DnsMatcher extends GuardedTracker<DnsExchange, DnsStats> implements L7Tracker {
+  /** Only sockets on port 53 are given a matcher: their bytes are taken for DNS. */
+  readonly recognized = true;
+  /** DNS never switches a socket to another protocol. */
+  readonly stopReason = null;
   /** Waiting queries by key, oldest first (Map keeps insertion order). */
   private readonly pending = new Map<string, Pending>();
   private readonly splitters: [DnsTcpSplitter | null, DnsTcpSplitter | null] = [null, null];
-  private readonly ready: DnsExchange[] = [];
   private readonly maxPending: number;
+  private readonly queryTimeoutNs: number;
   private readonly midlife: boolean;
 
-  constructor(private readonly onExchange: (x: DnsExchange) => void, opts: DnsMatcherOptions = {}) {
-    this.stats = opts.stats ?? newDnsStats();
+  constructor(onExchange: (x: DnsExchange) => void, opts: DnsMatcherOptions = {}) {
+    super(onExchange, opts.stats ?? newDnsStats());
     this.maxPending = Math.max(1, opts.maxPending ?? DEFAULT_MAX_PENDING);
+    this.queryTimeoutNs = opts.queryTimeoutNs ?? DEFAULT_QUERY_TIMEOUT_NS;
     this.midlife = opts.midlife ?? false;
   }
 
@@ -183,20 +196,14 @@ export class DnsMatcher {
     return true;
   }
 
-  /**
-   * One UDP datagram of kernel direction `dir` (0 sent, 1 received) at record time `tsNs`.
-   * `peer`: the datagram's address on an unconnected socket, null on a connected one.
-   * `pos`: the datagram's byte position in its direction (the record's `posBytes`), kept as
-   * `queryPos` of a query so rows get a deterministic key; -1 when unknown.
-   */
-  message(dir: Dir, msg: Buffer, tsNs: number, peer: DnsPeer | null, pos = -1): void {
-    this.guard(() => this.handle(dir, msg, tsNs, tsNs, peer, 'udp', pos));
-    this.flushReady();
+  /** One UDP datagram of kernel direction `dir` (0 sent, 1 received). */
+  datagram(dir: Dir, d: Datagram): void {
+    this.run(() => this.handle(dir, d.payload, d.tsNs, d.tsNs, d.peer, 'udp', d.posBytes));
   }
 
   /** The next StreamEvent of direction `dir` of a TCP connection (length-prefixed messages). */
-  stream(dir: Dir, ev: StreamEvent): void {
-    this.guard(() => {
+  data(dir: Dir, ev: StreamEvent): void {
+    this.run(() => {
       let s = this.splitters[dir];
       if (!s) {
         s = new DnsTcpSplitter((m) => this.onTcpMessage(dir, m), { stats: this.stats.tcp, midlife: this.midlife });
@@ -204,31 +211,25 @@ export class DnsMatcher {
       }
       s.push(ev);
     });
-    this.flushReady();
   }
 
-  /**
-   * Queries waiting for `timeoutNs` or longer at `nowNs` become timed-out exchanges.
-   * `nowNs` is record time, never wall-clock, so replays give the same rows.
-   */
-  expire(nowNs: number, timeoutNs: number): void {
-    this.guard(() => {
+  /** Queries waiting for `queryTimeoutNs` or longer at `nowNs` become timed-out exchanges. */
+  expire(nowNs: number): void {
+    this.run(() => {
       for (const p of this.pending.values()) {
-        if (nowNs - p.tsNs < timeoutNs) continue;
+        if (nowNs - p.tsNs < this.queryTimeoutNs) continue;
         this.pending.delete(p.key);
         this.emitTimedOut(p);
       }
     });
-    this.flushReady();
   }
 
   /** The socket closed: every waiting query becomes a timed-out exchange. */
   close(): void {
-    this.guard(() => {
+    this.run(() => {
       for (const p of this.pending.values()) this.emitTimedOut(p);
       this.pending.clear();
     });
-    this.flushReady();
   }
 
   // ---- internals -------------------------------------------------------------------
@@ -298,7 +299,7 @@ export class DnsMatcher {
     }
     this.pending.delete(p.key);
     this.stats.exchanges++;
-    this.ready.push({
+    this.deliver({
       id: p.id, qname: p.qname, qtype: p.qtype, qtypeName: p.qtypeName, opcode: p.opcode,
       rcode: msg.rcode, rcodeName: rcodeName(msg.rcode), answers: msg.answers, answerCount: msg.answerCount,
       queryTsNs: p.tsNs, responseTsNs: tsNs, latencyNs: Math.max(0, tsNs - p.tsNs), timedOut: false,
@@ -310,7 +311,7 @@ export class DnsMatcher {
   private emitTimedOut(p: Pending): void {
     this.stats.exchanges++;
     this.stats.timedOut++;
-    this.ready.push({
+    this.deliver({
       id: p.id, qname: p.qname, qtype: p.qtype, qtypeName: p.qtypeName, opcode: p.opcode,
       rcode: -1, rcodeName: '', answers: [], answerCount: 0,
       queryTsNs: p.tsNs, responseTsNs: 0, latencyNs: 0, timedOut: true,
@@ -319,23 +320,9 @@ export class DnsMatcher {
     });
   }
 
-  /** Hand exchanges over outside the guarded region, so a throwing callback is the caller's. */
-  private flushReady(): void {
-    while (this.ready.length > 0) this.onExchange(this.ready.shift()!);
-  }
-
-  /**
-   * A bug must not stop the processor on hostile bytes: count it, keep the error for the
-   * logs, and drop TCP framing (a new splitter resynchronises at the next syscall start).
-   */
-  private guard(fn: () => void): void {
-    try {
-      fn();
-    } catch (err) {
-      this.stats.internalErrors++;
-      this.lastInternalError = err;
-      this.splitters[0] = null;
-      this.splitters[1] = null;
-    }
+  /** Drop TCP framing: a new splitter resynchronises at the next syscall start. */
+  protected override recover(): void {
+    this.splitters[0] = null;
+    this.splitters[1] = null;
   }
 }

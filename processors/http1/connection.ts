@@ -29,6 +29,7 @@ import {
   type Http1Message, type Http1ParserHooks, type Http1ParserStats, type StopReason,
 } from './parser.js';
 import type { Dir, RoleHint } from '../l7/sides.js';
+import { GuardedTracker, type GuardStats, type L7Tracker } from '../l7/tracker.js';
 export type { Dir, RoleHint };
 
 /** Bits of `Http1Exchange.flags`. */
@@ -82,7 +83,7 @@ export interface Http1Exchange {
 }
 
 /** Counters of one or more connections; pass one object to many connections to sum them. */
-export interface Http1Stats extends Http1ParserStats {
+export interface Http1Stats extends Http1ParserStats, GuardStats {
   exchanges: number;
   /** Exchanges emitted without a response (`timedOut`). */
   timedOut: number;
@@ -96,8 +97,6 @@ export interface Http1Stats extends Http1ParserStats {
   roleMismatches: number;
   /** Connections that stopped speaking HTTP/1, by reason. */
   stops: Record<StopReason, number>;
-  /** Exceptions caught inside the parsers (bugs): counted, state reset, never thrown. */
-  internalErrors: number;
 }
 
 export function newHttp1Stats(): Http1Stats {
@@ -110,12 +109,16 @@ export function newHttp1Stats(): Http1Stats {
 
 /** Most requests waiting for responses on one connection. */
 export const DEFAULT_MAX_PIPELINE = 64;
+/** A request without a response for this long (node time) becomes a timed-out exchange. */
+export const DEFAULT_REQUEST_TIMEOUT_NS = 30e9;
 
 export interface Http1ConnectionOptions {
   /** Counters to add to (shared across connections); a new object by default. */
   stats?: Http1Stats;
   /** Most requests waiting for responses (default 64). */
   maxPipeline?: number;
+  /** How long `expire` lets a request wait for its response (default 30 s). */
+  requestTimeoutNs?: number;
   /** The connection was open before capture began (ConnFlags.Midlife): position 0 is not its start. */
   midlife?: boolean;
   /**
@@ -172,10 +175,7 @@ function toExchange(e: Pending, role: 'client' | 'server'): Http1Exchange {
 }
 
 /** HTTP/1 on one connection. Never throws on input; exchanges go to `onExchange`. */
-export class Http1Connection {
-  readonly stats: Http1Stats;
-  /** The last exception caught inside the parsers, for the runtime to log once. */
-  lastInternalError: unknown = null;
+export class Http1Connection extends GuardedTracker<Http1Exchange, Http1Stats> implements L7Tracker {
   private parsers: [Http1Parser, Http1Parser];
   /** Direction carrying requests, -1 until the first recognised start line. */
   private reqDir: -1 | Dir = -1;
@@ -190,19 +190,20 @@ export class Http1Connection {
   private readonly lastTs: [number, number] = [-1, -1];
   private stoppedBy: StopReason | null = null;
   private closed = false;
-  private readonly ready: Http1Exchange[] = [];
   private readonly maxPipeline: number;
+  private readonly requestTimeoutNs: number;
   private readonly midlife: boolean;
   private readonly resumeRequestPos: number;
   private readonly knownRequestPositions: ReadonlySet<number>;
 
   constructor(
     private readonly hint: RoleHint,
-    private readonly onExchange: (x: Http1Exchange) => void,
+    onExchange: (x: Http1Exchange) => void,
     opts: Http1ConnectionOptions = {},
   ) {
-    this.stats = opts.stats ?? newHttp1Stats();
+    super(onExchange, opts.stats ?? newHttp1Stats());
     this.maxPipeline = opts.maxPipeline ?? DEFAULT_MAX_PIPELINE;
+    this.requestTimeoutNs = opts.requestTimeoutNs ?? DEFAULT_REQUEST_TIMEOUT_NS;
     this.midlife = opts.midlife ?? false;
     this.resumeRequestPos = opts.resumeRequestPos ?? -1;
     this.knownRequestPositions = opts.knownRequestPositions ?? new Set();
@@ -241,24 +242,28 @@ export class Http1Connection {
 
   /** Feed the next event of kernel direction `dir`. */
   data(dir: Dir, ev: StreamEvent): void {
-    // Stopped parsers (upgrade, close) count what they are still fed.
-    this.guard(() => this.parsers[dir].push(ev));
+    // Only pairing in the other direction reads this direction's time: set it first.
     this.lastTs[dir] = Math.max(this.lastTs[dir], ev.tsNs);
-    this.flushReady();
+    // Stopped parsers (upgrade, close) count what they are still fed.
+    this.run(() => this.parsers[dir].push(ev));
   }
 
   /**
-   * Requests that have waited `timeoutNs` without any response byte (both directions
-   * quiet since) become timed-out exchanges. `nowNs` is record time, never wall-clock.
-   * A late response could then pair with the wrong request, so pairing is suspended.
+   * Requests that have waited `requestTimeoutNs` without any response byte (both
+   * directions quiet since) become timed-out exchanges. A late response could then pair
+   * with the wrong request, so pairing is suspended.
    */
-  expire(nowNs: number, timeoutNs: number): void {
+  expire(nowNs: number): void {
     if (this.closed || this.stoppedBy || this.reqDir < 0) return;
+    this.run(() => this.timeOut(nowNs));
+  }
+
+  private timeOut(nowNs: number): void {
     const respLast = this.lastTs[1 - this.reqDir];
     let any = false;
     for (const e of this.queue) {
       if (e.resp || e.timedOut) continue;
-      if (!e.reqDone || nowNs - Math.max(e.req.lastTsNs, respLast) < timeoutNs) break;
+      if (!e.reqDone || nowNs - Math.max(e.req.lastTsNs, respLast) < this.requestTimeoutNs) break;
       e.timedOut = true;
       any = true;
     }
@@ -267,7 +272,6 @@ export class Http1Connection {
       this.dropWaiting();
       this.emitDone();
     }
-    this.flushReady();
   }
 
   /**
@@ -276,23 +280,22 @@ export class Http1Connection {
    */
   close(): void {
     if (this.closed) return;
-    if (!this.stoppedBy) {
-      // Requests end first, so a request cut short still precedes its response.
-      const first: Dir = this.reqDir === 1 ? 1 : 0;
-      this.guard(() => {
+    this.closed = true;
+    this.run(() => {
+      if (!this.stoppedBy) {
+        // Requests end first, so a request cut short still precedes its response.
+        const first: Dir = this.reqDir === 1 ? 1 : 0;
         this.parsers[first].finish();
         this.parsers[first === 0 ? 1 : 0].finish();
-      });
-    }
-    this.closed = true;
-    for (const e of this.queue) {
-      if (!e.resp) e.timedOut = true;
-      this.emit(e);
-    }
-    this.queue.length = 0;
-    this.reqEntry = null;
-    this.respEntry = null;
-    this.flushReady();
+      }
+      for (const e of this.queue) {
+        if (!e.resp) e.timedOut = true;
+        this.emit(e);
+      }
+      this.queue.length = 0;
+      this.reqEntry = null;
+      this.respEntry = null;
+    });
   }
 
   // ---- parser hooks ----------------------------------------------------------------
@@ -427,30 +430,16 @@ export class Http1Connection {
   private emit(e: Pending): void {
     if (e.timedOut) this.stats.timedOut++;
     this.stats.exchanges++;
-    this.ready.push(toExchange(e, this.role === 'server' ? 'server' : 'client'));
+    this.deliver(toExchange(e, this.role === 'server' ? 'server' : 'client'));
   }
 
-  /** Hand exchanges over outside the guarded region, so a throwing callback is the caller's. */
-  private flushReady(): void {
-    while (this.ready.length > 0) this.onExchange(this.ready.shift()!);
-  }
-
-  /**
-   * A bug must not stop the processor on hostile bytes: count it, keep the error for the
-   * logs, and start afresh out of sync (as if the capture began at the next record).
-   */
-  private guard(fn: () => void): void {
-    try {
-      fn();
-    } catch (err) {
-      this.stats.internalErrors++;
-      this.lastInternalError = err;
-      this.stats.droppedRequests += this.queue.length;
-      this.queue.length = 0;
-      this.reqEntry = null;
-      this.respEntry = null;
-      this.aligned = false;
-      this.parsers = [this.newParser(0), this.newParser(1)];
-    }
+  /** Start afresh out of sync, as if the capture began at the next record. */
+  protected override recover(): void {
+    this.stats.droppedRequests += this.queue.length;
+    this.queue.length = 0;
+    this.reqEntry = null;
+    this.respEntry = null;
+    this.aligned = false;
+    this.parsers = [this.newParser(0), this.newParser(1)];
   }
 }

@@ -4,56 +4,20 @@
  *
  * Per connection an Http1Connection pairs requests with responses (processors/l7 does the
  * connection tracking, reassembly and pins). A request without a response becomes a
- * timed-out row after REQUEST_TIMEOUT_NS of node time, so re-reading the same messages
+ * timed-out row after DEFAULT_REQUEST_TIMEOUT_NS of node time, so re-reading the same messages
  * always gives the same rows. A connection seen mid-life pairs only after it has seen a
  * response, so its first exchange stays pinned until then; where a connection's last
  * committed exchange ended is read back from http_requests when a lane resumes, so an idle
  * connection's next request pairs at once.
  */
-import { l7Function, l7Row, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/protocol.js';
-import type { StreamEvent } from '../l7/reassembly.js';
+import { l7Function, l7Row, type L7Protocol } from '../l7/protocol.js';
 import type { LaneContext } from '../runtime/function.js';
 import { resumeKey, type ResumeState } from '../l7/protocol.js';
 import { ConnFlags, Role } from '../../schemas/records.js';
 import { ExchangeFlags, Http1Connection, newHttp1Stats, type Http1Exchange, type Http1Stats } from './connection.js';
 
-/** A request without a response for this long (node time) becomes a timed-out row. */
-const REQUEST_TIMEOUT_NS = 30e9;
-
 const PARTIAL_FLAGS = ExchangeFlags.ReqBodyPartial | ExchangeFlags.ReqEndInferred | ExchangeFlags.ReqHeadPartial
   | ExchangeFlags.RespBodyPartial | ExchangeFlags.RespEndInferred | ExchangeFlags.RespHeadPartial;
-
-class Http1Tracker implements L7Tracker {
-  private readonly http: Http1Connection;
-
-  constructor(h: TrackerHints, onItem: (x: Http1Exchange) => void, stats: Http1Stats) {
-    this.http = new Http1Connection(h.role, onItem, { stats, midlife: h.midlife, resumeRequestPos: h.resume, knownRequestPositions: h.known, boundaries: h.boundaries });
-  }
-
-  data(dir: 0 | 1, ev: StreamEvent): void {
-    this.http.data(dir, ev);
-  }
-
-  expire(nowNs: number): void {
-    this.http.expire(nowNs, REQUEST_TIMEOUT_NS);
-  }
-
-  close(): void {
-    this.http.close();
-  }
-
-  isIdle(): boolean {
-    return this.http.isIdle();
-  }
-
-  get recognized(): boolean {
-    return this.http.recognized;
-  }
-
-  get stopReason(): string | null {
-    return this.http.stopReason;
-  }
-}
 
 /**
  * Where each connection's last committed exchange ended, from this function's own rows, so
@@ -106,7 +70,9 @@ export const http1Protocol: L7Protocol<Http1Exchange> = {
   // Methods and "HTTP/" start with a capital letter: TLS, SSH, databases are let go at once.
   rejectsFirstByte: (b) => b < 0x41 || b > 0x5a,
   newStats: newHttp1Stats,
-  open: (h, onItem, stats) => new Http1Tracker(h, onItem, stats as Http1Stats),
+  open: (h, onItem, stats) => new Http1Connection(h.role, onItem, {
+    stats: stats as Http1Stats, midlife: h.midlife, resumeRequestPos: h.resume, knownRequestPositions: h.known, boundaries: h.boundaries,
+  }),
   row(x, c, clock) {
     return l7Row({
       protocol: x.version,

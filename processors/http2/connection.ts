@@ -45,6 +45,7 @@ import {
 } from './frames.js';
 import { HpackDecoder, newHpackStats, type HeaderField, type HpackStats } from './hpack.js';
 import type { Dir, RoleHint } from '../l7/sides.js';
+import { GuardedTracker, type GuardStats, type L7Tracker } from '../l7/tracker.js';
 export type { Dir, RoleHint };
 
 /** Bits of `Http2Exchange.flags`. */
@@ -75,6 +76,8 @@ export const ExchangeFlags = {
 
 /** One stream: a request and its response (or none). */
 export interface Http2Exchange {
+  /** This socket's side: 'client' when it sent requests (as the bytes showed, else the hint). */
+  role: 'client' | 'server';
   streamId: number;
   protocol: 'h2' | 'grpc';
   /** :method; '' when not seen or unknown. */
@@ -130,7 +133,7 @@ export interface Http2Exchange {
 }
 
 /** Counters of one or more connections; pass one object to many connections to sum them. */
-export interface Http2Stats extends Http2FrameStats, HpackStats {
+export interface Http2Stats extends Http2FrameStats, HpackStats, GuardStats {
   exchanges: number;
   /** Exchanges emitted without a response (`timedOut`). */
   timedOut: number;
@@ -156,8 +159,6 @@ export interface Http2Stats extends Http2FrameStats, HpackStats {
   damagedControlFrames: number;
   /** The bytes contradicted the kernel's role hint. */
   roleMismatches: number;
-  /** Exceptions caught inside the connection (bugs): counted, state reset, never thrown. */
-  internalErrors: number;
 }
 
 export function newHttp2Stats(): Http2Stats {
@@ -171,6 +172,8 @@ export function newHttp2Stats(): Http2Stats {
 
 /** Most streams tracked at once on one connection. */
 export const DEFAULT_MAX_STREAMS = 1000;
+/** A stream silent this long (node time) is emitted: timed out if it has no response. */
+export const DEFAULT_STREAM_TIMEOUT_NS = 60e9;
 /** Largest header block buffered (HEADERS + CONTINUATIONs); the rest is counted, not decoded. */
 export const DEFAULT_MAX_HEADER_BLOCK_BYTES = 64 * 1024;
 /** Longest :path kept, in bytes. */
@@ -199,6 +202,8 @@ export interface Http2ConnectionOptions {
   maxStreams?: number;
   /** Largest header block buffered (default 64 KiB). */
   maxHeaderBlockBytes?: number;
+  /** How long `expire` lets a stream stay silent (default 60 s). */
+  streamTimeoutNs?: number;
   /**
    * The connection was open before capture began (ConnFlags.Midlife), or its earlier bytes
    * were handled by another owner: position 0 is not its start, HPACK tables are unknown.
@@ -389,10 +394,9 @@ function touch(h: Half, pos: number, firstTs: number, lastTs: number): void {
 }
 
 /** HTTP/2 on one connection. Never throws on input; exchanges go to `onExchange`. */
-export class Http2Connection {
-  readonly stats: Http2Stats;
-  /** The last exception caught inside the connection, for the runtime to log once. */
-  lastInternalError: unknown = null;
+export class Http2Connection extends GuardedTracker<Http2Exchange, Http2Stats> implements L7Tracker {
+  /** HTTP/2 has no way to switch the connection to another protocol. */
+  readonly stopReason = null;
   private parsers: [Http2FrameParser, Http2FrameParser];
   private readonly hpack: [HpackDecoder, HpackDecoder];
   private readonly streams = new Map<number, Stream>();
@@ -417,20 +421,21 @@ export class Http2Connection {
   private readonly cur: [Stream | null, Stream | null] = [null, null];
   private readonly vals = newValues();
   private closed = false;
-  private readonly ready: Http2Exchange[] = [];
   private readonly maxStreams: number;
   private readonly maxBlock: number;
+  private readonly streamTimeoutNs: number;
   private readonly midlife: boolean;
   private readonly onField = (f: HeaderField): void => this.field(f);
 
   constructor(
     private readonly hint: RoleHint,
-    private readonly onExchange: (x: Http2Exchange) => void,
+    onExchange: (x: Http2Exchange) => void,
     opts: Http2ConnectionOptions = {},
   ) {
-    this.stats = opts.stats ?? newHttp2Stats();
+    super(onExchange, opts.stats ?? newHttp2Stats());
     this.maxStreams = opts.maxStreams ?? DEFAULT_MAX_STREAMS;
     this.maxBlock = opts.maxHeaderBlockBytes ?? DEFAULT_MAX_HEADER_BLOCK_BYTES;
+    this.streamTimeoutNs = opts.streamTimeoutNs ?? DEFAULT_STREAM_TIMEOUT_NS;
     this.midlife = opts.midlife ?? false;
     this.parsers = [this.newParser(0), this.newParser(1)];
     const hp = { keep: KEPT_HEADERS, maxValueBytes: MAX_PATH_BYTES, stats: this.stats };
@@ -480,7 +485,7 @@ export class Http2Connection {
       if (ev.type === 'data') this.stats.ignoredBytes += ev.data.length;
       return;
     }
-    this.guard(() => {
+    this.run(() => {
       if (!this.started[dir]) {
         this.started[dir] = true;
         if (!this.midlife && ev.pos === 0) {
@@ -490,40 +495,36 @@ export class Http2Connection {
       }
       this.parsers[dir].push(ev);
     });
-    this.flushReady();
   }
 
   /**
-   * Streams without a frame in either direction for `timeoutNs` are emitted, if their
+   * Streams without a frame in either direction for `streamTimeoutNs` are emitted, if their
    * request ended (or its end may have been lost): without a response they time out.
-   * Streams whose request is still being sent stay open. `nowNs` is record time, never
-   * wall-clock.
+   * Streams whose request is still being sent stay open.
    */
-  expire(nowNs: number, timeoutNs: number): void {
+  expire(nowNs: number): void {
     if (this.closed) return;
-    this.guard(() => {
+    this.run(() => {
       for (const s of [...this.streams.values()]) {
-        if (nowNs - s.lastActivityNs < timeoutNs) continue;
+        if (nowNs - s.lastActivityNs < this.streamTimeoutNs) continue;
         const req = s.half[s.reqDir];
         if (req.ended || s.orphan || req.bodyPartial || req.headPartial) this.emit(s);
       }
     });
-    this.flushReady();
   }
 
   /** The connection ended: a header block in progress is decoded as far as it goes, every open stream is emitted. */
   close(): void {
     if (this.closed) return;
-    this.guard(() => {
+    this.closed = true;
+    this.run(() => {
       for (const dir of [0, 1] as const) {
         if (this.blocks[dir]) this.finishBlock(dir, true);
         this.parsers[dir].stop();
       }
       for (const s of [...this.streams.values()]) this.emit(s);
+      this.streams.clear();
     });
-    this.closed = true;
-    this.streams.clear();
-    this.flushReady();
   }
 
   // ---- frame hooks -------------------------------------------------------------------
@@ -991,7 +992,7 @@ export class Http2Connection {
     if (s.resetDir >= 0) this.stats.resets++;
     if (x.flags & ExchangeFlags.Refused) this.stats.refused++;
     if (s.orphan) this.stats.orphans++;
-    this.ready.push(x);
+    this.deliver(x);
   }
 
   private toExchange(s: Stream): Http2Exchange {
@@ -1013,7 +1014,7 @@ export class Http2Connection {
     if (refused) flags |= ExchangeFlags.Refused;
     if (grpc && (req.gPartial || resp.gPartial)) flags |= ExchangeFlags.MessagesPartial;
     return {
-      streamId: s.id, protocol: grpc ? 'grpc' : 'h2', method: req.method, path: req.path,
+      role: this.role === 'server' ? 'server' : 'client', streamId: s.id, protocol: grpc ? 'grpc' : 'h2', method: req.method, path: req.path,
       authority: req.authority || req.host, scheme: req.scheme, status: resp.status, contentType: resp.contentType,
       userAgent: req.userAgent, grpcService, grpcMethod,
       grpcStatus: grpc ? resp.grpcStatus : -1, grpcMessage: grpc ? resp.grpcMessage : '',
@@ -1027,34 +1028,20 @@ export class Http2Connection {
     };
   }
 
-  /** Hand exchanges over outside the guarded region, so a throwing callback is the caller's. */
-  private flushReady(): void {
-    while (this.ready.length > 0) this.onExchange(this.ready.shift()!);
-  }
-
-  /**
-   * A bug must not stop the processor on hostile bytes: count it, keep the error for the
-   * logs, and start afresh out of sync (as if the capture began at the next record).
-   */
-  private guard(fn: () => void): void {
-    try {
-      fn();
-    } catch (err) {
-      this.stats.internalErrors++;
-      this.lastInternalError = err;
-      this.stats.abandonedStreams += this.streams.size;
-      this.streams.clear();
-      for (const dir of [0, 1] as const) {
-        this.blocks[dir] = null;
-        this.inBlock[dir] = false;
-        this.cur[dir] = null;
-        this.hpack[dir].lose();
-        this.openLostRange(dir);
-      }
-      const sizes = [this.parsers[0].maxFrameSize, this.parsers[1].maxFrameSize];
-      this.parsers = [this.newParser(0), this.newParser(1)];
-      this.parsers[0].maxFrameSize = sizes[0];
-      this.parsers[1].maxFrameSize = sizes[1];
+  /** Start afresh out of sync, as if the capture began at the next record. */
+  protected override recover(): void {
+    this.stats.abandonedStreams += this.streams.size;
+    this.streams.clear();
+    for (const dir of [0, 1] as const) {
+      this.blocks[dir] = null;
+      this.inBlock[dir] = false;
+      this.cur[dir] = null;
+      this.hpack[dir].lose();
+      this.openLostRange(dir);
     }
+    const sizes = [this.parsers[0].maxFrameSize, this.parsers[1].maxFrameSize];
+    this.parsers = [this.newParser(0), this.newParser(1)];
+    this.parsers[0].maxFrameSize = sizes[0];
+    this.parsers[1].maxFrameSize = sizes[1];
   }
 }

@@ -8,15 +8,8 @@
  * header fields that refer to dynamic-table entries inserted before are marked unknown
  * (never guessed), flagged `partial`, until the table is known again.
  */
-import { l7Function, l7Row, type L7Protocol, type L7Tracker, type TrackerHints } from '../l7/protocol.js';
-import type { StreamEvent } from '../l7/reassembly.js';
+import { l7Function, l7Row, type L7Protocol } from '../l7/protocol.js';
 import { ExchangeFlags, Http2Connection, newHttp2Stats, type Http2Exchange, type Http2Stats } from './connection.js';
-
-/** A stream silent this long (node time) is written: timed out if it has no response. */
-const STREAM_TIMEOUT_NS = 60e9;
-
-/** An exchange and the side of the socket that carried it. */
-type Http2Item = Http2Exchange & { role: 'client' | 'server' };
 
 /** END_STREAMs a RST_STREAM cut off: the protocol's doing, not the capture's. */
 const END_FLAGS = ExchangeFlags.ReqEndMissing | ExchangeFlags.RespEndMissing;
@@ -25,43 +18,7 @@ const PARTIAL_FLAGS = ExchangeFlags.ReqUnknownFields | ExchangeFlags.RespUnknown
   | ExchangeFlags.RespHeadPartial | ExchangeFlags.ReqBodyPartial | ExchangeFlags.RespBodyPartial | ExchangeFlags.ReqEndMissing
   | ExchangeFlags.RespEndMissing | ExchangeFlags.ReqMissing | ExchangeFlags.MessagesPartial;
 
-class Http2Tracker implements L7Tracker {
-  private readonly h2: Http2Connection;
-  readonly stopReason = null;
-
-  constructor(h: TrackerHints, onItem: (x: Http2Item) => void, stats: Http2Stats) {
-    // The role is added to the exchange itself: a spread into a new object is slow in node 20.
-    this.h2 = new Http2Connection(h.role, (x) => {
-      const item = x as Http2Item;
-      item.role = this.h2.role === 'server' ? 'server' : 'client';
-      onItem(item);
-    }, {
-      stats, midlife: h.midlife,
-    });
-  }
-
-  data(dir: 0 | 1, ev: StreamEvent): void {
-    this.h2.data(dir, ev);
-  }
-
-  expire(nowNs: number): void {
-    this.h2.expire(nowNs, STREAM_TIMEOUT_NS);
-  }
-
-  close(): void {
-    this.h2.close();
-  }
-
-  isIdle(): boolean {
-    return this.h2.isIdle();
-  }
-
-  get recognized(): boolean {
-    return this.h2.recognized;
-  }
-}
-
-export const http2Protocol: L7Protocol<Http2Item> = {
+export const http2Protocol: L7Protocol<Http2Exchange> = {
   name: 'http2',
   table: 'http_requests',
   plain: true,
@@ -74,7 +31,7 @@ export const http2Protocol: L7Protocol<Http2Item> = {
   // A client starts with the preface ("PRI"), a server with a SETTINGS frame (length < 2^16).
   rejectsFirstByte: (b) => b !== 0x50 && b !== 0x00,
   newStats: newHttp2Stats,
-  open: (h, onItem, stats) => new Http2Tracker(h, onItem, stats as Http2Stats),
+  open: (h, onItem, stats) => new Http2Connection(h.role, onItem, { stats: stats as Http2Stats, midlife: h.midlife }),
   row(x, c, clock) {
     const answered = x.respFirstTsNs > 0;
     return l7Row({

@@ -37,7 +37,8 @@ import {
 import type { EnvelopeContext, FunctionLane, LaneContext } from '../runtime/function.js';
 import { PinSet } from '../runtime/pins.js';
 import { connUuid, wallNs } from '../runtime/rows.js';
-import { resumeKey, type ConnMeta, type ConnView, type L7Protocol, type L7Tracker, type ResumeState } from './protocol.js';
+import { resumeKey, type ConnMeta, type ConnView, type L7Protocol, type ResumeState } from './protocol.js';
+import type { L7Tracker } from './tracker.js';
 import { StreamReassembler, type ReassemblyStats, type StreamEvent } from './reassembly.js';
 import type { RoleHint } from './sides.js';
 

@@ -4,11 +4,10 @@
  * of each item a tracker completes. A protocol is a processing function (`l7Function`) whose
  * connections the shard's one table tracks.
  */
-import { RecordKind, Role, type FlowTuple, type SockDataRecord } from '../../schemas/records.js';
+import { RecordKind, Role, type FlowTuple } from '../../schemas/records.js';
 import type { LaneContext, ProcessingFunction, Row } from '../runtime/function.js';
 import { sides, wallNs } from '../runtime/rows.js';
-import type { StreamEvent } from './reassembly.js';
-import type { RoleHint } from './sides.js';
+import type { L7Tracker, TrackerHints } from './tracker.js';
 
 /** Who owns a connection, from CONN_OPEN / CONN_INFO. */
 export interface ConnMeta {
@@ -17,23 +16,6 @@ export interface ConnMeta {
   tgid: number;
   comm: string;
   connFlags: number;
-}
-
-/** What a protocol knows when it opens a tracker for a connection. */
-export interface TrackerHints {
-  role: RoleHint;
-  /** Open before capture began: position 0 is not its start. */
-  midlife: boolean;
-  /** Fed TLS plaintext rather than socket bytes. */
-  tls: boolean;
-  /** A datagram socket: records are messages, not a byte stream. */
-  udp: boolean;
-  /** Protocol-specific resume point remembered for this connection (see L7Protocol.resume). */
-  resume: number | undefined;
-  /** Positions of this connection's committed items the re-read will see again (see ResumeState). */
-  known: ReadonlySet<number> | undefined;
-  /** Positions per direction known to be between items: where a parked connection stood. */
-  boundaries: readonly [number, number] | undefined;
 }
 
 /** What a resuming lane knows from its committed rows, per resumeKey. */
@@ -48,23 +30,6 @@ export interface ResumeState {
   owners: Map<string, ConnMeta>;
   /** Positions of committed items at or after the message the lane resumes from. */
   known: Map<string, Set<number>>;
-}
-
-/** One protocol's state on one connection. Never throws on input. */
-export interface L7Tracker {
-  /** In-order stream events of kernel direction `dir` (0 egress, 1 ingress). */
-  data(dir: 0 | 1, ev: StreamEvent): void;
-  /** One datagram (UDP sockets), when the protocol takes them. */
-  datagram?(dir: 0 | 1, rec: SockDataRecord): void;
-  /** Node time moved to `nowNs`: time out what waited too long. */
-  expire(nowNs: number): void;
-  close(): void;
-  /** Nothing in progress: a new owner starting from the next record loses nothing. */
-  isIdle(): boolean;
-  /** The bytes were recognised as this protocol. */
-  readonly recognized: boolean;
-  /** Why this protocol stopped on the connection (switched away, not this protocol), or null. */
-  readonly stopReason: string | null;
 }
 
 /** Connection facts a row needs. */

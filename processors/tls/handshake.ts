@@ -22,7 +22,8 @@
  * EncryptedExtensions, so `alpn` is '' and `alpnVisible` false; the certificate is
  * encrypted too. TLS 1.2 shows the ALPN choice in the ServerHello.
  *
- * A handshake that never completes (no such record before `close` or `expire`, a fatal
+ * A handshake that never completes (no such record before `close` or `handshakeTimeoutNs`
+ * after the ClientHello, a fatal
  * alert — in TLS 1.3 an encrypted one is known by its size, its description is not
  * visible —, lost bytes, bytes that stop being TLS) is emitted with `complete` false,
  * `handshakeNs` 0 and the reason. A connection first seen after its start, whose first
@@ -37,6 +38,7 @@ import {
   ContentType, HandshakeType, newTlsRecordStats, TlsRecordReader, type TlsRecordStats, type TlsStopReason,
 } from './records.js';
 import type { Dir, RoleHint } from '../l7/sides.js';
+import { GuardedTracker, type GuardStats, type L7Tracker } from '../l7/tracker.js';
 export type { Dir, RoleHint };
 
 /** Smallest TLS 1.3 record that can carry a Finished (32 bytes of verify_data, type, 8-byte tag). */
@@ -115,7 +117,7 @@ export interface TlsHandshake {
 }
 
 /** Counters of one or more connections; pass one object to many trackers to sum them. */
-export interface TlsStats {
+export interface TlsStats extends GuardStats {
   handshakes: number;
   complete: number;
   /** Handshakes emitted incomplete, by reason. */
@@ -128,8 +130,6 @@ export interface TlsStats {
   /** The bytes contradicted the kernel's role hint. */
   roleMismatches: number;
   records: TlsRecordStats;
-  /** Exceptions caught inside the tracker (bugs): counted, never thrown. */
-  internalErrors: number;
 }
 
 function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
@@ -145,8 +145,13 @@ export function newTlsStats(): TlsStats {
   };
 }
 
+/** A handshake not complete this long after its ClientHello (node time) is emitted incomplete. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_NS = 10e9;
+
 export interface TlsHandshakeTrackerOptions {
   stats?: TlsStats;
+  /** How long after its ClientHello `expire` lets a handshake go on (default 10 s). */
+  handshakeTimeoutNs?: number;
   /** The connection was open before capture began: no handshake can be seen. */
   midlife?: boolean;
 }
@@ -162,13 +167,14 @@ type Phase =
   | 'done';
 
 /** TLS handshake of one connection. Never throws on input; the result goes to `onHandshake`. */
-export class TlsHandshakeTracker {
-  readonly stats: TlsStats;
-  /** The last exception caught inside the tracker, for the runtime to log once. */
-  lastInternalError: unknown = null;
+export class TlsHandshakeTracker extends GuardedTracker<TlsHandshake, TlsStats> implements L7Tracker {
+  /** The tracker itself decides within a few bytes whether a stream is TLS. */
+  readonly recognized = true;
   private readonly readers: [TlsRecordReader, TlsRecordReader];
   private phase: Phase = 'start';
   private noHandshake: NoHandshakeReason | null = null;
+  /** The handshake was emitted. */
+  private emitted = false;
   private clientDir: -1 | Dir = -1;
   private ch: ClientHello | null = null;
   private chTs = 0;
@@ -179,14 +185,15 @@ export class TlsHandshakeTracker {
   private shTs = 0;
   /** A ServerHello read before any ClientHello (directions delivered out of order). */
   private early: { dir: Dir; body: Buffer; tsNs: number } | null = null;
-  private readonly ready: TlsHandshake[] = [];
+  private readonly handshakeTimeoutNs: number;
 
   constructor(
     private readonly hint: RoleHint,
-    private readonly onHandshake: (h: TlsHandshake) => void,
+    onHandshake: (h: TlsHandshake) => void,
     opts: TlsHandshakeTrackerOptions = {},
   ) {
-    this.stats = opts.stats ?? newTlsStats();
+    super(onHandshake, opts.stats ?? newTlsStats());
+    this.handshakeTimeoutNs = opts.handshakeTimeoutNs ?? DEFAULT_HANDSHAKE_TIMEOUT_NS;
     const midlife = opts.midlife ?? false;
     this.readers = [this.newReader(0, midlife), this.newReader(1, midlife)];
   }
@@ -199,6 +206,11 @@ export class TlsHandshakeTracker {
   /** Why no handshake came of this connection, or null. */
   get noHandshakeReason(): NoHandshakeReason | null {
     return this.noHandshake;
+  }
+
+  /** Not TLS, or the handshake is emitted: the rest of the connection needs no reading. */
+  get stopReason(): NoHandshakeReason | 'handshake_done' | null {
+    return this.noHandshake ?? (this.emitted ? 'handshake_done' : null);
   }
 
   /** The side the bytes showed, or the hint until a ClientHello was seen. */
@@ -215,26 +227,24 @@ export class TlsHandshakeTracker {
   /** Feed the next event of kernel direction `dir`. */
   data(dir: Dir, ev: StreamEvent): void {
     if (this.phase === 'done') return;
-    this.guard(() => this.readers[dir].push(ev));
-    this.flushReady();
+    this.run(() => this.readers[dir].push(ev));
   }
 
-  /**
-   * A handshake begun `timeoutNs` or more before `nowNs` (record time, never wall-clock)
-   * and still not complete is emitted incomplete.
-   */
-  expire(nowNs: number, timeoutNs: number): void {
-    if ((this.phase === 'hello' || this.phase === 'server_hello') && nowNs - this.chTs >= timeoutNs) {
-      this.guard(() => this.finish('timeout'));
-    }
-    this.flushReady();
+  /** A handshake begun `handshakeTimeoutNs` or more before `nowNs` and still not complete is emitted incomplete. */
+  expire(nowNs: number): void {
+    this.run(() => {
+      if ((this.phase === 'hello' || this.phase === 'server_hello') && nowNs - this.chTs >= this.handshakeTimeoutNs) {
+        this.finish('timeout');
+      }
+    });
   }
 
   /** The connection ended: a handshake under way is emitted incomplete. */
   close(): void {
-    if (this.phase === 'hello' || this.phase === 'server_hello') this.guard(() => this.finish('closed'));
-    else if (this.phase === 'start') this.done();
-    this.flushReady();
+    this.run(() => {
+      if (this.phase === 'hello' || this.phase === 'server_hello') this.finish('closed');
+      else if (this.phase === 'start') this.done();
+    });
   }
 
   // ---- reader hooks ----------------------------------------------------------------
@@ -364,7 +374,7 @@ export class TlsHandshakeTracker {
     this.stats.handshakes++;
     if (complete) this.stats.complete++;
     else this.stats.incomplete[why]++;
-    this.ready.push({
+    this.deliver({
       role: this.clientDir === 0 ? 'client' : 'server',
       sni: ch.sni,
       alpnOffered: ch.alpn,
@@ -387,6 +397,7 @@ export class TlsHandshakeTracker {
       incomplete: why,
       alert,
     });
+    this.emitted = true;
     this.done();
   }
 
@@ -403,19 +414,8 @@ export class TlsHandshakeTracker {
     this.readers[1].stop();
   }
 
-  /** Hand results over outside the guarded region, so a throwing callback is the caller's. */
-  private flushReady(): void {
-    while (this.ready.length > 0) this.onHandshake(this.ready.shift()!);
-  }
-
-  /** A bug must not stop the processor on hostile bytes: count it, keep it, and stop tracking. */
-  private guard(fn: () => void): void {
-    try {
-      fn();
-    } catch (err) {
-      this.stats.internalErrors++;
-      this.lastInternalError = err;
-      this.done();
-    }
+  /** Stop tracking: a handshake cannot be read from its middle. */
+  protected override recover(): void {
+    this.done();
   }
 }

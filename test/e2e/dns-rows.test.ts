@@ -36,7 +36,7 @@ const AAAA_RECORDS = ['2001:db8::10'];
  * is below this much more.
  */
 const DIG_TIME_SLACK_US = 1;
-/** The processor's DNS timeout (processors/dns/index.ts QUERY_TIMEOUT_NS) is 15 s of node time. */
+/** The processor's DNS timeout (processors/dns/matcher.ts DEFAULT_QUERY_TIMEOUT_NS) is 15 s of node time. */
 const TIMEOUT_ROW_WAIT_MS = 40_000;
 /**
  * comm of dig's rows: BIND 9.18's dig does its socket I/O on a network-manager thread

@@ -99,12 +99,12 @@ test('UDP: mutated datagrams between many peers, both directions, with expiry', 
   for (let seed = 1; seed <= 300; seed++) {
     const rng = new Rng(0xd0d0 + seed);
     const xs: DnsExchange[] = [];
-    const m = new DnsMatcher((x) => xs.push(x), { maxPending: MAX_PENDING });
+    const m = new DnsMatcher((x) => xs.push(x), { maxPending: MAX_PENDING, queryTimeoutNs: rng.int(5000) });
     for (let n = 0, ts = 0; n < 200; n++, ts += rng.int(1000)) {
       let b = message(rng);
       if (rng.chance(0.2)) b = mutate(b, rng);
-      m.message(rng.chance(0.5) ? 0 : 1, b, ts, rng.pick(PEERS));
-      if (rng.chance(0.05)) m.expire(ts, rng.int(5000));
+      m.datagram(rng.chance(0.5) ? 0 : 1, { payload: b, tsNs: ts, peer: rng.pick(PEERS), posBytes: -1 });
+      if (rng.chance(0.05)) m.expire(ts);
       assert.ok(m.pendingCount <= MAX_PENDING, `seed ${seed}: ${m.pendingCount} waiting`);
     }
     m.close();
@@ -188,10 +188,10 @@ test('TCP: generated conversations with mutations, losses and random splits', ()
     const ra = [0, 1].map(() => new StreamReassembler({ maxPendingBytes: 4096, maxPendingChunks: 16, maxHoldNs: 1000 }));
     for (const s of steps) {
       if (s.kind !== 'record') continue;
-      ra[s.rec.dir].push(s.rec, (ev) => m.stream(s.rec.dir, ev));
+      ra[s.rec.dir].push(s.rec, (ev) => m.data(s.rec.dir, ev));
       assert.ok(m.bufferedBytes <= MAX_BUFFERED && m.pendingCount <= MAX_PENDING, `seed ${seed}: bounds`);
     }
-    for (const dir of [0, 1] as const) ra[dir].flush((ev) => m.stream(dir, ev));
+    for (const dir of [0, 1] as const) ra[dir].flush((ev) => m.data(dir, ev));
     m.close();
     assert.equal(m.stats.internalErrors, 0, `seed ${seed}: ${String((m.lastInternalError as Error | null)?.stack)}`);
     checkExchanges(xs, `tcp seed ${seed}`);
@@ -239,11 +239,11 @@ test('raw events outside the reassembler contract', () => {
       if (rng.chance(0.2)) pos[dir] += rng.int(200) - 100;
       if (rng.chance(0.15)) {
         const len = rng.int(300) - 10;
-        m.stream(dir, { type: 'gap', pos: pos[dir], len, tsNs: n, cause: 'lost' });
+        m.data(dir, { type: 'gap', pos: pos[dir], len, tsNs: n, cause: 'lost' });
         pos[dir] += Math.max(0, len);
       } else {
         const data = rng.chance(0.5) ? rng.bytes(rng.int(100)) : Buffer.concat([Buffer.from([0, 40]), message(rng)]);
-        m.stream(dir, { type: 'data', pos: pos[dir], data, tsNs: n, syscallStart: rng.chance(0.5) });
+        m.data(dir, { type: 'data', pos: pos[dir], data, tsNs: n, syscallStart: rng.chance(0.5) });
         pos[dir] += data.length;
       }
       assert.ok(m.bufferedBytes <= MAX_BUFFERED);

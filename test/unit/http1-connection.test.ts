@@ -15,8 +15,9 @@ class Conv {
   readonly conn: Http1Connection;
   private readonly pos: [number, number] = [0, 0];
 
+  /** Requests time out after 1000 ns unless `opts` says otherwise. */
   constructor(hint: RoleHint = 'client', opts: Http1ConnectionOptions = {}) {
-    this.conn = new Http1Connection(hint, (x) => this.out.push(x), opts);
+    this.conn = new Http1Connection(hint, (x) => this.out.push(x), { requestTimeoutNs: 1000, ...opts });
   }
 
   send(dir: Dir, text: string, tsNs: number, syscallStart = true): void {
@@ -36,10 +37,10 @@ const ok = (status = 200, body = ''): string => `HTTP/1.1 ${status} X\r\nContent
 test('a request without a response times out on expire, by record time', () => {
   const c = new Conv();
   c.send(0, get('/slow'), 1000);
-  c.conn.expire(1999, 1000);
+  c.conn.expire(1999);
   assert.equal(c.out.length, 0);
   assert.equal(c.conn.isIdle(), false);
-  c.conn.expire(2000, 1000);
+  c.conn.expire(2000);
   assert.deepEqual(c.paths(), ['/slow timeout']);
   const x = c.out[0];
   assert.equal(x.respBytes, 0);
@@ -59,7 +60,7 @@ test('no timeout while the response direction is still sending', () => {
   c.send(0, get('/1') + get('/2'), 1000);
   c.send(1, 'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234', 1500);
   c.send(1, '567', 1900, false);
-  c.conn.expire(2400, 1000);
+  c.conn.expire(2400);
   assert.equal(c.out.length, 0);
   c.send(1, '89', 2000, false);
   c.send(1, ok(202), 2100);
@@ -69,7 +70,7 @@ test('no timeout while the response direction is still sending', () => {
 test('a request still being sent does not time out', () => {
   const c = new Conv();
   c.send(0, 'POST /up HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc', 1000);
-  c.conn.expire(1e12, 1000);
+  c.conn.expire(1e12);
   assert.equal(c.out.length, 0);
   c.conn.close();
   assert.deepEqual(c.paths(), ['/up timeout']);

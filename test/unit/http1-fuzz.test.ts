@@ -39,11 +39,13 @@ function checkExchanges(xs: Http1Exchange[], where: string, secretsMayMove: bool
 /** Feed records with invariant checks after each; expire now and then, close at the end. */
 function feed(recs: Rec[], rng: Rng, where: string, secretsMayMove = false): void {
   const xs: Http1Exchange[] = [];
-  const conn = new Http1Connection(rng.pick(['client', 'server', 'unknown'] as const), (x) => xs.push(x), { midlife: rng.chance(0.3) });
+  const conn = new Http1Connection(rng.pick(['client', 'server', 'unknown'] as const), (x) => xs.push(x), {
+    midlife: rng.chance(0.3), requestTimeoutNs: rng.int(3000),
+  });
   const ra = [0, 1].map(() => new StreamReassembler({ maxPendingBytes: MAX_PENDING_BYTES, maxPendingChunks: MAX_PENDING_CHUNKS, maxHoldNs: 1000 }));
   for (const rec of recs) {
     ra[rec.dir].push(rec, (ev) => conn.data(rec.dir, ev));
-    if (rng.chance(0.05)) conn.expire(rec.tsNs + rng.int(5000), rng.int(3000));
+    if (rng.chance(0.05)) conn.expire(rec.tsNs + rng.int(5000));
     for (const r of ra) {
       assert.ok(r.pendingBytes <= MAX_PENDING_BYTES && r.pendingChunks <= MAX_PENDING_CHUNKS, `${where}: reassembler holds ${r.pendingBytes} bytes`);
     }

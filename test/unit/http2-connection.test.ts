@@ -20,8 +20,9 @@ class Conv {
   readonly enc = [new HpackEncoder(), new HpackEncoder()];
   private readonly pos: [number, number] = [0, 0];
 
+  /** Streams time out after 1000 ns unless `opts` says otherwise. */
   constructor(hint: RoleHint = 'client', opts: Http2ConnectionOptions = {}) {
-    this.conn = new Http2Connection(hint, (x) => this.out.push(x), opts);
+    this.conn = new Http2Connection(hint, (x) => this.out.push(x), { streamTimeoutNs: 1000, ...opts });
   }
 
   send(dir: Dir, bytes: Buffer, tsNs: number, syscallStart = true): this {
@@ -64,10 +65,10 @@ const data = (id: number, body: Buffer | string, end = false): Buffer => frame(F
 test('a stream without a response times out on expire, by record time', () => {
   const c = new Conv().start();
   c.send(0, c.get(1), 1000);
-  c.conn.expire(1999, 1000);
+  c.conn.expire(1999);
   assert.equal(c.out.length, 0);
   assert.equal(c.conn.isIdle(), false);
-  c.conn.expire(2000, 1000);
+  c.conn.expire(2000);
   assert.deepEqual(c.paths(), ['1 /s1 timeout']);
   assert.equal(c.out[0].respFirstTsNs, 0);
   assert.equal(c.conn.stats.timedOut, 1);
@@ -82,10 +83,10 @@ test('a stream without a response times out on expire, by record time', () => {
 test('a stream with response frames flowing does not expire; one still sending its request does not either', () => {
   const c = new Conv().start();
   c.send(0, c.get(1), 1000).send(1, c.ok(1, '200', false), 1100).send(1, data(1, 'a'), 1900);
-  c.conn.expire(2500, 1000);
+  c.conn.expire(2500);
   assert.equal(c.out.length, 0);
   c.send(0, c.headers(0, 3, [[':method', 'POST'], [':scheme', 'http'], [':authority', 'h'], [':path', '/up']], false), 3000);
-  c.conn.expire(1e12, 1000);
+  c.conn.expire(1e12);
   assert.deepEqual(c.paths(), ['1 /s1 200']);
   assert.ok(c.out[0].flags & ExchangeFlags.RespEndMissing);
   c.conn.close();
@@ -169,6 +170,7 @@ test('roles come from the bytes: :status and :method decide without a preface or
   assert.deepEqual(c.paths(), ['3 /s3 200', '1  200']);
   assert.ok(c.out[1].flags & ExchangeFlags.ReqMissing);
   assert.ok(c.out[1].flags & ExchangeFlags.RespEndMissing);
+  assert.deepEqual(c.out.map((x) => x.role), ['client', 'client']);
 });
 
 test('a capture on the server side with an unknown hint: the preface decides', () => {
@@ -177,6 +179,8 @@ test('a capture on the server side with an unknown hint: the preface decides', (
   c.send(0, c.headers(0, 1, [[':status', '204']], true), 2);
   assert.equal(c.conn.role, 'server');
   assert.deepEqual(c.paths(), ['1 / 204']);
+  // Each exchange carries the socket's side, for its row.
+  assert.equal(c.out[0].role, 'server');
 });
 
 test('GOAWAY: streams opened above the last-stream-id later are refused at once', () => {
@@ -235,7 +239,7 @@ test('after close, events are counted and ignored', () => {
   assert.ok(c.conn.stats.ignoredBytes > 0);
   assert.equal(c.conn.isIdle(), true);
   c.conn.close();
-  c.conn.expire(1e12, 1);
+  c.conn.expire(1e12);
   assert.equal(c.out.length, 1);
 });
 

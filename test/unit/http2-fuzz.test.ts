@@ -53,12 +53,12 @@ function feed(recs: Rec[], rng: Rng, where: string, secretsMayMove = false): voi
   const xs: Http2Exchange[] = [];
   const maxStreams = rng.pick([4, 100, 1000]);
   const conn = new Http2Connection(rng.pick(['client', 'server', 'unknown'] as const), (x) => xs.push(x), {
-    midlife: rng.chance(0.3), maxStreams,
+    midlife: rng.chance(0.3), maxStreams, streamTimeoutNs: rng.int(3000),
   });
   const ra = [0, 1].map(() => new StreamReassembler({ maxPendingBytes: MAX_PENDING_BYTES, maxPendingChunks: MAX_PENDING_CHUNKS, maxHoldNs: 1000 }));
   for (const rec of recs) {
     ra[rec.dir].push(rec, (ev) => conn.data(rec.dir, ev));
-    if (rng.chance(0.05)) conn.expire(rec.tsNs + rng.int(5000), rng.int(3000));
+    if (rng.chance(0.05)) conn.expire(rec.tsNs + rng.int(5000));
     assert.ok(conn.bufferedBytes <= MAX_BUFFERED, `${where}: connection holds ${conn.bufferedBytes} bytes`);
     assert.ok(conn.hpackBytes <= 2 * MAX_TABLE_STORED_BYTES, `${where}: HPACK holds ${conn.hpackBytes} bytes`);
     assert.ok(conn.openStreams <= maxStreams, `${where}: ${conn.openStreams} streams open`);
@@ -276,7 +276,7 @@ test('raw events outside the reassembler contract do not break the connection', 
   for (let seed = 1; seed <= 500; seed++) {
     const rng = new Rng(0xe7e70000 + seed);
     const xs: Http2Exchange[] = [];
-    const conn = new Http2Connection('unknown', (x) => xs.push(x), { maxStreams: 8 });
+    const conn = new Http2Connection('unknown', (x) => xs.push(x), { maxStreams: 8, streamTimeoutNs: rng.int(50) });
     const enc = [new HpackEncoder(), new HpackEncoder()];
     const pos = [0, 0];
     for (let n = 0; n < 30; n++) {
@@ -292,7 +292,7 @@ test('raw events outside the reassembler contract do not break the connection', 
         conn.data(dir, { type: 'data', pos: pos[dir], data, tsNs: rng.int(100), syscallStart: rng.chance(0.7) });
         pos[dir] += data.length;
       }
-      if (rng.chance(0.1)) conn.expire(rng.int(200), rng.int(50));
+      if (rng.chance(0.1)) conn.expire(rng.int(200));
       assert.ok(conn.bufferedBytes <= MAX_BUFFERED);
       assert.ok(conn.openStreams <= 8);
     }

@@ -90,11 +90,13 @@ function check(hs: TlsHandshake[], where: string): void {
 /** Feed with checks after every record; expire now and then, close at the end. */
 function feed(recs: Rec[], rng: Rng, where: string): void {
   const hs: TlsHandshake[] = [];
-  const t = new TlsHandshakeTracker(rng.pick(['client', 'server', 'unknown'] as const), (h) => hs.push(h), { midlife: rng.chance(0.05) });
+  const t = new TlsHandshakeTracker(rng.pick(['client', 'server', 'unknown'] as const), (h) => hs.push(h), {
+    midlife: rng.chance(0.05), handshakeTimeoutNs: rng.int(3000),
+  });
   const ra = [0, 1].map(() => new StreamReassembler({ maxPendingBytes: 8192, maxPendingChunks: 16, maxHoldNs: 1000 }));
   for (const rec of recs) {
     ra[rec.dir].push(rec, (ev) => t.data(rec.dir, ev));
-    if (rng.chance(0.05)) t.expire(rec.tsNs + rng.int(5000), rng.int(3000));
+    if (rng.chance(0.05)) t.expire(rec.tsNs + rng.int(5000));
     assert.ok(t.bufferedBytes <= MAX_BUFFERED, `${where}: ${t.bufferedBytes} bytes held`);
   }
   for (const dir of [0, 1] as const) ra[dir].flush((ev) => t.data(dir, ev));

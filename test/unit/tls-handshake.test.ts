@@ -5,7 +5,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { newTlsStats, TlsHandshakeTracker, type Dir, type RoleHint, type TlsHandshake } from '../../processors/tls/handshake.js';
+import {
+  newTlsStats, TlsHandshakeTracker, type Dir, type RoleHint, type TlsHandshake, type TlsHandshakeTrackerOptions,
+} from '../../processors/tls/handshake.js';
 import {
   alert, appData, CH13, ccs, clientHello, extAlpn, extKeyShareSelected, extPsk, extSni, extVersionSelected, HRR_RANDOM,
   serverHello, SH13,
@@ -16,8 +18,9 @@ class Conn {
   readonly out: TlsHandshake[] = [];
   readonly t: TlsHandshakeTracker;
   private readonly pos: [number, number] = [0, 0];
-  constructor(hint: RoleHint = 'client', opts = {}) {
-    this.t = new TlsHandshakeTracker(hint, (h) => this.out.push(h), opts);
+  /** Handshakes time out 1000 ns after their ClientHello unless `opts` says otherwise. */
+  constructor(hint: RoleHint = 'client', opts: TlsHandshakeTrackerOptions = {}) {
+    this.t = new TlsHandshakeTracker(hint, (h) => this.out.push(h), { handshakeTimeoutNs: 1000, ...opts });
   }
   send(dir: Dir, bytes: Buffer, tsNs: number): void {
     this.t.data(dir, { type: 'data', pos: this.pos[dir], data: bytes, tsNs, syscallStart: true });
@@ -31,9 +34,12 @@ test('TLS 1.3: ends at the client\'s first application_data record after the Ser
   c.send(1, Buffer.concat([SH13(), ccs(), appData(100)]), 250);
   assert.equal(c.out.length, 0);
   assert.equal(c.t.isIdle(), false);
+  assert.equal(c.t.stopReason, null);
   c.send(0, ccs(), 300);
   c.send(0, appData(53), 320);
   assert.equal(c.out.length, 1);
+  // The rest of the connection needs no reading.
+  assert.equal(c.t.stopReason, 'handshake_done');
   const h = c.out[0];
   assert.deepEqual([h.clientHelloTsNs, h.serverHelloTsNs, h.handshakeEndTsNs, h.handshakeNs, h.complete], [100, 250, 320, 220, true]);
   assert.deepEqual([h.version, h.cipher, h.alpn, h.alpnVisible, h.sni], ['TLS 1.3', 'TLS_AES_256_GCM_SHA384', '', false, 'example.com']);
@@ -108,18 +114,19 @@ test('alerts: fatal or close_notify end it, warnings do not', () => {
 test('expire by record time, close, and nothing twice', () => {
   const c = new Conn();
   c.send(0, CH13(), 1000);
-  c.t.expire(1999, 1000);
+  c.t.expire(1999);
   assert.equal(c.out.length, 0);
-  c.t.expire(2000, 1000);
+  c.t.expire(2000);
   assert.deepEqual([c.out.length, c.out[0].incomplete, c.out[0].serverHelloTsNs], [1, 'timeout', 0]);
   c.t.close();
   c.send(1, SH13(), 3000);
   assert.equal(c.out.length, 1);
   const idle = new Conn();
-  idle.t.expire(1e12, 1);
+  idle.t.expire(1e12);
   idle.t.close();
   assert.equal(idle.out.length, 0);
   assert.equal(idle.t.isIdle(), true);
+  assert.equal(idle.t.stopReason, null);
 });
 
 test('protocol breaks: a ServerHello from the client side, a second HelloRetryRequest, a stray ClientHello', () => {
