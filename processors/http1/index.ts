@@ -10,9 +10,8 @@
  * committed exchange ended is read back from http_requests when a lane resumes, so an idle
  * connection's next request pairs at once.
  */
-import { l7Function, l7Row, type L7Protocol } from '../l7/protocol.js';
+import { l7Function, l7Row, noResumeState, resumeKey, type L7Protocol, type ResumeState } from '../l7/protocol.js';
 import type { LaneContext } from '../runtime/function.js';
-import { resumeKey, type ResumeState } from '../l7/protocol.js';
 import { ConnFlags, Role } from '../../schemas/records.js';
 import { ExchangeFlags, Http1Connection, newHttp1Stats, type Http1Exchange, type Http1Stats } from './connection.js';
 
@@ -38,7 +37,7 @@ async function committedBoundaries(ctx: LaneContext): Promise<ResumeState> {
      GROUP BY node, conn_id, tls`,
     { stream: ctx.streamId, shard: ctx.shard, from: ctx.resumeFrom },
   );
-  const out: ResumeState = { points: new Map(), owners: new Map(), known: new Map() };
+  const out = noResumeState();
   for (const r of rows) {
     const key = resumeKey(r.node, r.conn_id, Number(r.tls) === 1);
     out.points.set(key, Number(r.end_pos));

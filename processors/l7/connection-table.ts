@@ -130,6 +130,13 @@ function reportDeltas(counters: object, reported: Map<string, number>, ctx: Lane
   return flat;
 }
 
+/** Where a direction's stream events go: every tracker of a member still reading (`live`). */
+function fanOut(trackers: readonly (L7Tracker | null)[], live: number, dir: 0 | 1): (ev: StreamEvent) => void {
+  return (ev) => {
+    for (let i = 0; i < trackers.length; i++) if (live & (1 << i)) trackers[i]?.data(dir, ev);
+  };
+}
+
 function roleHint(role: number): RoleHint {
   return role === Role.Client ? 'client' : role === Role.Server ? 'server' : 'unknown';
 }
@@ -275,12 +282,9 @@ export class ConnectionTable implements FunctionLane {
     if (udp) {
       for (let i = 0; i < trackers.length; i++) trackers[i]?.datagram?.(dir, rec);
     } else {
-      const deliver = (d: 0 | 1) => (ev: StreamEvent) => {
-        for (let i = 0; i < trackers.length; i++) if (live & (1 << i)) trackers[i]?.data(d, ev);
-      };
-      dirs[dir].push(rec, deliver(dir));
+      dirs[dir].push(rec, fanOut(trackers, live, dir));
       const other = dir === 0 ? 1 : 0;
-      dirs[other].expire(rec.tsNs, deliver(other));
+      dirs[other].expire(rec.tsNs, fanOut(trackers, live, other));
     }
     c.lastTsNs = Math.max(c.lastTsNs, rec.tsNs);
     c.bytesSeen += rec.lenBytes;
@@ -304,7 +308,8 @@ export class ConnectionTable implements FunctionLane {
     for (let i = 0; i < this.members.length; i++) {
       if (!(c.live & (1 << i))) continue;
       const { p, resumed } = this.members[i];
-      if (!parked && ((udp ? !p.udp : !p.tcp) || (p.accepts && !(c.meta && p.accepts(c.meta))))) {
+      // Without an owner a socket is taken for TCP, and no port rule can pass.
+      if (!parked && !(c.meta ? this.speaks(p, c.meta) : p.tcp && !p.accepts)) {
         c.live &= ~(1 << i);
       } else if (!parked && this.rejectsStart(p, rec)) {
         // Another protocol's first bytes: nothing is built for it.
@@ -384,12 +389,7 @@ export class ConnectionTable implements FunctionLane {
   private close(c: Conn, tsNs: number): void {
     const trackers = c.trackers;
     if (trackers && c.dirs) {
-      const live = c.live;
-      for (const d of [0, 1] as const) {
-        c.dirs[d].flush((ev) => {
-          for (let i = 0; i < trackers.length; i++) if (live & (1 << i)) trackers[i]?.data(d, ev);
-        });
-      }
+      for (const d of [0, 1] as const) c.dirs[d].flush(fanOut(trackers, c.live, d));
       for (const t of trackers) t?.close();
     }
     c.closedAtNs = tsNs;
@@ -468,12 +468,7 @@ export class ConnectionTable implements FunctionLane {
       const trackers = c.trackers;
       const dirs = c.dirs;
       if (trackers && dirs && !c.closedAtNs) {
-        const live = c.live;
-        for (const d of [0, 1] as const) {
-          dirs[d].expire(now, (ev) => {
-            for (let i = 0; i < trackers.length; i++) if (live & (1 << i)) trackers[i]?.data(d, ev);
-          });
-        }
+        for (const d of [0, 1] as const) dirs[d].expire(now, fanOut(trackers, c.live, d));
         for (let i = 0; i < trackers.length; i++) {
           const t = trackers[i];
           if (!t) continue;

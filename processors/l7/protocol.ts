@@ -82,6 +82,11 @@ export interface L7Protocol<X> {
   };
 }
 
+/** A ResumeState with nothing to resume from. */
+export function noResumeState(): ResumeState {
+  return { points: new Map(), owners: new Map(), known: new Map() };
+}
+
 /** Key of a connection's remembered resume point: node, conn_id and tls, as rows carry them. */
 export function resumeKey(node: string, connId: string, tls: boolean): string {
   return `${node}|${connId}|${tls ? 1 : 0}`;

@@ -53,16 +53,11 @@ export class DeadLetters {
    */
   sendRow(stream: string, table: string, row: Record<string, unknown>, error: string): void {
     const data = Buffer.from(JSON.stringify(row));
-    const h = headers();
-    h.set('Netrig-Stream', stream);
-    h.set('Netrig-Seq', String(row._seq));
-    h.set('Netrig-Table', table);
-    h.set('Netrig-Reason', 'row_refused');
-    h.set('Netrig-Error', error.slice(0, 1000).replace(/[\r\n]+/g, ' '));
     const id = createHash('sha1').update(data).digest('hex');
-    this.ensure()
-      .then(() => jetstream(this.nc).publish(`${DLQ_PREFIX}.row_refused`, data, { headers: h, msgID: `${stream}.${table}.${id}` }))
-      .catch((err: Error) => this.log.warn({ err: err.message, table, seq: row._seq }, 'dead letter not stored'));
+    this.store('row_refused', data, `${stream}.${table}.${id}`, {
+      'Netrig-Stream': stream, 'Netrig-Seq': String(row._seq), 'Netrig-Table': table,
+      'Netrig-Error': error.slice(0, 1000).replace(/[\r\n]+/g, ' '),
+    });
   }
 
   /** Send a message's bytes to the dead-letter stream once per stream sequence. */
@@ -70,13 +65,16 @@ export class DeadLetters {
     if (this.sent.has(seq)) return;
     this.sent.add(seq);
     if (this.sent.size > 10_000) this.sent.clear();
+    this.store(reason, data, `${stream}.${seq}`, { 'Netrig-Stream': stream, 'Netrig-Seq': String(seq), 'Netrig-Subject': subject });
+  }
+
+  /** Publish a dead letter under `reason` with its origin in headers; a failure is logged, never thrown. */
+  private store(reason: string, data: Uint8Array, msgID: string, origin: Record<string, string>): void {
     const h = headers();
-    h.set('Netrig-Stream', stream);
-    h.set('Netrig-Seq', String(seq));
-    h.set('Netrig-Subject', subject);
+    for (const [k, v] of Object.entries(origin)) h.set(k, v);
     h.set('Netrig-Reason', reason);
     this.ensure()
-      .then(() => jetstream(this.nc).publish(`${DLQ_PREFIX}.${reason}`, data, { headers: h, msgID: `${stream}.${seq}` }))
-      .catch((err: Error) => this.log.warn({ err: err.message, seq, reason }, 'dead letter not stored'));
+      .then(() => jetstream(this.nc).publish(`${DLQ_PREFIX}.${reason}`, data, { headers: h, msgID }))
+      .catch((err: Error) => this.log.warn({ err: err.message, reason, ...origin }, 'dead letter not stored'));
   }
 }

@@ -14,6 +14,7 @@ import { decodeEnvelope } from '../../schemas/envelope.js';
 import { REC_HDR } from '../../schemas/layouts.js';
 import { decodeRecord, kindName, nextRecordOffset, REC_KIND_MAX, RECORD_VERSIONS } from '../../schemas/records.js';
 import { ConnectionTable, type ConnectionBudget, type TableMember } from '../l7/connection-table.js';
+import { noResumeState } from '../l7/protocol.js';
 import { CommittedSeqs, partitionDay } from './committed.js';
 import type { DeadLetters } from './dlq.js';
 import type { EnvelopeContext, FunctionLane, LaneContext, ProcessingFunction, Row } from './function.js';
@@ -104,7 +105,7 @@ export class Lane {
     for (const fn of o.functions) {
       const ctx = lane.context(fn.name);
       const p = fn.protocol;
-      if (p) members.push({ p, ctx, resumed: p.resume && ctx.resuming ? await p.resume.load(ctx) : { points: new Map(), owners: new Map(), known: new Map() } });
+      if (p) members.push({ p, ctx, resumed: p.resume && ctx.resuming ? await p.resume.load(ctx) : noResumeState() });
       else if (fn.createLane) lane.add(await fn.createLane(ctx), fn.kinds);
       else throw new TypeError(`function ${fn.name} has neither a lane nor a protocol`);
     }
