@@ -4,10 +4,10 @@
  * endpoint (or --clickhouse-url), a processor and the edge; a live summary until Ctrl-C,
  * then everything stops in reverse order with nothing left attached or running.
  */
-import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { runEdge, type EdgeInput, type RunningEdge } from '../edge/index.js';
-import { lockDataDir, openClickHouse, type ClickHouse } from '../lib/clickhouse.js';
+import { openClickHouse, type ClickHouse } from '../lib/clickhouse.js';
+import { lockDataDir } from '../lib/data-dir.js';
 import { ClickHouseEndpoint } from '../lib/clickhouse-endpoint.js';
 import { intValue } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
@@ -53,7 +53,7 @@ function localPort(url: string | undefined): number[] {
 export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdout): Promise<Up> {
   const log = logger('up');
   const dataDir = resolve(input.dataDir ?? './.netrig');
-  mkdirSync(dataDir, { recursive: true });
+  // Created 0700 and locked before anything is written under it.
   const unlock = lockDataDir(dataDir);
   const undo: (() => Promise<void> | void)[] = [unlock];
   const stopAll = async () => {

@@ -1,15 +1,15 @@
 /**
  * ClickHouse access for every netrig command, always through `@clickhouse/client`: the
- * embedded chdb engine under a data directory (one process may hold it; a lock file says
- * which), or any ClickHouse server by URL. Errors a user can meet say what to do.
+ * embedded chdb engine under a data directory (one process may hold it: ./data-dir.ts), or
+ * any ClickHouse server by URL. Errors a user can meet say what to do.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
 import type { Connection } from '@clickhouse/client-common';
 import { createChdbConnection } from 'chdb/connection';
-import { DataDirLockedError, NetrigError, PrerequisiteError } from './errors.js';
+import { lockDataDir } from './data-dir.js';
+import { NetrigError, PrerequisiteError } from './errors.js';
 
 /** Where the rows live: a server by URL, or the embedded engine under a directory. */
 export type ClickHouseTarget =
@@ -64,41 +64,6 @@ export function isRefusedInsert(err: unknown): boolean {
 
 /** Settings every netrig client uses: 64-bit integers as strings in JSON, never rounded. */
 const SETTINGS = { output_format_json_quote_64bit_integers: 1 } as const;
-
-const LOCK_FILE = 'netrig.lock';
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** The pid holding `dataDir`, if a live process holds it. */
-export function dataDirHolder(dataDir: string): number | null {
-  try {
-    const pid = Number(readFileSync(join(dataDir, LOCK_FILE), 'utf8').trim());
-    return pid > 0 && pid !== process.pid && pidAlive(pid) ? pid : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Take the data dir for this process, or fail naming the process that holds it; returns the release. */
-export function lockDataDir(dataDir: string): () => void {
-  mkdirSync(dataDir, { recursive: true });
-  const holder = dataDirHolder(dataDir);
-  if (holder) throw new DataDirLockedError(dataDir, holder);
-  const path = join(dataDir, LOCK_FILE);
-  const fd = openSync(path, 'w');
-  writeSync(fd, `${process.pid}\n`);
-  closeSync(fd);
-  return () => {
-    if (dataDirHolder(dataDir) === null) rmSync(path, { force: true });
-  };
-}
 
 async function checkServer(client: ClickHouseClient, url: string, user: string): Promise<void> {
   let res;

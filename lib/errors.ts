@@ -60,10 +60,33 @@ export class PortInUseError extends NetrigError {
 
 /** The data directory is held by another netrig process. */
 export class DataDirLockedError extends NetrigError {
-  readonly pid: number;
-  constructor(dir: string, pid: number, options?: ErrorOptions) {
-    super('ERR_DATA_DIR_LOCKED', `data dir ${dir} is held by another netrig process (pid ${pid}): stop it, or use its endpoint, or choose another --data-dir`, options);
+  /** The holder's pid, null when it had not written it yet. */
+  readonly pid: number | null;
+  constructor(dir: string, pid: number | null, options?: ErrorOptions) {
+    super('ERR_DATA_DIR_LOCKED', `data dir ${dir} is held by another netrig process (${pid === null ? 'starting now' : `pid ${pid}`}): stop it, or use its endpoint, or choose another --data-dir`, options);
     this.pid = pid;
+  }
+}
+
+/**
+ * The data directory belongs to another user or others may write to it: what is in it
+ * decides where netrig writes and which endpoint its commands trust.
+ */
+export class DataDirPermissionError extends NetrigError {
+  readonly dir: string;
+  /** `problem`: what is wrong, e.g. `is owned by uid 65534`; `fix`: the command that fixes it. */
+  constructor(dir: string, problem: string, fix: string, options?: ErrorOptions) {
+    super('ERR_DATA_DIR_PERMISSION', `data dir ${dir} ${problem}: run \`${fix}\` if it is yours, or choose another --data-dir`, options);
+    this.dir = dir;
+  }
+}
+
+/** A file netrig writes in its data dir is a symlink, or not a plain file of this user's. */
+export class DataDirFileError extends NetrigError {
+  readonly path: string;
+  constructor(path: string, problem: string, options?: ErrorOptions) {
+    super('ERR_DATA_DIR_FILE', `${path} ${problem}, and netrig writes only its own plain files there: remove it (\`rm ${path}\`) and start again`, options);
+    this.path = path;
   }
 }
 
