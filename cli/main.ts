@@ -2,6 +2,7 @@
 /**
  * The netrig command line: up, edge, process, query, report.
  */
+import { constants } from 'node:os';
 import { Command } from 'commander';
 import { ConfigError, NetrigError } from '../lib/errors.js';
 import { rootLogger } from '../lib/logger.js';
@@ -28,11 +29,21 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
-/** Run until SIGINT/SIGTERM, then stop cleanly and exit 0. */
+/**
+ * Run until SIGINT/SIGTERM, then stop cleanly and exit 0 (the processor's stop is bounded:
+ * ClickHouse away, what is not committed stays in the stream). A second signal exits at
+ * once with 128 + its number. That detaches the BPF programs too: the edge pins nothing, so
+ * its programs and links live only through this process's descriptors, which the kernel
+ * closes at exit (edge/bpf-object.ts; test/e2e/edge-detach.test.ts checks with bpftool).
+ */
 function untilSignal(stop: () => Promise<void>): void {
   let stopping = false;
-  const onSignal = (sig: string) => {
-    if (stopping) return;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) {
+      // Plain stderr, written before exit (pino's asynchronous line could be lost).
+      process.stderr.write(`netrig: second ${sig}: exiting now; what was not committed stays in the stream for the next start\n`);
+      process.exit(128 + constants.signals[sig]);
+    }
     stopping = true;
     rootLogger.info({ signal: sig }, 'stopping');
     stop().then(() => process.exit(0), fail);

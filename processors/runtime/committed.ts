@@ -37,8 +37,8 @@ export class CommittedSeqs {
   }
 }
 
-/** Committed sequences of the functions (by `_fn`) on `shard` for `tables` of one stream. */
-export async function readCommitted(ch: ClickHouse, tables: string[], streamId: string, shard: number): Promise<Map<string, CommittedSeqs>> {
+/** Committed sequences of the functions (by `_fn`) on `shard` for `tables` of one stream; `signal` aborts the read. */
+export async function readCommitted(ch: ClickHouse, tables: string[], streamId: string, shard: number, signal?: AbortSignal): Promise<Map<string, CommittedSeqs>> {
   const out = new Map<string, CommittedSeqs>();
   for (const table of tables) {
     const rs = await ch.client.query({
@@ -46,6 +46,7 @@ export async function readCommitted(ch: ClickHouse, tables: string[], streamId: 
               FROM ${ch.database}.${table} WHERE _stream = {stream:String} AND _shard = {shard:UInt16} GROUP BY _fn, day`,
       query_params: { stream: streamId, shard },
       format: 'JSONEachRow',
+      abort_signal: signal,
     });
     for (const r of await rs.json<{ _fn: string; day: number; seq: string }>()) {
       let c = out.get(r._fn);

@@ -13,6 +13,10 @@
  * so the messages the previous owner had handled but not acknowledged come back at once
  * and in order (a plain durable would redeliver them only after ack_wait, behind newer
  * ones); the rows it committed from them are suppressed (./committed.ts).
+ *
+ * A stop is bounded (stopDeadlineMs): past the deadline every ClickHouse call still running
+ * is aborted and nothing it held is acknowledged, so a stop while ClickHouse is away ends,
+ * and what was not committed is delivered again at the next start.
  */
 import {
   AckPolicy, DeliverPolicy, JetStreamApiCodes, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamManager, type JsMsg,
@@ -68,7 +72,15 @@ export interface ProcessorOptions {
    * consumer. Without it every lane reads through `nc`.
    */
   connect?: () => Promise<NatsConnection>;
+  /**
+   * How long stop() may wait for ClickHouse (DEFAULT_STOP_DEADLINE_MS if not given): past it
+   * inserts and queries still running are abandoned, their envelopes left unacknowledged.
+   */
+  stopDeadlineMs?: number;
 }
+
+/** Ten seconds: a healthy ClickHouse commits a flush well within it. */
+export const DEFAULT_STOP_DEADLINE_MS = 10_000;
 
 /** A part of the raw stream: from a time, up to a sequence and time, for some edges. */
 export interface StreamWindow {
@@ -115,6 +127,8 @@ export class Processor {
   /** When rows were last inserted; null before the first insert. */
   lastCommit: Date | null = null;
   private readonly sink: ClickHouseSink;
+  /** Aborted at the stop deadline: every ClickHouse call still running gives up. */
+  private readonly abandon = new AbortController();
   /** Each open lane's consumer and the loop reading it. */
   private readonly reading = new Map<Lane, { it: ConsumerMessages; loop: Promise<void> }>();
   /** Connections opened for lanes (not `nc`), closed at stop. */
@@ -138,7 +152,7 @@ export class Processor {
 
   private constructor(private readonly o: ProcessorOptions) {
     this.metrics = o.metrics ?? new ProcessorMetrics();
-    this.sink = new ClickHouseSink(o.ch, this.metrics, o.log, (table, row, err) => this.dlq.sendRow(this.streamId, table, row, err.message));
+    this.sink = new ClickHouseSink(o.ch, this.metrics, o.log, (table, row, err) => this.dlq.sendRow(this.streamId, table, row, err.message), this.abandon.signal);
     this.budget = new ConnectionBudget(o.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
     this.group = functionGroup(o.functions.map((f) => f.name));
   }
@@ -185,7 +199,7 @@ export class Processor {
 
   /** Open a shard's lane, resuming where the shard's last owner left it. */
   private async openShard(shard: number): Promise<void> {
-    const committed = await readCommitted(this.o.ch, laneTables(this.o.functions), this.streamId, shard);
+    const committed = await readCommitted(this.o.ch, laneTables(this.o.functions), this.streamId, shard, this.abandon.signal);
     const firstSeq = (await this.jsm.streams.info(this.o.stream)).state.first_seq;
     const resumeFrom = await this.consumerStart(consumerName(this.o.ch.database, this.group, shard));
     const lane = await Lane.create({
@@ -232,7 +246,7 @@ export class Processor {
   }
 
   private async query<T>(sql: string, params?: Record<string, unknown>): Promise<T[]> {
-    const rs = await this.o.ch.client.query({ query: sql.replaceAll('{db}', this.o.ch.database), query_params: params, format: 'JSONEachRow' });
+    const rs = await this.o.ch.client.query({ query: sql.replaceAll('{db}', this.o.ch.database), query_params: params, format: 'JSONEachRow', abort_signal: this.abandon.signal });
     return rs.json<T>();
   }
 
@@ -313,6 +327,9 @@ export class Processor {
   /** Insert pending rows, then acknowledge what they and the low-water marks allow. */
   flush(): Promise<void> {
     this.flushing = this.flushing.then(async () => {
+      // Rows an abandoned insert took are gone from the lanes, not committed: acknowledging
+      // what was handled would skip them, so after the stop deadline nothing is.
+      if (this.abandon.signal.aborted) return;
       // What may be acknowledged is fixed now, together with the rows this insert takes: a
       // pin released while the insert runs belongs to a row that is not in it.
       const handled = new Map(this.lanes.map((l) => [l, l.ackLimit()]));
@@ -388,16 +405,27 @@ export class Processor {
     return n;
   }
 
-  /** Stop consuming, commit what was handled, acknowledge, hand the leases back, and stop. */
+  /**
+   * Stop consuming, commit what was handled, acknowledge, hand the leases back, and stop;
+   * past the stop deadline what is not committed yet is abandoned unacknowledged.
+   */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    if (this.flushTimer) clearInterval(this.flushTimer);
-    if (this.lagTimer) clearInterval(this.lagTimer);
-    if (this.leases) await this.leases.stop();
-    else await this.closeShards(this.shards(), true);
-    await Promise.allSettled(this.laneConnections.map((c) => c.drain()));
-    this.sink.stop();
+    const deadlineMs = this.o.stopDeadlineMs ?? DEFAULT_STOP_DEADLINE_MS;
+    const deadline = setTimeout(() => {
+      this.o.log.warn({ deadlineMs }, 'stop deadline passed: ClickHouse calls abandoned; what they held is not acknowledged and is read again at the next start');
+      this.abandon.abort();
+    }, deadlineMs);
+    try {
+      if (this.flushTimer) clearInterval(this.flushTimer);
+      if (this.lagTimer) clearInterval(this.lagTimer);
+      if (this.leases) await this.leases.stop();
+      else await this.closeShards(this.shards(), true);
+      await Promise.allSettled(this.laneConnections.map((c) => c.drain()));
+    } finally {
+      clearTimeout(deadline);
+    }
     this.o.log.info('processor stopped');
   }
 }

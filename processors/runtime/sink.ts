@@ -10,9 +10,15 @@
  * stream with the engine's reason, the rest is committed, and no table stalls behind one bad
  * row. The halves are inserted in order, so whatever a crash leaves committed is a prefix of
  * each lane's rows and the committed sequences still tell what to write again.
+ *
+ * Inserts are retried until they land or the processor's stop deadline passes (the `abandon`
+ * signal): then the insert running is aborted and the flush fails, so nothing it held is
+ * acknowledged and the stream delivers those envelopes again at the next start.
  */
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { clickHouseCode, isRefusedInsert, type ClickHouse } from '../../lib/clickhouse.js';
+import { NetrigError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import type { Row } from './function.js';
 import { partitionDay } from './committed.js';
@@ -22,19 +28,27 @@ import type { ProcessorMetrics } from './metrics.js';
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 5000;
 
+/** An insert given up at the processor's stop deadline: its rows are not committed, their envelopes not acknowledged. */
+export class InsertAbandonedError extends NetrigError {
+  constructor(table: string, options?: ErrorOptions) {
+    super('ERR_INSERT_ABANDONED', `insert into ${table} abandoned: the processor's stop deadline passed (its envelopes are read again at the next start)`, options);
+  }
+}
+
 /**
  * Insert `rows` into `table` as one block (it lands whole or not at all) carrying the
- * deduplication `token`. Rows go as values under one column list: the engine parses such a
+ * deduplication `token`; `signal` aborts it. Rows go as values under one column list: the engine parses such a
  * row in about two thirds of the time it takes for the same row keyed by name. Every
  * function's rows for a table carry every column (in any order).
  */
-export async function insertBlock(ch: ClickHouse, table: string, rows: Row[], token: string): Promise<void> {
+export async function insertBlock(ch: ClickHouse, table: string, rows: Row[], token: string, signal?: AbortSignal): Promise<void> {
   const columns = Object.keys(rows[0]) as [string, ...string[]];
   await ch.client.insert({
     table: `${ch.database}.${table}`,
     columns,
     values: rows.map((r) => columns.map((c) => r[c])),
     format: 'JSONCompactEachRow',
+    abort_signal: signal,
     clickhouse_settings: { insert_deduplication_token: token, insert_deduplicate: 1, max_insert_block_size: String(Math.max(1_048_576, rows.length + 1)) },
   });
 }
@@ -61,19 +75,20 @@ const FENCE_POLL_MS = 50;
 export type RefusedRows = (table: string, row: Row, err: Error) => void;
 
 export class ClickHouseSink {
-  private stopped = false;
   private readonly loggedRefusals = new Set<string>();
 
+  /** `abandon`: aborted at the processor's stop deadline; every insert then fails at once. */
   constructor(
     private readonly ch: ClickHouse,
     private readonly metrics: ProcessorMetrics,
     private readonly log: Logger,
     private readonly refused: RefusedRows,
+    private readonly abandon: AbortSignal,
   ) {}
 
   /**
    * Insert every lane's pending rows (one block per table and day partition), retrying
-   * until it succeeds or the sink stops, and mark each block committed in its lanes as it
+   * until it succeeds or `abandon` is aborted (then InsertAbandonedError), and mark each block committed in its lanes as it
    * lands. Before each attempt the fence is asked: rows of a lane that lost its lease leave
    * the block, and the insert waits while a lease is being renewed. Returns rows written.
    */
@@ -108,11 +123,11 @@ export class ClickHouseSink {
     const { table } = b;
     let backoff = RETRY_MIN_MS;
     for (;;) {
+      if (this.abandon.aborted) throw new InsertAbandonedError(table);
       for (const lane of b.parts.keys()) if (fence.dropped(lane)) b.parts.delete(lane);
       if (!b.parts.size) return 0;
       if (![...b.parts.keys()].every((lane) => fence.valid(lane))) {
-        if (this.stopped) throw new Error(`insert into ${table} abandoned: a lease is not valid and the processor stops`);
-        await new Promise((r) => setTimeout(r, FENCE_POLL_MS));
+        await this.pause(FENCE_POLL_MS);
         continue;
       }
       const ranges = [...b.parts].map(([lane, rows]) => `${lane.name}/${lane.shard}:${rows[0]._seq}-${rows[rows.length - 1]._seq}:${rows.length}`);
@@ -124,13 +139,18 @@ export class ClickHouseSink {
         end();
         return written;
       } catch (err) {
+        if (this.abandon.aborted) throw new InsertAbandonedError(table, { cause: err });
         this.metrics.insertErrors.inc({ table });
-        if (this.stopped) throw err;
         this.log.warn({ table, rows: rows.length, err: (err as Error).message }, 'insert failed; retrying');
-        await new Promise((r) => setTimeout(r, backoff));
+        await this.pause(backoff);
         backoff = Math.min(backoff * 2, RETRY_MAX_MS);
       }
     }
+  }
+
+  /** Wait `ms`, or less if the inserts are abandoned meanwhile. */
+  private async pause(ms: number): Promise<void> {
+    await sleep(ms, undefined, { signal: this.abandon }).catch(() => undefined);
   }
 
   /**
@@ -141,7 +161,7 @@ export class ClickHouseSink {
    */
   private async insertOrSplit(table: string, rows: Row[], token: string): Promise<number> {
     try {
-      await insertBlock(this.ch, table, rows, token);
+      await insertBlock(this.ch, table, rows, token, this.abandon);
       return rows.length;
     } catch (err) {
       if (!isRefusedInsert(err)) throw err;
@@ -164,10 +184,5 @@ export class ClickHouseSink {
       this.log.error({ table, code, err: err.message.slice(0, 500), fn: row._fn, seq: row._seq }, 'ClickHouse refused a row: dead-lettered, the rest committed (logged once per table and code)');
     }
     this.refused(table, row, err);
-  }
-
-  /** Stop retrying: a pending insert fails instead of waiting forever. */
-  stop(): void {
-    this.stopped = true;
   }
 }

@@ -1,0 +1,181 @@
+/**
+ * Stopping a processor while ClickHouse hangs: `netrig process` children write the embedded
+ * engine served by this test's process through a TCP proxy the test makes stop answering
+ * (bytes dropped both ways, connections left open: a server that hangs).
+ *
+ * - one SIGINT with an insert hanging: the processor ends, by its stop deadline (exit 0,
+ *   the deadline logged), leaving what it had not committed unacknowledged in the stream;
+ * - the next processor picks that up; a second SIGINT while its insert hangs exits at once
+ *   (130, without the deadline);
+ * - a third processor, ClickHouse answering again, writes every row exactly once.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { ClickHouse } from '../../lib/clickhouse.js';
+import { ClickHouseEndpoint } from '../../lib/clickhouse-endpoint.js';
+import { logger } from '../../lib/logger.js';
+import { functionGroup } from '../../processors/runtime/lane.js';
+import { consumerName } from '../../processors/runtime/processor.js';
+import { assertExactlyOnce, committedRows, generate, pendingMessages, publish, SHARDS } from '../helpers/http1-stream.js';
+import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
+import { ProcessorChild } from '../helpers/processor-child.js';
+import { freshClickHouse, removeClickHouseData, rows, waitFor } from '../helpers/processor-run.js';
+
+const FUNCTIONS = ['http1', 'tcp', 'losses'];
+const PASSWORD = randomBytes(12).toString('hex');
+const SEED = 0x5707_2026;
+
+/**
+ * A TCP proxy to a local port that can hang: while hanging, bytes either way are dropped
+ * and every connection is kept open, so requests neither fail nor finish. It counts the
+ * inserts it swallowed.
+ */
+class HangingProxy {
+  port = 0;
+  /** Requests carrying an INSERT received while hanging. */
+  heldInserts = 0;
+  private hanging = false;
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(private readonly target: number) {
+    this.server = createServer((client) => this.accept(client));
+  }
+
+  async start(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as { port: number }).port;
+  }
+
+  private accept(client: Socket): void {
+    const upstream = tcpConnect(this.target, '127.0.0.1');
+    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+      this.sockets.add(from);
+      from.on('data', (d: Buffer) => {
+        if (!this.hanging) to.write(d);
+        else if (from === client && d.includes('INSERT')) this.heldInserts++;
+      });
+      from.on('error', () => to.destroy());
+      from.on('close', () => {
+        this.sockets.delete(from);
+        to.destroy();
+      });
+    }
+  }
+
+  hang(): void {
+    this.hanging = true;
+  }
+
+  /** Answer again; the connections held while hanging are cut (their requests are lost anyway). */
+  resume(): void {
+    this.hanging = false;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+let nats: NatsServerHandle;
+let nc: NatsConnection;
+let ch: ClickHouse;
+let endpoint: ClickHouseEndpoint;
+let proxy: HangingProxy;
+
+before(async () => {
+  nats = await startNatsServer();
+  nc = await connect({ servers: nats.url });
+  ch = await freshClickHouse('stop');
+  endpoint = new ClickHouseEndpoint({ connection: ch.connection!, database: ch.database, user: 'default', password: PASSWORD, host: '127.0.0.1', port: 0, log: logger('test') });
+  await endpoint.start();
+  proxy = new HangingProxy(endpoint.port);
+  await proxy.start();
+});
+
+after(async () => {
+  await proxy?.stop();
+  await endpoint?.stop();
+  await ch?.close();
+  removeClickHouseData();
+  await nc?.close();
+  await nats?.cleanup();
+});
+
+/** Messages delivered to the lanes of `database` and not acknowledged, over every shard. */
+async function unacknowledged(database: string): Promise<number> {
+  const jsm = await jetstreamManager(nc);
+  let n = 0;
+  for (let s = 0; s < SHARDS; s++) n += (await jsm.consumers.info('NETRIG_RAW', consumerName(database, functionGroup(FUNCTIONS), s))).num_ack_pending;
+  return n;
+}
+
+test('SIGINT while ClickHouse hangs ends by the stop deadline, a second SIGINT at once, and the next processor writes every row exactly once', async () => {
+  const { envelopes, expected } = generate(SEED);
+  const total = expected.http.size + expected.connections.length + expected.losses.length;
+  const third = Math.ceil(envelopes.length / 3);
+  const database = `stop_${process.pid}`;
+  const query = <T>(sql: string) => rows<T>(ch, sql);
+  const children: ProcessorChild[] = [];
+  const start = async () => {
+    const c = new ProcessorChild({ natsUrl: nats.url, clickhouseUrl: `http://127.0.0.1:${proxy.port}`, clickhousePassword: PASSWORD, database, functions: FUNCTIONS });
+    children.push(c);
+    await c.port;
+    return c;
+  };
+  /** Let `c` commit rows, then make ClickHouse hang and feed `more` until an insert of it is held. */
+  const hangWithInsertInFlight = async (c: ProcessorChild, more: typeof envelopes) => {
+    await waitFor('rows committed', async () => (await c.metric('netrig_processor_rows_total')) > 0, 60_000, () => c.log());
+    proxy.hang();
+    const held = proxy.heldInserts;
+    await publish(nc, more);
+    await waitFor('an insert held by the hanging ClickHouse', () => proxy.heldInserts > held, 60_000, () => c.log());
+  };
+  try {
+    await publish(nc, envelopes.slice(0, third));
+
+    // One SIGINT: the stop ends by its deadline, leaving the envelopes of the held insert unacknowledged.
+    const a = await start();
+    await hangWithInsertInFlight(a, envelopes.slice(third, 2 * third));
+    assert.equal(await a.signal('SIGINT'), 0, `the processor stopped (exit 0) while ClickHouse hung:\n${a.log()}`);
+    assert.match(a.log(), /stop deadline passed/, 'by its stop deadline');
+    assert.ok(await unacknowledged(database) > 0, 'what it had not committed stays unacknowledged in the stream');
+    proxy.resume();
+
+    // Two SIGINTs: the second exits at once, 128 + SIGINT.
+    const b = await start();
+    await hangWithInsertInFlight(b, envelopes.slice(2 * third));
+    b.child.kill('SIGINT');
+    await waitFor('the first SIGINT taken', () => b.log().includes('"msg":"stopping"'), 30_000, () => b.log());
+    assert.equal(await b.signal('SIGINT'), 130, `the second SIGINT exits at once with 130:\n${b.log()}`);
+    assert.doesNotMatch(b.log(), /stop deadline passed/, 'without waiting for the deadline');
+    assert.match(b.log(), /second SIGINT: exiting now/);
+    proxy.resume();
+
+    // ClickHouse answers again: the next processor takes over what both left.
+    const c = await start();
+    let stable = 0;
+    let last = -1;
+    await waitFor('every row committed', async () => {
+      const n = await committedRows(query, database);
+      if (n === total) return true;
+      // Short of the expected count: done once it holds every shard (the killed one's leases
+      // lapse first), nothing is pending and no row came for 2 s.
+      if (c.heldShards().length < SHARDS) return false;
+      stable = n === last && (await pendingMessages(nc, database, FUNCTIONS)) === 0 ? stable + 1 : 0;
+      last = n;
+      return stable >= 20;
+    }, 120_000, () => c.log());
+    assert.equal(await c.signal('SIGTERM'), 0, `the last processor stopped cleanly:\n${c.log()}`);
+    await assertExactlyOnce(query, database, expected, 'after a bounded stop and an immediate one');
+  } finally {
+    proxy.resume();
+    for (const c of children) await c.signal('SIGKILL');
+  }
+});
