@@ -1,13 +1,16 @@
 /**
  * End to end: `netrig edge` as its own process attaches its programs, and on SIGTERM or
  * SIGINT stops cleanly (exit code 0) leaving nothing behind in the kernel: none of its
- * programs, links or maps, and nothing of it under /sys/fs/bpf. Its own objects are told
- * apart from anyone else's (another edge, other tools) by the ids of the descriptors it
- * held, read from /proc/<pid>/fdinfo.
+ * programs, links or maps, and nothing of it under /sys/fs/bpf. A second signal while it
+ * stops (NATS gone, so the stop waits on it) exits at once with 128 + the signal's number,
+ * and leaves nothing behind either: the kernel drops what only its descriptors held. Its
+ * own objects are told apart from anyone else's (another edge, other tools) by the ids of
+ * the descriptors it held, read from /proc/<pid>/fdinfo.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { pollUntil } from '../helpers/cleanup-all.js';
 import { killSync, onExit, uniqueToken } from '../helpers/cleanup.js';
@@ -26,7 +29,8 @@ const KERNEL_NAME_LEN = 15;
 
 interface LogLine { msg?: string; programs?: number; [k: string]: unknown }
 
-async function detachCase(t: TestContext, signal: 'SIGTERM' | 'SIGINT'): Promise<void> {
+/** `twice`: a second signal once it has started stopping, with NATS stopped so the stop waits. */
+async function detachCase(t: TestContext, signal: 'SIGTERM' | 'SIGINT', twice = false): Promise<void> {
   const nats = await startNatsServer();
   t.after(() => nats.cleanup());
   const token = uniqueToken('detach');
@@ -92,12 +96,22 @@ async function detachCase(t: TestContext, signal: 'SIGTERM' | 'SIGINT'): Promise
   assert.equal(links.length, own.links.size, 'bpftool link show lists every link it holds');
   for (const l of links) assert.ok(l.prog_id !== undefined && own.progs.has(l.prog_id), `link ${l.id} attaches one of its programs`);
 
-  // Stop it and wait for a clean exit.
+  // Stop it and wait for a clean exit (or, signalled twice, an immediate one).
+  if (twice) await nats.stop();
   child.kill(signal);
+  if (twice) {
+    assert.ok(await pollUntil(() => log.some((l) => l.msg === 'stopping'), 30_000, 50), `it logged that it is stopping:\n${raw.slice(-10).join('\n')}`);
+    child.kill(signal);
+  }
   assert.ok(await waitExit(child, 30_000), `it exits after ${signal} (waited up to 30 s)`);
   assert.equal(child.signalCode, null, `not killed by ${child.signalCode}`);
-  assert.equal(child.exitCode, 0, `exit code 0 after ${signal}:\n${raw.slice(-10).join('\n')}`);
-  assert.ok(log.some((l) => l.msg === 'bpf programs detached'), 'it logged that programs are detached');
+  if (twice) {
+    assert.equal(child.exitCode, 128 + constants.signals[signal], `exit code 128 + ${signal} after the second one:\n${raw.slice(-10).join('\n')}`);
+    assert.ok(raw.some((l) => l.includes(`second ${signal}: exiting now`)), 'it said why it exits at once');
+  } else {
+    assert.equal(child.exitCode, 0, `exit code 0 after ${signal}:\n${raw.slice(-10).join('\n')}`);
+    assert.ok(log.some((l) => l.msg === 'bpf programs detached'), 'it logged that programs are detached');
+  }
   assert.ok(log.some((l) => l.msg === 'stopping' && l.signal === signal), `it logged the ${signal}`);
 
   // Nothing of it left in the kernel (freeing after the last descriptor closes is deferred
@@ -128,3 +142,7 @@ async function detachCase(t: TestContext, signal: 'SIGTERM' | 'SIGINT'): Promise
 test('SIGTERM: the edge exits 0 and leaves no programs, links, maps or pins', (t) => detachCase(t, 'SIGTERM'));
 
 test('SIGINT: the edge exits 0 and leaves no programs, links, maps or pins', (t) => detachCase(t, 'SIGINT'));
+
+test('SIGINT twice: the edge exits at once with 130 and leaves no programs, links, maps or pins', (t) => detachCase(t, 'SIGINT', true));
+
+test('SIGTERM twice: the edge exits at once with 143 and leaves no programs, links, maps or pins', (t) => detachCase(t, 'SIGTERM', true));
