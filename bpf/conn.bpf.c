@@ -63,6 +63,22 @@ static __always_inline void emit_close(const struct sock *sk, __u64 cookie, stru
 	emit(&r, sizeof(r), REC_CONN_CLOSE);
 }
 
+/* One record with what the connection moved, then forget it. */
+static __always_inline void close_conn(const struct sock *sk, struct conn_state *st, int oldstate)
+{
+	__u64 id = conn_id_of(sk, st);
+	emit_close(sk, id, st, oldstate);
+	if (st)
+		conn_delete(sk);
+	bpf_map_delete_elem(&tls_conns, &id);
+}
+
+/* Its owner let go of the socket (close(), process exit): nothing reads or writes it any more. */
+static __always_inline int orphaned(const struct sock *sk)
+{
+	return (sk->__sk_common.skc_flags >> SOCK_DEAD) & 1;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
@@ -78,6 +94,10 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		st.connect_ts_ns = now;
 		st.open_ts_ns = now;
 		set_owner_current(&st);
+		/* Reconnected after a reset (connect(AF_UNSPEC), then connect()): the old life ends here. */
+		struct conn_state *old = conn_get(sk);
+		if (old && old->close_pending)
+			close_conn(sk, old, old->close_old_state);
 		/* A connection's life starts here: state found at the socket is from before the
 		 * connect(), or a dead socket's at a reused address (CONN_STORE_TABLE). */
 		conn_delete(sk);
@@ -101,17 +121,32 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, con
 		return 0;
 	}
 
-	/* Closed: one record with what the connection moved, then forget it. */
 	if (newstate == TCP_CLOSE_) {
 		struct conn_state *st = conn_get(sk);
 		if (!st && !was_connected(oldstate))
 			return 0;
-		__u64 id = conn_id_of(sk, st);
-		emit_close(sk, id, st, oldstate);
-		if (st)
-			conn_delete(sk);
-		bpf_map_delete_elem(&tls_conns, &id);
+		/* Closed under its owner (a reset received, or close() with bytes unread): the owner
+		 * may still read what was queued before the reset, and a send that took its bytes
+		 * before the reset was processed reports them after this transition. Keep the state
+		 * so those bytes stay on this connection, and close when the socket is destroyed. A
+		 * connect() that failed has moved nothing: it closes now. */
+		if (st && oldstate != TCP_SYN_SENT_ && !orphaned(sk)) {
+			st->close_pending = 1;
+			st->close_old_state = oldstate;
+			return 0;
+		}
+		close_conn(sk, st, oldstate);
 	}
+	return 0;
+}
+
+/* The socket is destroyed: the close a reset left pending is recorded now. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tcp_destroy_sock, struct sock *sk)
+{
+	struct conn_state *st = conn_get(sk);
+	if (st && st->close_pending)
+		close_conn(sk, st, st->close_old_state);
 	return 0;
 }
 

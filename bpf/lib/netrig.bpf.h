@@ -88,7 +88,9 @@ struct conn_state {
 	__u8 conn_flags;     /* enum conn_flags */
 	__u8 owner_known;
 	__u8 announced;      /* REC_CONN_INFO emitted */
-	__u8 pad[3];
+	__u8 close_pending;  /* reached CLOSE while its owner held it: REC_CONN_CLOSE waits for its destruction */
+	__u8 close_old_state; /* the state it left for CLOSE, for that record */
+	__u8 pad[1];
 	char comm[16];
 };
 

@@ -23,7 +23,7 @@ import { CLI } from '../helpers/paths.js';
 /** Programs the edge must attach (C function names; the kernel keeps 15 characters). */
 const EXPECTED_PROGRAMS = [
   'inet_sock_set_state', 'sock_send_length', 'sock_recv_length', 'sys_exit_recvfrom', 'sys_exit_recvmsg',
-  'sys_exit_recvmmsg', 'sys_exit_sendmmsg', 'tcp_retransmit_skb', 'tcp_send_reset', 'tcp_receive_reset', 'kfree_skb',
+  'sys_exit_recvmmsg', 'sys_exit_sendmmsg', 'tcp_retransmit_skb', 'tcp_send_reset', 'tcp_receive_reset', 'kfree_skb', 'tcp_destroy_sock',
 ];
 const KERNEL_NAME_LEN = 15;
 

@@ -81,8 +81,41 @@ export interface NginxHandle {
   readonly tls: NginxTls | null;
   /** The error log so far. */
   errorLog(): string;
+  /** The access log so far, one entry per request nginx finished (logged when it finalizes the request). */
+  accessLog(): AccessLogEntry[];
   /** Stop nginx (SIGTERM, then SIGKILL to its process group) and remove its directory. Idempotent. */
   stop(): Promise<void>;
+}
+
+/** One access-log line (log_format netrig). */
+export interface AccessLogEntry {
+  remoteAddr: string;
+  remotePort: number;
+  /** nginx's connection serial number ($connection). */
+  connection: number;
+  /** The request's number on its connection, from 1 ($connection_requests). */
+  connectionRequests: number;
+  /** $status: what nginx meant to answer; logged even when the answer could not be sent. */
+  status: number;
+  /** $bytes_sent: response bytes the kernel accepted (nginx counts successful writes only). */
+  bytesSent: number;
+  bodyBytesSent: number;
+  requestLength: number;
+  /** $request_time in seconds (millisecond resolution). */
+  requestTimeS: number;
+  method: string;
+  uri: string;
+}
+
+function parseAccessLog(text: string): AccessLogEntry[] {
+  return text.split('\n').filter((l) => l).map((l) => {
+    const f = l.split('\t');
+    return {
+      remoteAddr: f[0], remotePort: Number(f[1]), connection: Number(f[2]), connectionRequests: Number(f[3]),
+      status: Number(f[4]), bytesSent: Number(f[5]), bodyBytesSent: Number(f[6]), requestLength: Number(f[7]),
+      requestTimeS: Number(f[8]), method: f[9], uri: f[10],
+    };
+  });
 }
 
 export const BIG_FILE_BYTES = 1024 * 1024;
@@ -147,7 +180,8 @@ pid ${dir}/nginx.pid;
 error_log ${dir}/error.log info;
 events { worker_connections 256; }
 http {
-  access_log ${dir}/access.log;
+  log_format netrig '$remote_addr\t$remote_port\t$connection\t$connection_requests\t$status\t$bytes_sent\t$body_bytes_sent\t$request_length\t$request_time\t$request_method\t$request_uri';
+  access_log ${dir}/access.log netrig;
   client_body_temp_path ${dir}/client_body;
   proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fastcgi;
@@ -228,13 +262,14 @@ export async function startNginx(host: Host, opts: NginxOptions = {}): Promise<N
     rmSync(dir, { recursive: true, force: true });
   });
   let stopped = false;
-  const readLog = () => {
+  const readFile = (name: string) => {
     try {
-      return readFileSync(join(dir, 'error.log'), 'utf8');
+      return readFileSync(join(dir, name), 'utf8');
     } catch {
       return '';
     }
   };
+  const readLog = () => readFile('error.log');
   const stop = async () => {
     if (stopped) return;
     stopped = true;
@@ -272,5 +307,5 @@ export async function startNginx(host: Host, opts: NginxOptions = {}): Promise<N
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { port, root, files, pid, http2, tls, errorLog: readLog, stop };
+  return { port, root, files, pid, http2, tls, errorLog: readLog, accessLog: () => parseAccessLog(readFile('access.log')), stop };
 }
