@@ -83,6 +83,7 @@ function edgeOptions(cmd: Command): Command {
     .option('--exclude-netns <list>', 'never capture payload in these network namespaces')
     .option('--include-cgroups <list>', 'capture payload only in these cgroup v2 ids')
     .option('--report-noisy-drops', 'also report drops with reason NOT_SPECIFIED or QUEUE_PURGE (mostly normal frees)')
+    .option('--raw-secrets <mode>', 'values of Authorization, Proxy-Authorization, Cookie and Set-Cookie headers in the raw stream: mask (same-length *) or keep', 'mask')
     .option('--metrics-port <port>', 'edge Prometheus /metrics port (0 picks one)', '9464');
 }
 
