@@ -10,10 +10,11 @@
  * (pos_bytes); the rules:
  *
  * - Header block: a line containing "HTTP/1." (a request or status line) starts one at its
- *   line end; an empty line ends it; a line that is not `token ":" value` (or an obs-fold
- *   continuation) also ends it. Only lines of a header block are looked at, but the start
- *   rule errs toward masking: a body line containing "HTTP/1." makes the lines after it a
- *   candidate block until one of them is not a header line.
+ *   line end; an empty line ends it, and so does a line that starts with a byte no header
+ *   name has, or whose name could be a secret one's but is followed by neither ':' nor
+ *   whitespace. Only lines of a header block are looked at, but these rules err toward
+ *   masking: a body line containing "HTTP/1." makes the lines after it a candidate block
+ *   until one of them ends it.
  * - A stream's first byte (position 0) is a line start inside a possible block.
  * - Positions jump (a lost or truncated record, bytes moved without a buffer, a stream first
  *   seen mid-life, state forgotten): what the missing bytes held is unknown, so the first
@@ -24,7 +25,7 @@
  *
  * Cost: outside header blocks a record is one Buffer.indexOf for "HTTP/1." (native), so
  * bodies, ciphertext and HTTP/2 frames cost little; inside a block, one indexOf per line
- * plus a byte loop over header names (at most MAX_NAME bytes kept) and secret values.
+ * plus a byte loop over header names while they may still be a secret one's.
  */
 import { SOCK_DATA_REC } from '../schemas/layouts.js';
 import { RecordKind } from '../schemas/records.js';
@@ -38,8 +39,8 @@ export const MASKED_AFTER_GAP = SECRET_HEADERS.length;
 /** The byte every masked byte becomes. */
 export const MASK_BYTE = 0x2a; // '*'
 
-/** Streams with carry state at most; past it the oldest is forgotten (its next record is a gap). */
-export const DEFAULT_MAX_STREAMS = 65536;
+/** Connections with carry state at most; past it the oldest is forgotten (its next record is a gap). */
+export const DEFAULT_MAX_CONNS = 65536;
 
 const LF = 0x0a;
 const CR = 0x0d;
@@ -50,10 +51,15 @@ const SLASH = 0x2f;
 const MARKER = Buffer.from('HTTP/1.', 'latin1');
 /** Bytes of a line kept across records: enough for a marker split at the record boundary. */
 const TAIL = MARKER.length - 1;
-/** Name bytes kept: the longest secret name (proxy-authorization, 19). */
-const MAX_NAME = 19;
-
-const SECRET_NAMES = SECRET_HEADERS.map((n) => Buffer.from(n, 'latin1'));
+/**
+ * Names a header-name matcher follows: the secret ones, then "HTTP" (a status line read as a
+ * name up to its '/'). Matched case-insensitively against lower-case bytes.
+ */
+const NAMES = [...SECRET_HEADERS, 'http'].map((n) => Buffer.from(n, 'latin1'));
+const HTTP_NAME = NAMES.length - 1;
+/** Bits of NAMES, per lower-case first byte: most header names drop out at their first byte. */
+const FIRST = new Uint8Array(256);
+NAMES.forEach((n, k) => (FIRST[n[0]] |= 1 << k));
 
 /** tchar of RFC 9110: the bytes a header name is made of. */
 const TOKEN = new Uint8Array(256);
@@ -69,7 +75,7 @@ const Mode = {
   LineStart: 1,
   /** A CR at the start of a line: an LF next ends the block. */
   LineStartCr: 2,
-  /** Reading a header name. */
+  /** Reading a header name that may still be one of NAMES. */
   Name: 3,
   /** Whitespace after a header name, before its colon. */
   NameSpace: 4,
@@ -80,6 +86,7 @@ const Mode = {
 } as const;
 type Mode = (typeof Mode)[keyof typeof Mode];
 
+/** One direction of a connection's socket bytes or TLS plaintext. Plain fields only: cheap to make. */
 class StreamState {
   /** Position after the last byte seen. */
   expect = 0;
@@ -90,35 +97,24 @@ class StreamState {
   valueStarted = false;
   /** The last header line was secret, so an obs-fold continuation line is too. */
   lastSecret = false;
-  readonly name = new Uint8Array(MAX_NAME);
-  /** Name bytes so far (may exceed MAX_NAME; only the first MAX_NAME are kept). */
+  /** Bits of NAMES the name read so far is still a prefix of. */
+  alive = 0;
   nameLen = 0;
-  /** Last bytes of the previous record, for a start-line marker split across records. */
-  readonly tail = new Uint8Array(TAIL);
+  /** Last bytes of the previous record (packed, oldest highest), for a marker split across records. */
+  tail = 0;
   tailLen = 0;
 }
 
-/** Lowercase an ASCII letter (other bytes unchanged). */
-function lower(c: number): number {
-  return c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+/** The streams of one connection: socket and TLS plaintext, each direction. */
+class ConnStreams {
+  readonly s: (StreamState | undefined)[] = [undefined, undefined, undefined, undefined];
+  constructor(readonly hi: number) {}
 }
 
-/** Index of the secret header the stream's name is, or -1. */
-function secretIndex(st: StreamState): number {
-  if (st.nameLen > MAX_NAME) return -1;
-  for (let k = 0; k < SECRET_NAMES.length; k++) {
-    const n = SECRET_NAMES[k];
-    if (n.length !== st.nameLen) continue;
-    let j = 0;
-    while (j < n.length && lower(st.name[j]) === n[j]) j++;
-    if (j === n.length) return k;
-  }
+/** The name read so far, ended by `c`: the secret header it is, HTTP_NAME, or -1. */
+function nameIndex(st: StreamState): number {
+  for (let k = 0; k < NAMES.length; k++) if (st.alive & (1 << k) && NAMES[k].length === st.nameLen) return k;
   return -1;
-}
-
-/** The name read so far is exactly "HTTP" (a status line's start, before its '/'). */
-function nameIsHttp(st: StreamState): boolean {
-  return st.nameLen === 4 && st.name[0] === 0x48 && st.name[1] === 0x54 && st.name[2] === 0x54 && st.name[3] === 0x50;
 }
 
 function startsWith(p: Buffer, at: number, end: number, s: Buffer): boolean {
@@ -142,15 +138,24 @@ export function isStartLine(p: Buffer, end: number, complete: boolean): boolean 
   return e - 9 > k && p[e - 9] === SP && startsWith(p, e - 8, e - 1, MARKER);
 }
 
+/** Byte `j` (0 oldest) of the stream's kept tail. */
+function tailByte(st: StreamState, j: number): number {
+  return Math.floor(st.tail / 256 ** (st.tailLen - 1 - j)) % 256;
+}
+
+/** Bytes the marker is made of: a tail ending in another byte cannot hold its start. */
+const IN_MARKER = new Uint8Array(256);
+for (const c of MARKER) IN_MARKER[c] = 1;
+
 /** The marker lies across the end of the previous record and the start of `p`. */
 function markerAcrossSeam(st: StreamState, p: Buffer): boolean {
-  if (st.tailLen === 0) return false;
-  const head = Math.min(p.length, TAIL);
+  // Most records end in a line feed or body bytes: one look at the last byte rules them out.
+  if (!IN_MARKER[st.tail % 256]) return false;
   for (let s = 0; s < st.tailLen; s++) {
     const fromTail = st.tailLen - s;
-    if (fromTail + head < MARKER.length) return false;
+    if (fromTail + p.length < MARKER.length) return false;
     let j = 0;
-    while (j < fromTail && st.tail[s + j] === MARKER[j]) j++;
+    while (j < fromTail && tailByte(st, s + j) === MARKER[j]) j++;
     if (j < fromTail) continue;
     while (j < MARKER.length && p[j - fromTail] === MARKER[j]) j++;
     if (j === MARKER.length) return true;
@@ -158,50 +163,52 @@ function markerAcrossSeam(st: StreamState, p: Buffer): boolean {
   return false;
 }
 
-/** Keep the last bytes of `p` (with the old tail if `p` is short) for the next record. */
+/** Keep the last TAIL bytes seen (this record's, after the older ones) for the next record. */
 function keepTail(st: StreamState, p: Buffer): void {
   const n = p.length;
-  if (n >= TAIL) {
-    for (let j = 0; j < TAIL; j++) st.tail[j] = p[n - TAIL + j];
-    st.tailLen = TAIL;
-    return;
-  }
-  const keep = Math.min(st.tailLen, TAIL - n);
-  st.tail.copyWithin(0, st.tailLen - keep, st.tailLen);
-  for (let j = 0; j < n; j++) st.tail[keep + j] = p[j];
-  st.tailLen = keep + n;
+  let t = n >= TAIL ? 0 : st.tail;
+  for (let j = Math.max(0, n - TAIL); j < n; j++) t = (t % 256 ** (TAIL - 1)) * 256 + p[j];
+  st.tail = t;
+  st.tailLen = Math.min(TAIL, st.tailLen + n);
 }
 
 /** Masks secret header values in SockData and TlsData records, in place. */
 export class SecretMasker {
   /** Values masked per SECRET_HEADERS index; at MASKED_AFTER_GAP, lines masked by the gap rule. */
   readonly masked = new Float64Array(SECRET_HEADERS.length + 1);
-  private readonly streams = new Map<string, StreamState>();
+  /**
+   * Connections by the low half of their conn_id (a small integer key: no string per
+   * record); a connection whose high half differs replaces the one there, whose next record
+   * then takes the gap rule.
+   */
+  private readonly conns = new Map<number, ConnStreams>();
 
-  constructor(private readonly maxStreams = DEFAULT_MAX_STREAMS) {}
+  constructor(private readonly maxConns = DEFAULT_MAX_CONNS) {}
 
-  /** Streams with carry state now. */
+  /** Connections with carry state now. */
   get size(): number {
-    return this.streams.size;
+    return this.conns.size;
   }
 
   /**
-   * Mask the record at buf[off, off + len) — a SockData or TlsData record — in place.
-   * `connLo`/`connHi` are the halves of its conn_id (the caller has read them).
+   * Mask the record at buf[off, off + len) — a SockData or TlsData record, `kind` — in
+   * place. `connLo`/`connHi` are the halves of its conn_id (the caller has read them).
    */
   maskRecord(buf: Buffer, off: number, len: number, kind: number, connLo: number, connHi: number): void {
     const f = SOCK_DATA_REC.fields;
     if (len < SOCK_DATA_REC.size) return;
     const cap = Math.min(buf.readUInt32LE(off + f.cap_bytes), len - SOCK_DATA_REC.size);
     const pos = buf.readUInt32LE(off + f.pos_bytes) + buf.readUInt32LE(off + f.pos_bytes + 4) * 0x1_0000_0000;
-    const key = `${connLo}.${connHi}.${kind}.${buf[off + f.direction]}`;
-    let st = this.streams.get(key);
-    const fresh = !st;
-    if (!st) {
-      if (this.streams.size >= this.maxStreams) this.streams.delete(this.streams.keys().next().value!);
-      st = new StreamState();
-      this.streams.set(key, st);
+    let conn = this.conns.get(connLo);
+    if (!conn || conn.hi !== connHi) {
+      if (!conn && this.conns.size >= this.maxConns) this.conns.delete(this.conns.keys().next().value!);
+      conn = new ConnStreams(connHi);
+      this.conns.set(connLo, conn);
     }
+    const slot = (kind === RecordKind.TlsData ? 2 : 0) + (buf[off + f.direction] ? 1 : 0);
+    let st = conn.s[slot];
+    const fresh = !st;
+    if (!st) st = conn.s[slot] = new StreamState();
     if (cap === 0) return;
     const p = buf.subarray(off + f.payload, off + f.payload + cap);
     let i = 0;
@@ -209,6 +216,8 @@ export class SecretMasker {
       st.opaque = p[0] < 0x41 || p[0] > 0x5a;
     } else if (fresh || pos !== st.expect) {
       i = this.resync(st, p);
+    } else if (st.mode === Mode.Out && st.tailLen && markerAcrossSeam(st, p)) {
+      st.mode = Mode.Line;
     }
     st.expect = pos + cap;
     this.scan(st, p, i);
@@ -217,10 +226,7 @@ export class SecretMasker {
 
   /** Forget a closed connection's streams. */
   forget(connLo: number, connHi: number): void {
-    for (const kind of [RecordKind.SockData, RecordKind.TlsData]) {
-      this.streams.delete(`${connLo}.${connHi}.${kind}.0`);
-      this.streams.delete(`${connLo}.${connHi}.${kind}.1`);
-    }
+    if (this.conns.get(connLo)?.hi === connHi) this.conns.delete(connLo);
   }
 
   /** Positions jumped: apply the gap rule; returns where scanning goes on. */
@@ -237,17 +243,16 @@ export class SecretMasker {
       st.mode = Mode.Line;
       return 0;
     }
-    // Mask the unknown line as if it were a secret value's tail.
+    // Mask the unknown line whole, as if it were the tail of a secret value.
     st.mode = Mode.Secret;
     st.valueStarted = true;
-    for (let j = 0; j < end; j++) if (p[j] !== CR) { this.masked[MASKED_AFTER_GAP]++; break; }
+    if (end > 1 || (end === 1 && p[0] !== CR)) this.masked[MASKED_AFTER_GAP]++;
     return 0;
   }
 
   private scan(st: StreamState, p: Buffer, from: number): void {
     const n = p.length;
     let i = from;
-    if (i === 0 && st.mode === Mode.Out && markerAcrossSeam(st, p)) st.mode = Mode.Line;
     while (i < n) {
       switch (st.mode) {
         case Mode.Out: {
@@ -277,8 +282,15 @@ export class SecretMasker {
             st.mode = st.lastSecret ? Mode.Secret : Mode.Line;
             st.valueStarted = false;
           } else if (TOKEN[c]) {
-            st.mode = Mode.Name;
-            st.nameLen = 0;
+            st.alive = FIRST[c | 0x20];
+            st.nameLen = 1;
+            i++;
+            // A name that can be none of NAMES is a kept header line.
+            if (st.alive) st.mode = Mode.Name;
+            else {
+              st.mode = Mode.Line;
+              st.lastSecret = false;
+            }
           } else {
             st.mode = Mode.Out;
           }
@@ -290,18 +302,28 @@ export class SecretMasker {
           if (p[i] === LF) i++;
           break;
         case Mode.Name: {
-          while (i < n && TOKEN[p[i]]) {
-            if (st.nameLen < MAX_NAME) st.name[st.nameLen] = p[i];
-            st.nameLen++;
+          let alive = st.alive;
+          let len = st.nameLen;
+          while (i < n && alive && TOKEN[p[i]]) {
+            const c = p[i] | 0x20;
+            for (let k = 0; k < NAMES.length; k++) if (alive & (1 << k) && NAMES[k][len] !== c) alive &= ~(1 << k);
+            len++;
             i++;
           }
+          st.alive = alive;
+          st.nameLen = len;
           if (i === n) return;
+          if (!alive) {
+            st.mode = Mode.Line;
+            st.lastSecret = false;
+            break;
+          }
           const c = p[i];
           if (c === COLON) this.colon(st);
           else if (c === SP || c === HT) st.mode = Mode.NameSpace;
-          // A status line ("HTTP" then '/') starts a block; anything else is not a header
-          // line and ends one (the rest of the line is scanned for a request line's marker).
-          else st.mode = c === SLASH && nameIsHttp(st) ? Mode.Line : Mode.Out;
+          // A status line ("HTTP" then '/') starts a block; anything else is no header line
+          // and ends one (the rest of the line is scanned for a request line's marker).
+          else st.mode = c === SLASH && nameIndex(st) === HTTP_NAME ? Mode.Line : Mode.Out;
           i++;
           break;
         }
@@ -313,20 +335,21 @@ export class SecretMasker {
           break;
         }
         case Mode.Secret: {
-          let j = i;
-          for (; j < n; j++) {
-            const c = p[j];
-            if (c === LF) break;
-            if (c === CR) continue;
-            if (!st.valueStarted) {
-              if (c === SP || c === HT) continue;
-              st.valueStarted = true;
-            }
-            p[j] = MASK_BYTE;
+          const lf = p.indexOf(LF, i);
+          const end = lf < 0 ? n : lf;
+          let a = i;
+          if (!st.valueStarted) {
+            while (a < end && (p[a] === SP || p[a] === HT)) a++;
+            if (a < end) st.valueStarted = true;
           }
-          if (j === n) return;
+          // The CR of CR LF (here, or at the record's end before an LF in the next) stays.
+          const b = end > a && p[end - 1] === CR ? end - 1 : end;
+          // A loop for the usual short values: Buffer.fill costs more below some dozens of bytes.
+          if (b - a > 64) p.fill(MASK_BYTE, a, b);
+          else for (let j = a; j < b; j++) p[j] = MASK_BYTE;
+          if (lf < 0) return;
           st.mode = Mode.LineStart;
-          i = j + 1;
+          i = lf + 1;
           break;
         }
       }
@@ -335,9 +358,9 @@ export class SecretMasker {
 
   /** The colon after a header name: a secret value follows, or a kept one. */
   private colon(st: StreamState): void {
-    const k = secretIndex(st);
-    st.lastSecret = k >= 0;
-    if (k < 0) {
+    const k = nameIndex(st);
+    st.lastSecret = k >= 0 && k < SECRET_HEADERS.length;
+    if (!st.lastSecret) {
       st.mode = Mode.Line;
       return;
     }

@@ -88,8 +88,8 @@ test('pipelined requests, a body, and a request after the body', () => {
 });
 
 test('a body line containing HTTP/1. makes the next lines a candidate block (errs toward masking)', () => {
-  const req = 'POST /a HTTP/1.1\r\nContent-Length: 52\r\n\r\nsee HTTP/1.1 docs\nCookie: in-body\nnot a header\nCookie: kept\n';
-  const out = 'POST /a HTTP/1.1\r\nContent-Length: 52\r\n\r\nsee HTTP/1.1 docs\nCookie: *******\nnot a header\nCookie: kept\n';
+  const req = 'POST /a HTTP/1.1\r\nContent-Length: 59\r\n\r\nsee HTTP/1.1 docs\nCookie: in-body\nno header: x\n<p>ends it\nCookie: kept\n';
+  const out = 'POST /a HTTP/1.1\r\nContent-Length: 59\r\n\r\nsee HTTP/1.1 docs\nCookie: *******\nno header: x\n<p>ends it\nCookie: kept\n';
   assertEverySplit(conversation([[0, req]]), [out, '']);
 });
 
