@@ -102,7 +102,8 @@ function processorOptions(cmd: Command): Command {
     .option('--ttl-days <n>', 'row retention in days', '30')
     .option('--flush-interval-ms <ms>', 'insert rows at least this often', '500')
     .option('--lease-ttl <seconds>', 'a shard lease not renewed for this long passes to another processor', '10')
-    .option('--max-connections <n>', 'connections the processor tracks at most; past it the least recently used are forgotten (counted in capture_losses)', String(DEFAULT_MAX_CONNECTIONS));
+    .option('--max-connections <n>', 'connections the processor tracks at most; past it the least recently used are forgotten (counted in capture_losses)', String(DEFAULT_MAX_CONNECTIONS))
+    .option('--keep-query-values', 'keep query parameter values in the path column (masked as *** by default)');
 }
 
 clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up')))))
@@ -148,6 +149,7 @@ clickhouseOptions(natsOption(program.command('replay')), { help: 'database the r
   .option('--shards <n>', 'shards per node, as the edges publish them', '16')
   .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
   .option('--subject-prefix <prefix>', 'subjects the edges publish on', 'netrig.raw')
+  .option('--keep-query-values', 'keep query parameter values in the path column (masked as *** by default)')
   .action(async (opts) => {
     try {
       const r = await runReplay(opts);

@@ -14,6 +14,7 @@
  * and in order (a plain durable would redeliver them only after ack_wait, behind newer
  * ones); the rows it committed from them are suppressed (./committed.ts).
  */
+import type { RowOptions } from '../l7/path-mask.js';
 import {
   AckPolicy, DeliverPolicy, JetStreamApiCodes, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamManager, type JsMsg,
 } from '@nats-io/jetstream';
@@ -68,6 +69,8 @@ export interface ProcessorOptions {
    * consumer. Without it every lane reads through `nc`.
    */
   connect?: () => Promise<NatsConnection>;
+  /** What rows keep (query values in paths); masked by default. */
+  rowOptions?: Readonly<RowOptions>;
 }
 
 /** A part of the raw stream: from a time, up to a sequence and time, for some edges. */
@@ -190,7 +193,7 @@ export class Processor {
     const resumeFrom = await this.consumerStart(consumerName(this.o.ch.database, this.group, shard));
     const lane = await Lane.create({
       functions: this.o.functions, shard, streamId: this.streamId, committed, budget: this.budget, metrics: this.metrics, dlq: this.dlq, resumeFrom,
-      log: this.o.log.child({ shard }), query: (sql, params) => this.query(sql, params),
+      log: this.o.log.child({ shard }), query: (sql, params) => this.query(sql, params), rowOptions: this.o.rowOptions,
     });
     this.lanes.push(lane);
     await this.openConsumer(lane, await this.laneConnection(shard));
