@@ -211,7 +211,7 @@ describe('netrig up as a user runs it', () => {
     assert.match(tl[1], /^-+( +-+){4}$/, 'an underline');
     assert.equal(tl.length, 2 + expected.length + 1, `header, underline, ${expected.length} rows, count:\n${table.stdout}`);
     assert.equal(tl[tl.length - 1], `(${expected.length} rows)`, 'a row count line');
-    for (const [i, e] of expected.entries()) assert.match(tl[2 + i], new RegExp(`^${e.role}\\s+GET\\s+${e.path.replace(/[?.]/g, '\\$&')}\\s+${e.status}\\s+${host}$`));
+    for (const [i, e] of expected.entries()) assert.match(tl[2 + i], new RegExp(`^${e.role}\\s+GET\\s+${e.path.replace(/[?.*]/g, '\\$&')}\\s+${e.status}\\s+${host}$`));
 
     const report = await runCli(['report', 'top-endpoints', '--data-dir', dataDir, '--clickhouse-password', password, '--format', 'json']);
     assert.equal(report.code, 0, report.stderr);
