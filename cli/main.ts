@@ -94,6 +94,7 @@ function edgeOptions(cmd: Command): Command {
     .option('--exclude-netns <list>', 'never capture payload in these network namespaces')
     .option('--include-cgroups <list>', 'capture payload only in these cgroup v2 ids')
     .option('--report-noisy-drops', 'also report drops with reason NOT_SPECIFIED or QUEUE_PURGE (mostly normal frees)')
+    .option('--raw-secrets <mode>', 'values of Authorization, Proxy-Authorization, Cookie and Set-Cookie headers in the raw stream: mask (same-length *) or keep', 'mask')
     .option('--metrics-port <port>', 'edge Prometheus /metrics port (0 picks one)', '9464');
 }
 
@@ -112,7 +113,8 @@ function processorOptions(cmd: Command): Command {
     .option('--ttl-days <n>', 'row retention in days', '30')
     .option('--flush-interval-ms <ms>', 'insert rows at least this often', '500')
     .option('--lease-ttl <seconds>', 'a shard lease not renewed for this long passes to another processor', '10')
-    .option('--max-connections <n>', 'connections the processor tracks at most; past it the least recently used are forgotten (counted in capture_losses)', String(DEFAULT_MAX_CONNECTIONS));
+    .option('--max-connections <n>', 'connections the processor tracks at most; past it the least recently used are forgotten (counted in capture_losses)', String(DEFAULT_MAX_CONNECTIONS))
+    .option('--keep-query-values', 'keep query parameter values in the path column (masked as *** by default)');
 }
 
 clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up')))))
@@ -158,6 +160,7 @@ clickhouseOptions(natsOption(program.command('replay')), { help: 'database the r
   .option('--shards <n>', 'shards per node, as the edges publish them', '16')
   .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
   .option('--subject-prefix <prefix>', 'subjects the edges publish on', 'netrig.raw')
+  .option('--keep-query-values', 'keep query parameter values in the path column (masked as *** by default)')
   .action(async (opts) => {
     try {
       const r = await runReplay(opts);

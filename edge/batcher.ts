@@ -2,10 +2,12 @@
  * Shard batches: raw records copied out of the ring buffer into one growing buffer per
  * shard, sealed when full or old enough. The shard follows from the connection id, so a
  * connection's records always travel in one shard, in order. Records are not decoded:
- * only the kind (for loss accounting) and the connection id (for the shard) are read.
+ * only the kind (for loss accounting) and the connection id (for the shard) are read, and
+ * payload records are handed to the secret masker — in the batch's copy, never in the ring.
  */
 import { REC_HDR } from '../schemas/layouts.js';
 import { REC_KIND_MAX, RecordKind, SKB_DROP_LOCATION_OFFSET, SKB_DROP_REASON_OFFSET } from '../schemas/records.js';
+import type { SecretMasker } from './secret-masker.js';
 
 /** Records at or below this size are copied word by word; larger ones with one memcpy. */
 const SMALL_RECORD_BYTES = 256;
@@ -71,6 +73,8 @@ export interface BatcherOptions {
   maxBatchBytes: number;
   /** Seal a shard's batch once it holds this many records. */
   maxBatchRecords: number;
+  /** Masks secret header values in payload records; none: records are copied as they are. */
+  masker?: SecretMasker;
 }
 
 /** Routes raw records to shard batches and hands sealed batches to `onSealed`. */
@@ -125,6 +129,12 @@ export class Batcher {
       b.buf.set(data.subarray(off, off + padded), b.used);
     }
     if (kind < REC_KIND_MAX) b.kinds[kind]++;
+    const masker = this.opts.masker;
+    if (masker && (kind === RecordKind.SockData || kind === RecordKind.TlsData)) {
+      masker.maskRecord(b.buf, b.used, len, kind, connLo, connHi);
+    } else if (masker && kind === RecordKind.ConnClose) {
+      masker.forget(connLo, connHi);
+    }
     if (kind === RecordKind.SkbDrop) {
       b.dropLocations.add(b.buf.readBigUInt64LE(b.used + SKB_DROP_LOCATION_OFFSET));
       b.dropReasons.add(b.buf.readUInt32LE(b.used + SKB_DROP_REASON_OFFSET));

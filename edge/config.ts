@@ -39,6 +39,8 @@ export interface EdgeInput {
   objectPath?: string;
   /** `auto` (by probing the kernel), `socket` or `syscall`: see edge/capture-plan.ts. */
   capturePath?: string;
+  /** `mask` (default): secret HTTP/1 header values are masked before publishing; `keep`. */
+  rawSecrets?: string;
 }
 
 export interface EdgeConfig {
@@ -99,6 +101,7 @@ export function edgeConfig(input: EdgeInput): EdgeConfig {
       maxBufferBytes: bytesValue('max-buffer-bytes', input.maxBufferBytes ?? '256MiB', 1024 ** 2, 2 ** 40),
       publishTimeoutMs: 5000,
       pollIntervalMs: 5,
+      maskSecrets: choiceValue('raw-secrets', input.rawSecrets ?? 'mask', ['mask', 'keep'] as const) === 'mask',
     },
     source: {
       objectPath: input.objectPath ?? DEFAULT_OBJECT_PATH,

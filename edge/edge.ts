@@ -15,6 +15,7 @@ import { CLOCK_MONOTONIC, CLOCK_REALTIME, clockNs } from './libc.js';
 import { LossCause, LossLedger } from './losses.js';
 import { EdgeMetrics } from './metrics.js';
 import { Publisher } from './publisher.js';
+import { MASKED_AFTER_GAP, SECRET_HEADERS, SecretMasker } from './secret-masker.js';
 import type { CaptureDescription, RecordSource } from './source.js';
 import { ensureStream, type StreamSettings } from '../lib/raw-stream.js';
 import { KernelSymbols, readDropReasons } from './symbols.js';
@@ -38,6 +39,8 @@ export interface EdgeOptions {
   pollIntervalMs: number;
   /** The node's boot id. */
   bootId: string;
+  /** Mask secret HTTP/1 header values before publishing (edge/secret-masker.ts). */
+  maskSecrets: boolean;
 }
 
 /** A drain that yields this many records is followed at once by the next. */
@@ -61,6 +64,9 @@ export class Edge {
   readonly drained = new Float64Array(REC_KIND_MAX);
   private seq = 0;
   private readonly batcher: Batcher;
+  private readonly masker: SecretMasker | null;
+  /** Masked values already counted in metrics, per SecretMasker.masked index. */
+  private readonly maskedReported = new Float64Array(SECRET_HEADERS.length + 1);
   private readonly publisher: Publisher;
   private readonly symbols = new KernelSymbols();
   private readonly dropReasons = readDropReasons();
@@ -81,8 +87,9 @@ export class Edge {
     metrics?: EdgeMetrics,
   ) {
     this.metrics = metrics ?? new EdgeMetrics();
+    this.masker = opts.maskSecrets ? new SecretMasker() : null;
     this.batcher = new Batcher(
-      { shards: opts.shards, maxBatchBytes: opts.maxBatchBytes, maxBatchRecords: opts.maxBatchRecords },
+      { shards: opts.shards, maxBatchBytes: opts.maxBatchBytes, maxBatchRecords: opts.maxBatchRecords, masker: this.masker ?? undefined },
       (b) => this.seal(b),
     );
     this.publisher = new Publisher(
@@ -148,6 +155,19 @@ export class Edge {
       this.metrics.lost.inc({ kind: kindName(l.kind), cause: l.cause }, l.records);
     }
     this.metrics.ringFill.set(this.source.fill());
+    this.reportMasked();
+  }
+
+  /** Masked values since the last report, into the counter (the masker keeps plain numbers). */
+  private reportMasked(): void {
+    if (!this.masker) return;
+    const m = this.masker.masked;
+    for (let k = 0; k < m.length; k++) {
+      const d = m[k] - this.maskedReported[k];
+      if (d === 0) continue;
+      this.maskedReported[k] = m[k];
+      this.metrics.secretsMasked.inc({ header: k === MASKED_AFTER_GAP ? 'after_gap' : SECRET_HEADERS[k] }, d);
+    }
   }
 
   /**

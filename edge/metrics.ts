@@ -1,6 +1,6 @@
 /**
  * The edge's Prometheus metrics: records in, envelopes and bytes out, losses, ring-buffer
- * fill, publish latency and buffered bytes.
+ * fill, publish latency, buffered bytes and masked secrets.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
@@ -13,6 +13,7 @@ export class EdgeMetrics {
   readonly envelopesDropped = new Counter({ name: 'netrig_edge_envelopes_dropped_total', help: 'Envelopes dropped because the buffer was full', registers: [this.registry] });
   readonly publishErrors = new Counter({ name: 'netrig_edge_publish_errors_total', help: 'Failed publish attempts (retried)', registers: [this.registry] });
   readonly lost = new Counter({ name: 'netrig_edge_lost_records_total', help: 'Records lost, per kind and cause', labelNames: ['kind', 'cause'] as const, registers: [this.registry] });
+  readonly secretsMasked = new Counter({ name: 'netrig_edge_secrets_masked_total', help: 'Secret HTTP/1 header values masked before publishing, per header; after_gap: lines masked whole after a position gap', labelNames: ['header'] as const, registers: [this.registry] });
   readonly ringFill = new Gauge({ name: 'netrig_edge_ringbuf_fill_ratio', help: 'Share of the ring buffer holding undrained records', registers: [this.registry] });
   readonly bufferedBytes = new Gauge({ name: 'netrig_edge_buffered_bytes', help: 'Envelope bytes waiting for NATS', registers: [this.registry] });
   readonly captureInfo = new Gauge({ name: 'netrig_edge_capture_info', help: 'How this kernel is captured: payload path and active features (value 1)', labelNames: ['path', 'features'] as const, registers: [this.registry] });

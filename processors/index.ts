@@ -30,6 +30,7 @@ import { ProcessorMetrics } from './runtime/metrics.js';
 import { Processor } from './runtime/processor.js';
 import { DEFAULT_LEASE_TTL_MS } from './runtime/leases.js';
 import { DEFAULT_MAX_CONNECTIONS } from './l7/connection-table.js';
+import type { RowOptions } from './l7/path-mask.js';
 import { tcpFunction } from './tcp/index.js';
 import { tlsFunction } from './tls/index.js';
 
@@ -66,6 +67,8 @@ export interface ProcessInput {
   leaseTtl?: string | number;
   /** Connections tracked at most. */
   maxConnections?: string | number;
+  /** Keep query parameter values in `path` (masked by default). */
+  keepQueryValues?: boolean;
 }
 
 /** The functions named in a comma-separated list ("all" or empty: every function). */
@@ -76,6 +79,11 @@ export function selectFunctions(list: string | undefined): ProcessingFunction[] 
     if (!f) throw new ConfigError('functions', `unknown function '${n.trim()}'; known: ${Object.keys(FUNCTIONS).join(', ')}`);
     return f;
   });
+}
+
+/** What rows keep, from the CLI's flags. */
+export function rowOptions(input: ProcessInput): RowOptions {
+  return { keepQueryValues: input.keepQueryValues === true };
 }
 
 /** Where rows go: a server URL if given, else the embedded engine under the data dir. */
@@ -126,6 +134,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
       maxPendingRows: 200_000,
       maxConnections: intValue('max-connections', input.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1000, 100_000_000),
       connect: () => connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-processor-lanes', log),
+      rowOptions: rowOptions(input),
     });
     const chRef = ch;
     const heartbeat = await Heartbeat.start<ProcessorStatus>(nc, 'processor', async () => ({

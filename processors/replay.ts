@@ -10,7 +10,7 @@ import { intValue, tokenValue } from '../lib/config.js';
 import { ConfigError, LiveDatabaseError } from '../lib/errors.js';
 import { logger } from '../lib/logger.js';
 import { connectNats } from '../lib/nats.js';
-import { clickhouseTarget, FUNCTIONS, selectFunctions, type ProcessInput } from './index.js';
+import { clickhouseTarget, FUNCTIONS, rowOptions, selectFunctions, type ProcessInput } from './index.js';
 import { consumerName, Processor } from './runtime/processor.js';
 import { liveMembers } from './runtime/leases.js';
 
@@ -71,6 +71,7 @@ export async function runReplay(input: ReplayInput, shared?: { ch?: ClickHouse }
         flushIntervalMs: intValue('flush-interval-ms', input.flushIntervalMs ?? 500, 10, 60_000),
         ttlDays: intValue('ttl-days', input.ttlDays ?? 30, 1, 3650),
         maxPendingRows: 200_000,
+        rowOptions: rowOptions(input),
         window: {
           fromTime, toTime, endSeq: info.state.last_seq,
           region: input.region ? tokenValue('region', input.region) : undefined,

@@ -11,6 +11,7 @@
  * connection's next request pairs at once.
  */
 import { l7Function, l7Row, noResumeState, resumeKey, type L7Protocol, type ResumeState } from '../l7/protocol.js';
+import { storedPath } from '../l7/path-mask.js';
 import type { LaneContext } from '../runtime/function.js';
 import { ConnFlags, Role } from '../../schemas/records.js';
 import { ExchangeFlags, Http1Connection, newHttp1Stats, type Http1Exchange, type Http1Stats } from './connection.js';
@@ -72,12 +73,12 @@ export const http1Protocol: L7Protocol<Http1Exchange> = {
   open: (h, onItem, stats) => new Http1Connection(h.role, onItem, {
     stats: stats as Http1Stats, midlife: h.midlife, resumeRequestPos: h.resume, knownRequestPositions: h.known, boundaries: h.boundaries,
   }),
-  row(x, c, clock) {
+  row(x, c, clock, opts) {
     return l7Row({
       protocol: x.version,
       method: x.method,
       host: x.host,
-      path: x.path,
+      path: storedPath(x.path, opts),
       status: x.status,
       // Every row names every column: the sink sends rows as arrays under one column list.
       grpc_service: '',

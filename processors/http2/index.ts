@@ -8,6 +8,7 @@
  * header fields that refer to dynamic-table entries inserted before are marked unknown
  * (never guessed), flagged `partial`, until the table is known again.
  */
+import { storedPath } from '../l7/path-mask.js';
 import { l7Function, l7Row, type L7Protocol } from '../l7/protocol.js';
 import { ExchangeFlags, Http2Connection, newHttp2Stats, type Http2Exchange, type Http2Stats } from './connection.js';
 
@@ -32,13 +33,13 @@ export const http2Protocol: L7Protocol<Http2Exchange> = {
   rejectsFirstByte: (b) => b !== 0x50 && b !== 0x00,
   newStats: newHttp2Stats,
   open: (h, onItem, stats) => new Http2Connection(h.role, onItem, { stats: stats as Http2Stats, midlife: h.midlife }),
-  row(x, c, clock) {
+  row(x, c, clock, opts) {
     const answered = x.respFirstTsNs > 0;
     return l7Row({
       protocol: x.protocol,
       method: x.method,
       host: x.authority,
-      path: x.path,
+      path: storedPath(x.path, opts),
       status: x.status,
       grpc_service: x.grpcService,
       grpc_method: x.grpcMethod,

@@ -34,6 +34,7 @@ import {
   CONN_INFO_REFRESH_NS, ConnFlags, Direction, RecordKind, Role,
   type ConnCloseRecord, type ConnInfoRecord, type DecodedRecord, type SockDataRecord,
 } from '../../schemas/records.js';
+import { DEFAULT_ROW_OPTIONS, type RowOptions } from './path-mask.js';
 import type { EnvelopeContext, FunctionLane, LaneContext } from '../runtime/function.js';
 import { PinSet } from '../runtime/pins.js';
 import { connUuid, wallNs } from '../runtime/rows.js';
@@ -168,6 +169,7 @@ export class ConnectionTable implements FunctionLane {
     private readonly budget: ConnectionBudget,
     /** The table's own context: its capture_losses rows and counters. */
     private readonly ctx: LaneContext,
+    private readonly rowOptions: Readonly<RowOptions> = DEFAULT_ROW_OPTIONS,
   ) {
     if (members.length > 30) throw new RangeError('a connection table runs at most 30 protocols');
     this.stats = members.map((m) => m.p.newStats());
@@ -407,7 +409,7 @@ export class ConnectionTable implements FunctionLane {
 
   private emit(c: Conn, i: number, x: unknown, clock: [number, number]): void {
     const { p, ctx } = this.members[i];
-    const row = p.row(x, c, clock);
+    const row = p.row(x, c, clock, this.rowOptions);
     if (row) ctx.emit(p.table, row);
   }
 

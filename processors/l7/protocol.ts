@@ -7,6 +7,7 @@
 import { RecordKind, Role, type FlowTuple } from '../../schemas/records.js';
 import type { LaneContext, ProcessingFunction, Row } from '../runtime/function.js';
 import { sides, wallNs } from '../runtime/rows.js';
+import type { RowOptions } from './path-mask.js';
 import type { L7Tracker, TrackerHints } from './tracker.js';
 
 /** Who owns a connection, from CONN_OPEN / CONN_INFO. */
@@ -69,8 +70,8 @@ export interface L7Protocol<X> {
   /** Counters shared by all trackers of a lane. */
   newStats(): object;
   open(hints: TrackerHints, onItem: (x: X) => void, stats: object): L7Tracker;
-  /** The row of an item, or null to write none. */
-  row(x: X, c: ConnView, clock: [number, number]): Row | null;
+  /** The row of an item, or null to write none; `opts` says what the processor keeps. */
+  row(x: X, c: ConnView, clock: [number, number], opts: Readonly<RowOptions>): Row | null;
   /**
    * Where a connection may resume after a restart or eviction: `fromItem` gives the point
    * after an item (e.g. where the request stream stood), `load` reads the points of

@@ -17,6 +17,7 @@ import { ConnectionTable, type ConnectionBudget, type TableMember } from '../l7/
 import { noResumeState } from '../l7/protocol.js';
 import { CommittedSeqs, partitionDay } from './committed.js';
 import type { DeadLetters } from './dlq.js';
+import type { RowOptions } from '../l7/path-mask.js';
 import type { EnvelopeContext, FunctionLane, LaneContext, ProcessingFunction, Row } from './function.js';
 import type { ProcessorMetrics } from './metrics.js';
 
@@ -66,6 +67,8 @@ export interface LaneOptions {
   metrics: ProcessorMetrics;
   dlq: DeadLetters;
   log: Logger;
+  /** What rows keep (query values in paths); masked by default. */
+  rowOptions?: Readonly<RowOptions>;
 }
 
 export class Lane {
@@ -110,7 +113,7 @@ export class Lane {
       else throw new TypeError(`function ${fn.name} has neither a lane nor a protocol`);
     }
     if (members.length) {
-      lane.add(new ConnectionTable(members, o.budget, lane.context(CONNECTION_TABLE_FN)), [...new Set(o.functions.flatMap((f) => (f.protocol ? f.kinds : [])))]);
+      lane.add(new ConnectionTable(members, o.budget, lane.context(CONNECTION_TABLE_FN), o.rowOptions), [...new Set(o.functions.flatMap((f) => (f.protocol ? f.kinds : [])))]);
     }
     return lane;
   }

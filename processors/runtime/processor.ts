@@ -18,6 +18,7 @@
  * is aborted and nothing it held is acknowledged, so a stop while ClickHouse is away ends,
  * and what was not committed is delivered again at the next start.
  */
+import type { RowOptions } from '../l7/path-mask.js';
 import {
   AckPolicy, DeliverPolicy, JetStreamApiCodes, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamManager, type JsMsg,
 } from '@nats-io/jetstream';
@@ -77,6 +78,8 @@ export interface ProcessorOptions {
    * inserts and queries still running are abandoned, their envelopes left unacknowledged.
    */
   stopDeadlineMs?: number;
+  /** What rows keep (query values in paths); masked by default. */
+  rowOptions?: Readonly<RowOptions>;
 }
 
 /** Ten seconds: a healthy ClickHouse commits a flush well within it. */
@@ -204,7 +207,7 @@ export class Processor {
     const resumeFrom = await this.consumerStart(consumerName(this.o.ch.database, this.group, shard));
     const lane = await Lane.create({
       functions: this.o.functions, shard, streamId: this.streamId, committed, budget: this.budget, metrics: this.metrics, dlq: this.dlq, resumeFrom,
-      log: this.o.log.child({ shard }), query: (sql, params) => this.query(sql, params),
+      log: this.o.log.child({ shard }), query: (sql, params) => this.query(sql, params), rowOptions: this.o.rowOptions,
     });
     this.lanes.push(lane);
     await this.openConsumer(lane, await this.laneConnection(shard));

@@ -103,7 +103,9 @@ describe('netrig up as a user runs it', () => {
   let clientPort = 0;
   let upRows: ExchangeRow[] = [];
 
-  const paths = [`/text?t=${token}`, `/small.txt?t=${token}`, `/status/404?t=${token}`];
+  // The token is in the first path itself: query values are masked in rows (`?t=***`).
+  const paths = [`/t/${token}?t=${token}`, `/small.txt?t=${token}`, `/status/404?t=${token}`];
+  const storedPaths = paths.map((p) => p.replace(`?t=${token}`, '?t=***'));
   const statuses = [200, 200, 404];
   const rowsSql = () => `SELECT role, method, path, status, host FROM http_requests
     WHERE client_port = ${clientPort} AND client_addr = toIPv6('::ffff:${hosts!.client.addr}') ORDER BY role, req_pos`;
@@ -197,9 +199,10 @@ describe('netrig up as a user runs it', () => {
     assert.ok(lines.every((l) => Number(l[0]) === clientPort), 'one keep-alive connection');
 
     const host = `${hosts!.server.addr}:${nginx!.port}`;
-    const expected = ['client', 'server'].flatMap((role) => paths.map((path, i) => ({ role, method: 'GET', path, status: statuses[i], host })));
+    const expected = ['client', 'server'].flatMap((role) => storedPaths.map((path, i) => ({ role, method: 'GET', path, status: statuses[i], host })));
     upRows = await pollRows<ExchangeRow>(rowsSql(), expected.length, (sql) => queryJson<ExchangeRow>(sql));
-    assert.deepEqual(upRows, expected, 'both ends of each request, as curl made them');
+    assert.deepEqual(upRows, expected, 'both ends of each request, as curl made them, query values masked');
+    assert.ok(upRows.every((row) => !row.path.includes(`?t=${token}`)), 'no row keeps the query value');
 
     const table = await runCli(['query', '--data-dir', dataDir, '--clickhouse-password', password, rowsSql()]);
     assert.equal(table.code, 0, table.stderr);
@@ -208,12 +211,12 @@ describe('netrig up as a user runs it', () => {
     assert.match(tl[1], /^-+( +-+){4}$/, 'an underline');
     assert.equal(tl.length, 2 + expected.length + 1, `header, underline, ${expected.length} rows, count:\n${table.stdout}`);
     assert.equal(tl[tl.length - 1], `(${expected.length} rows)`, 'a row count line');
-    for (const [i, e] of expected.entries()) assert.match(tl[2 + i], new RegExp(`^${e.role}\\s+GET\\s+${e.path.replace(/[?.]/g, '\\$&')}\\s+${e.status}\\s+${host}$`));
+    for (const [i, e] of expected.entries()) assert.match(tl[2 + i], new RegExp(`^${e.role}\\s+GET\\s+${e.path.replace(/[?.*]/g, '\\$&')}\\s+${e.status}\\s+${host}$`));
 
     const report = await runCli(['report', 'top-endpoints', '--data-dir', dataDir, '--clickhouse-password', password, '--format', 'json']);
     assert.equal(report.code, 0, report.stderr);
     const top = report.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { host: string; path: string; requests: string; errors_5xx: string });
-    for (const p of paths) {
+    for (const p of storedPaths) {
       const e = top.find((t) => t.path === p);
       assert.ok(e, `top-endpoints lists ${p}: ${report.stdout}`);
       assert.equal(e.host, host);
@@ -221,7 +224,7 @@ describe('netrig up as a user runs it', () => {
     }
     const text = await runCli(['report', 'top-endpoints', '--data-dir', dataDir, '--clickhouse-password', password]);
     assert.equal(text.code, 0, text.stderr);
-    for (const p of paths) assert.ok(text.stdout.includes(p), `the table report shows ${p}`);
+    for (const p of storedPaths) assert.ok(text.stdout.includes(p), `the table report shows ${p}`);
   });
 
   test('a second `netrig process` attached to the running up writes the same rows into its own database, and stops on SIGTERM', async () => {

@@ -142,6 +142,8 @@ function locations(root: string): string {
     location = /status/404 { try_files /does-not-exist =404; }
     location = /echo { return 200 "ok\\n"; }
     location = /text { return 200 "netrig test text\\n"; }
+    location /t/ { return 200 "netrig test token path\\n"; }
+    location = /set-cookie { add_header Set-Cookie "sid=$cookie_sid; Path=/"; return 200 "ok\\n"; }
     location /copy/ { alias ${root}/; sendfile off; }
     location /dav/ { alias ${root}/dav/; dav_methods PUT; create_full_put_path on; }
     location /chunked/ {
