@@ -132,6 +132,7 @@ clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up'))
 
 edgeOptions(natsOption(program.command('edge')))
   .description('load the eBPF programs and publish what they capture to NATS JetStream')
+  .option('--run-as <user>', 'user the edge becomes once its programs are attached, keeping only CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE on its main thread (root: stay root)', 'nobody')
   .action(async (opts) => {
     const running = await runEdge(opts).catch(fail);
     rootLogger.info({ metricsPort: running.metricsPort }, 'edge running; Ctrl-C stops it');

@@ -41,6 +41,8 @@ export interface EdgeInput {
   capturePath?: string;
   /** `mask` (default): secret HTTP/1 header values are masked before publishing; `keep`. */
   rawSecrets?: string;
+  /** User the edge becomes once attached (edge/privileges.ts); `root` keeps root. */
+  runAs?: string;
 }
 
 export interface EdgeConfig {
@@ -48,6 +50,8 @@ export interface EdgeConfig {
   edge: Omit<EdgeOptions, 'bootId'>;
   source: LibbpfSourceOptions;
   metricsPort: number;
+  /** User to drop to once attached, or null to stay as started. */
+  runAs: string | null;
 }
 
 /** The BPF object built by `make -C bpf`, relative to this file in dist/ or the source tree. */
@@ -56,6 +60,13 @@ export const DEFAULT_OBJECT_PATH = fileURLToPath(new URL('../../bpf/build/netrig
 function cgroupList(v: EdgeInput['includeCgroups']): bigint[] {
   if (!v) return [];
   return (Array.isArray(v) ? v : v.split(',')).map((x) => BigInt(String(x).trim()));
+}
+
+/** `--run-as`: a user name (default nobody), or null for `root` (keep root). */
+function runAsValue(v: string | undefined): string | null {
+  const user = v ?? 'nobody';
+  if (!/^[a-z_][a-z0-9_.-]{0,31}\$?$/i.test(user)) throw new ConfigError('run-as', `expected a user name, got '${user}'`);
+  return user === 'root' ? null : user;
 }
 
 /** Validate `input` and fill in defaults. */
@@ -82,6 +93,7 @@ export function edgeConfig(input: EdgeInput): EdgeConfig {
   return {
     nats: input.nats ?? 'nats://127.0.0.1:4222',
     metricsPort: intValue('metrics-port', input.metricsPort ?? 9464, 0, 65535),
+    runAs: runAsValue(input.runAs),
     edge: {
       region: tokenValue('region', input.region ?? 'default'),
       node: tokenValue('node', input.node ?? hostname().replace(/[^A-Za-z0-9_-]/g, '_')),

@@ -17,6 +17,7 @@ import { edgeConfig, type EdgeInput } from './config.js';
 import { Edge } from './edge.js';
 import { CaptureControl } from './control.js';
 import { LibbpfSource } from './libbpf-source.js';
+import { dropPrivileges } from './privileges.js';
 import { bootId } from './system.js';
 
 export { Edge, type EdgeOptions } from './edge.js';
@@ -81,6 +82,11 @@ export async function runEdge(input: EdgeInput): Promise<RunningEdge> {
       seen = now;
       return { region: cfg.edge.region, node: cfg.edge.node, run: edge.runId, records_per_s: Math.round(perS), capture: edge.capture };
     }, log);
+    // Everything that needs root is done: keep only what the running edge uses.
+    if (cfg.runAs && process.getuid?.() === 0) {
+      const dropped = await dropPrivileges(cfg.runAs);
+      log.info({ user: cfg.runAs, uid: dropped.uid, kept: dropped.kept.map((c) => `CAP_${c}`) }, 'privileges dropped');
+    }
     const ctl = control;
     const hb = heartbeat;
     return {

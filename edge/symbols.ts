@@ -3,7 +3,7 @@
  * /proc/kallsyms ("tcp_v4_rcv+0x5e3") and drop reasons through the kfree_skb tracepoint's
  * format (the enum differs between kernels). Envelopes carry the names they need.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 
 const TRACEFS_KFREE_SKB_FORMAT = '/sys/kernel/tracing/events/skb/kfree_skb/format';
 
@@ -12,11 +12,33 @@ export class KernelSymbols {
   private addrs: BigUint64Array | null = null;
   private names: string[] = [];
 
-  constructor(private readonly path = '/proc/kallsyms') {}
+  /**
+   * Opened now, read at the first lookup (reading takes about a second): the kernel decides
+   * at open whether addresses show, by the opener's CAP_SYSLOG, which the edge drops once
+   * attached (edge/privileges.ts).
+   */
+  private fd: number | null;
+
+  constructor(private readonly path = '/proc/kallsyms') {
+    try {
+      this.fd = openSync(path, 'r');
+    } catch {
+      this.fd = null;
+    }
+  }
 
   private load(): void {
     const entries: [bigint, string][] = [];
-    for (const line of readFileSync(this.path, 'latin1').split('\n')) {
+    let text = '';
+    try {
+      text = readFileSync(this.fd ?? this.path, 'latin1');
+    } catch {
+      // No symbols: locations stay hex.
+    } finally {
+      if (this.fd !== null) closeSync(this.fd);
+      this.fd = null;
+    }
+    for (const line of text.split('\n')) {
       // "ffffffff81000000 T _text [module]": text symbols only.
       const sp1 = line.indexOf(' ');
       const type = line[sp1 + 1];

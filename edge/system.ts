@@ -1,16 +1,17 @@
 /**
- * Host prerequisites of the libbpf source: root or the BPF capabilities, tracefs (tracepoint
- * ids) and bpffs mounted, BTF present; and node facts every envelope carries (boot id).
+ * Host prerequisites of the libbpf source: the capabilities it starts with
+ * (edge/privileges.ts says which and why), tracefs mounted (tracepoint ids), BTF present;
+ * and node facts every envelope carries (boot id). Nothing is pinned, so bpffs is not needed.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { PrerequisiteError, PrivilegeError } from '../lib/errors.js';
+import { Cap, CAP_USES, type CapName } from './privileges.js';
 
 const TRACEFS = '/sys/kernel/tracing';
-const BPFFS = '/sys/fs/bpf';
 const BTF = '/sys/kernel/btf/vmlinux';
-// CAP_NET_ADMIN 12, CAP_SYS_ADMIN 21, CAP_SYS_RESOURCE 24, CAP_PERFMON 38, CAP_BPF 39
-const NEEDED_CAPS: [number, string][] = [[39, 'CAP_BPF'], [38, 'CAP_PERFMON'], [12, 'CAP_NET_ADMIN']];
+/** Without these nothing loads (CAP_SYS_ADMIN stands in for both on kernels before 5.8). */
+const NEEDED_CAPS: CapName[] = ['BPF', 'PERFMON'];
 
 function mountedFs(): Map<string, string> {
   const m = new Map<string, string>();
@@ -23,33 +24,35 @@ function mountedFs(): Map<string, string> {
 
 function mount(type: string, dir: string): void {
   try {
-    execFileSync('mount', ['-t', type, type === 'bpf' ? 'bpf' : 'nodev', dir], { stdio: 'pipe' });
+    execFileSync('mount', ['-t', type, 'nodev', dir], { stdio: 'pipe' });
   } catch (err) {
     const stderr = String((err as { stderr?: Buffer }).stderr ?? '').trim();
-    throw new PrerequisiteError(`${type} is not mounted at ${dir} and mounting it failed (${stderr || (err as Error).message}): mount it by hand with 'mount -t ${type} ${type === 'bpf' ? 'bpf' : 'nodev'} ${dir}'`, { cause: err });
+    throw new PrerequisiteError(`${type} is not mounted at ${dir} and mounting it failed (${stderr || (err as Error).message}): mount it by hand with 'mount -t ${type} nodev ${dir}' (mounting needs CAP_SYS_ADMIN)`, { cause: err });
   }
 }
 
-/** Effective capability bits of this process. */
+/** Effective capability bits of this thread. */
 function effectiveCaps(): bigint {
-  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/thread-self/status', 'utf8'));
   return m ? BigInt('0x' + m[1]) : 0n;
 }
 
-/** Check privileges and BTF, mount tracefs and bpffs when missing. Throws with what to do. */
+/** Whether this thread holds `cap` now. */
+export function hasCap(cap: CapName): boolean {
+  return ((effectiveCaps() >> BigInt(Cap[cap])) & 1n) === 1n;
+}
+
+/** Check privileges and BTF, mount tracefs when missing. Throws with what to do. */
 export function prepareHost(): void {
-  const caps = effectiveCaps();
-  const hasSysAdmin = (caps >> 21n) & 1n;
-  const missing = NEEDED_CAPS.filter(([bit]) => !((caps >> BigInt(bit)) & 1n)).map(([, n]) => n);
-  if (!hasSysAdmin && missing.length) {
-    throw new PrivilegeError(`the edge needs root (or ${missing.join(', ')}) to load eBPF programs: run it with sudo`);
+  const missing = NEEDED_CAPS.filter((c) => !hasCap(c));
+  if (!hasCap('SYS_ADMIN') && missing.length) {
+    throw new PrivilegeError(`the edge needs root (or ${missing.map((c) => `CAP_${c} to ${CAP_USES[c]}`).join(', ')}) to load eBPF programs: run it with sudo`);
   }
   if (!existsSync(BTF)) {
     throw new PrerequisiteError(`${BTF} is missing: netrig needs a kernel built with CONFIG_DEBUG_INFO_BTF (Linux 5.10 or later; Debian builds it so)`);
   }
   const mounts = mountedFs();
   if (mounts.get(TRACEFS) !== 'tracefs') mount('tracefs', TRACEFS);
-  if (mounts.get(BPFFS) !== 'bpf') mount('bpf', BPFFS);
 }
 
 /** This boot's id: with a socket cookie it names a connection uniquely across reboots. */

@@ -10,6 +10,8 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import type { Logger } from '../lib/logger.js';
 import type { BpfObject } from './bpf-object.js';
+import { CAP_USES } from './privileges.js';
+import { hasCap } from './system.js';
 
 const SYSTEM_PATHS = [
   '/usr/lib/x86_64-linux-gnu/libssl.so.3', '/lib/x86_64-linux-gnu/libssl.so.3',
@@ -60,10 +62,18 @@ export class TlsTargets {
   /** `${dev}:${ino}` of files attached. */
   private readonly attached = new Set<string>();
 
-  constructor(private readonly obj: BpfObject, private readonly log: Logger) {}
+  /** Whether this process may create uprobes at all (told once, not per probe). */
+  private readonly allowed: boolean;
+
+  constructor(private readonly obj: BpfObject, private readonly log: Logger) {
+    this.allowed = hasCap('SYS_ADMIN');
+    if (!this.allowed) log.warn(`TLS plaintext is not captured: the edge lacks CAP_SYS_ADMIN (to ${CAP_USES.SYS_ADMIN})`);
+    else if (!hasCap('SYS_PTRACE')) log.warn(`only libssl on the host's library paths is probed: the edge lacks CAP_SYS_PTRACE (to ${CAP_USES.SYS_PTRACE})`);
+  }
 
   /** Attach to every libssl not attached yet; returns how many files were added. */
   scan(): number {
+    if (!this.allowed) return 0;
     let added = 0;
     for (const path of [...SYSTEM_PATHS, ...mappedLibssl()]) {
       let id: string;

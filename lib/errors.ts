@@ -25,7 +25,7 @@ export class ConfigError extends NetrigError {
   }
 }
 
-/** The process lacks the privileges eBPF needs (root or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN). */
+/** The process lacks the privileges eBPF needs (root, or CAP_BPF and CAP_PERFMON: edge/privileges.ts). */
 export class PrivilegeError extends NetrigError {
   constructor(message: string, options?: ErrorOptions) {
     super('ERR_PRIVILEGE', message, options);

@@ -77,9 +77,13 @@ export interface CliChild {
   kill(): Promise<void>;
 }
 
-/** Start `netrig <args>` with piped output. */
-export function spawnCli(args: string[], opts: { logLevel?: string } = {}): CliChild {
-  const child = spawn(process.execPath, [CLI, ...args], { env: cliEnv(opts.logLevel), stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Start `netrig <args>` with piped output; `prefix` is a command that execs it (such as
+ * setpriv with its arguments and `--`), so the pid is still netrig's.
+ */
+export function spawnCli(args: string[], opts: { logLevel?: string; prefix?: string[] } = {}): CliChild {
+  const [cmd, ...cmdArgs] = [...(opts.prefix ?? []), process.execPath, CLI, ...args];
+  const child = spawn(cmd, cmdArgs, { env: cliEnv(opts.logLevel), stdio: ['ignore', 'pipe', 'pipe'] });
   const pid = child.pid!;
   const unregister = onExit(`netrig ${args[0]} ${pid}`, () => killSync(pid));
   child.once('exit', unregister);
