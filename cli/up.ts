@@ -95,7 +95,6 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     // The edge shares this process with the engine, which writes the data dir as its owner: it stays root.
     const edge: RunningEdge = await runEdge({
       ...input,
-      runAs: 'root',
       nats: natsUrl,
       excludePids: [...(nats ? [nats.pid] : []), ...String(input.excludePids ?? '').split(',').filter(Boolean).map(Number)],
       excludePorts: [...(endpoint ? [endpoint.port] : []), ...localPort(input.clickhouseUrl), ...String(input.excludePorts ?? '').split(',').filter(Boolean).map(Number)],

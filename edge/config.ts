@@ -41,7 +41,7 @@ export interface EdgeInput {
   capturePath?: string;
   /** `mask` (default): secret HTTP/1 header values are masked before publishing; `keep`. */
   rawSecrets?: string;
-  /** User the edge becomes once attached (edge/privileges.ts); `root` keeps root. */
+  /** User the edge becomes once attached (edge/privileges.ts); `root` or none keeps root. */
   runAs?: string;
 }
 
@@ -62,9 +62,14 @@ function cgroupList(v: EdgeInput['includeCgroups']): bigint[] {
   return (Array.isArray(v) ? v : v.split(',')).map((x) => BigInt(String(x).trim()));
 }
 
-/** `--run-as`: a user name (default nobody), or null for `root` (keep root). */
+/**
+ * `--run-as`: a user name, or null for `root` or nothing given (keep root): only `netrig
+ * edge`, a process of its own, drops by default; an edge in a process that does more (tests,
+ * `netrig up`) keeps its credentials unless asked.
+ */
 function runAsValue(v: string | undefined): string | null {
-  const user = v ?? 'nobody';
+  if (v === undefined) return null;
+  const user = v;
   if (!/^[a-z_][a-z0-9_.-]{0,31}\$?$/i.test(user)) throw new ConfigError('run-as', `expected a user name, got '${user}'`);
   return user === 'root' ? null : user;
 }
