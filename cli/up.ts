@@ -11,14 +11,20 @@ import { lockDataDir, openClickHouse, type ClickHouse } from '../lib/clickhouse.
 import { ClickHouseEndpoint } from '../lib/clickhouse-endpoint.js';
 import { intValue } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
+import type { NatsClientInput } from '../lib/nats.js';
 import { startOwnedNatsServer, type OwnedNatsServer } from '../lib/nats-server.js';
 import { clickhouseTarget, runProcessor, type RunningProcessor } from '../processors/index.js';
 import { writeEndpoint } from './endpoint-file.js';
+import { natsRoles, type NatsRole } from './nats-roles.js';
 import { Summary } from './summary.js';
 
 export interface UpInput extends EdgeInput {
   dataDir?: string;
   natsPort?: string | number;
+  /** Listen address of the owned nats-server; beyond loopback it speaks TLS only. */
+  natsHost?: string;
+  /** TLS on the owned nats-server even on loopback. */
+  natsTls?: boolean;
   clickhouseUrl?: string;
   clickhouseUser?: string;
   clickhousePassword?: string;
@@ -66,14 +72,17 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     }
   };
   try {
-    // NATS: our own server unless one is given.
+    // NATS: our own server unless one is given; with our own, each part connects in its role.
     let nats: OwnedNatsServer | null = null;
-    let natsUrl = input.nats;
-    if (!natsUrl) {
-      nats = await startOwnedNatsServer(intValue('nats-port', input.natsPort ?? 4222, 0, 65535), join(dataDir, 'nats'), log);
+    if (!input.nats) {
+      nats = await startOwnedNatsServer({
+        dataDir, host: input.natsHost, port: intValue('nats-port', input.natsPort ?? 4222, 0, 65535), tls: input.natsTls, log,
+        roles: natsRoles({ stream: input.stream ?? 'NETRIG_RAW', subjectPrefix: input.subjectPrefix ?? 'netrig.raw' }),
+      });
       undo.push(() => nats!.stop());
-      natsUrl = nats.url;
     }
+    const natsAs = (role: NatsRole): NatsClientInput => nats?.client(role) ?? input;
+    const natsUrl = natsAs('admin').nats!;
 
     // ClickHouse: the embedded engine (served over HTTP) unless a server is given.
     const ch: ClickHouse = await openClickHouse(clickhouseTarget({ ...input, dataDir }));
@@ -94,14 +103,14 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     // The edge never captures netrig itself: this process, its nats-server, the endpoint.
     const edge: RunningEdge = await runEdge({
       ...input,
-      nats: natsUrl,
+      ...natsAs('edge'),
       excludePids: [...(nats ? [nats.pid] : []), ...String(input.excludePids ?? '').split(',').filter(Boolean).map(Number)],
       excludePorts: [...(endpoint ? [endpoint.port] : []), ...localPort(input.clickhouseUrl), ...String(input.excludePorts ?? '').split(',').filter(Boolean).map(Number)],
     });
     undo.push(() => edge.stop());
 
     const processor: RunningProcessor = await runProcessor(
-      { ...input, nats: natsUrl, metricsPort: input.processorMetricsPort ?? 0 },
+      { ...input, ...natsAs('processor'), metricsPort: input.processorMetricsPort ?? 0 },
       { ch },
     );
     undo.push(() => processor.stop());
@@ -109,7 +118,7 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     const summary = new Summary(edge.edge, processor.processor, ch, processor.nc, out, intValue('summary-interval', input.summaryInterval ?? 1, 1, 3600) * 1000);
     summary.start();
     undo.push(() => summary.stop());
-    log.info({ nats: natsUrl, clickhouse: endpointUrl ?? ch.where, dataDir }, 'netrig up: running; Ctrl-C stops it');
+    log.info({ nats: natsUrl, natsAuth: nats ? join(dataDir, 'nats-auth') : undefined, natsTlsCa: nats?.tlsCa ?? undefined, clickhouse: endpointUrl ?? ch.where, dataDir }, 'netrig up: running; Ctrl-C stops it');
     return { endpointUrl, natsUrl, stop: stopAll };
   } catch (err) {
     await stopAll();
