@@ -26,7 +26,9 @@ const API = '$JS.API';
 /** Creating a stream if it is missing, and reading its info. */
 const ensure = (stream: string) => [`${API}.STREAM.INFO.${stream}`, `${API}.STREAM.CREATE.${stream}`];
 /** Ordered (ephemeral) consumers: KV watch and keys, with their flow control. */
-const watch = (stream: string) => [`${API}.CONSUMER.CREATE.${stream}`, `${API}.CONSUMER.CREATE.${stream}.>`, `${API}.CONSUMER.DELETE.${stream}.*`, `$JS.FC.${stream}.>`];
+const watch = (stream: string) => [
+  `${API}.CONSUMER.CREATE.${stream}`, `${API}.CONSUMER.CREATE.${stream}.>`, `${API}.CONSUMER.INFO.${stream}.*`, `${API}.CONSUMER.DELETE.${stream}.*`, `$JS.FC.${stream}.>`,
+];
 /** Reading one KV entry (direct get, or the stream message API when direct get is off). */
 const get = (stream: string) => [`${API}.DIRECT.GET.${stream}.>`, `${API}.STREAM.MSG.GET.${stream}`];
 const kvStream = (bucket: string) => `KV_${bucket}`;
