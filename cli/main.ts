@@ -6,7 +6,7 @@ import { Command, Option } from 'commander';
 import { ConfigError, NetrigError } from '../lib/errors.js';
 import { rootLogger } from '../lib/logger.js';
 import { controlBucket, controlKey, runEdge, type CaptureOverrides } from '../edge/index.js';
-import { connectNats } from '../lib/nats.js';
+import { connectNats, natsPermissionError } from '../lib/nats.js';
 import { logger } from '../lib/logger.js';
 import { DEFAULT_MAX_CONNECTIONS, runProcessor } from '../processors/index.js';
 import { runReplay } from '../processors/replay.js';
@@ -17,7 +17,8 @@ import { up } from './up.js';
 
 const program = new Command('netrig').description('eBPF network observability: kernel → NATS JetStream → ClickHouse');
 
-function fail(err: unknown): never {
+function fail(failure: unknown): never {
+  const err = natsPermissionError(failure) ?? failure;
   if (err instanceof NetrigError) {
     process.stderr.write(`netrig: ${err.message}\n`);
     if (err.cause && process.env.NETRIG_LOG_LEVEL === 'debug') process.stderr.write(`cause: ${String((err.cause as Error).stack ?? err.cause)}\n`);

@@ -100,3 +100,12 @@ export class NatsTlsError extends NetrigError {
     options);
   }
 }
+
+/** NATS denied the credential a subject: a credential of the wrong role, or a server config without that grant. */
+export class NatsPermissionError extends NetrigError {
+  readonly subject: string;
+  constructor(operation: string, subject: string, options?: ErrorOptions) {
+    super('ERR_NATS_PERMISSION', `NATS denied this credential ${operation} on ${subject}: use a credential whose role allows it (netrig up: admin for configure, status and replay; see <data-dir>/nats-auth/)`, options);
+    this.subject = subject;
+  }
+}

@@ -9,7 +9,7 @@ import {
   AuthorizationError, connect, credsAuthenticator, PermissionViolationError, UserAuthenticationExpiredError,
   type ConnectionOptions, type NatsConnection,
 } from '@nats-io/transport-node';
-import { ConfigError, NatsAuthError, NatsTlsError, PrerequisiteError } from './errors.js';
+import { ConfigError, NatsAuthError, NatsPermissionError, NatsTlsError, PrerequisiteError } from './errors.js';
 import type { Logger } from './logger.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
@@ -65,10 +65,14 @@ export function natsConnectOptions(input: NatsClientInput, name: string): Connec
   return o;
 }
 
-/** Whether `err` (or an error in its cause chain) is of class `cls`. */
+/** The error of class `cls` in `err`'s cause chain (`err` included), if any. */
+function causeOf<T extends Error>(err: unknown, cls: abstract new (...a: never[]) => T): T | null {
+  for (let e = err, depth = 0; e && depth < 8; e = (e as Error).cause, depth++) if (e instanceof cls) return e;
+  return null;
+}
+
 function causedBy(err: unknown, cls: abstract new (...a: never[]) => Error): boolean {
-  for (let e = err, depth = 0; e && depth < 8; e = (e as Error).cause, depth++) if (e instanceof cls) return true;
-  return false;
+  return causeOf(err, cls) !== null;
 }
 
 /** The TLS verification code (node's `err.code`, e.g. SELF_SIGNED_CERT_IN_CHAIN) in the cause chain, if any. */
@@ -118,4 +122,10 @@ export function isJsApiError(err: unknown, code: JetStreamApiCodes): boolean {
 /** Whether `err` is NATS refusing this credential a subject (a publish, subscription or JetStream API request). */
 export function isPermissionDenied(err: unknown): boolean {
   return causedBy(err, PermissionViolationError);
+}
+
+/** `err` as a NatsPermissionError when NATS denied a subject, else null. */
+export function natsPermissionError(err: unknown): NatsPermissionError | null {
+  const pe = causeOf(err, PermissionViolationError);
+  return pe ? new NatsPermissionError(pe.operation === 'publish' ? 'publish' : 'subscribe', pe.subject, { cause: err }) : null;
 }

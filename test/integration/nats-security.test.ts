@@ -29,6 +29,7 @@ import { startOwnedNatsServer, type OwnedNatsServer } from '../../lib/nats-serve
 import { runProcessor } from '../../processors/index.js';
 import { Role } from '../../schemas/records.js';
 import { onExit, uniqueToken } from '../helpers/cleanup.js';
+import { runCli, splitStderr } from '../helpers/cli.js';
 import { testLogger } from '../helpers/edge-run.js';
 import { startNatsServer } from '../helpers/nats-server.js';
 import { blob, connClose } from '../helpers/records.js';
@@ -172,6 +173,24 @@ describe('roles on one server', () => {
     for (const stream of [STREAM, 'NETRIG_DLQ', `KV_${CONTROL_BUCKET}`]) await assert.rejects(jsm.streams.delete(stream), denied, `no delete of ${stream}`);
     await assert.rejects(jetstream(nc).publish(`${PREFIX}.x.y.z`, 'forged'), denied, 'no raw publish');
     await assert.rejects((await new Kvm(nc).open(CONTROL_BUCKET)).put('default', '{}'), denied, 'no put into netrig_capture');
+  });
+
+  test('commands: no credential, or one of the wrong role, is one clear line; admin configures', async () => {
+    const url = ['--nats', s.server.url];
+    const role = (r: 'edge' | 'admin') => ['--nats-user', r, '--nats-password', s.server.client(r).natsPassword!];
+    const oneLine = (r: { code: number | null; stderr: string }, pattern: RegExp) => {
+      assert.equal(r.code, 1, r.stderr);
+      const { plain } = splitStderr(r.stderr);
+      assert.equal(plain.length, 1, r.stderr);
+      assert.match(plain[0], pattern);
+    };
+    oneLine(await runCli(['status', ...url]), /^netrig: NATS at \S+ requires credentials: pass --nats-user/);
+    oneLine(await runCli(['configure', ...url, ...role('edge'), '--sample-rate', '0.5']), /^netrig: NATS denied this credential publish on \$KV\.netrig_capture\.default: use a credential whose role allows it/);
+    const set = await runCli(['configure', ...url, ...role('admin'), '--region', 'cli', '--sample-rate', '0.5']);
+    assert.equal(set.code, 0, set.stderr);
+    const show = await runCli(['configure', ...url, ...role('admin'), '--region', 'cli', '--show']);
+    assert.deepEqual(JSON.parse(show.stdout), { sampleRate: '0.5' });
+    assert.equal((await runCli(['configure', ...url, ...role('admin'), '--region', 'cli', '--clear'])).code, 0);
   });
 
   test('admin may do all of it', async () => {
