@@ -11,14 +11,14 @@
  * if the owner is killed outright.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { PortInUseError, PrerequisiteError } from './errors.js';
 import type { Logger } from './logger.js';
 import { renderNatsConfig, type NatsGrants } from './nats-config.js';
-import { secretFile } from './nats-secrets.js';
+import { privateDir, secretFile } from './nats-secrets.js';
 import { ensureNatsTls } from './nats-tls.js';
 import type { NatsClientInput } from './nats.js';
 
@@ -64,8 +64,8 @@ export async function startOwnedNatsServer(o: OwnedNatsOptions): Promise<OwnedNa
     throw new PrerequisiteError("nats-server is not installed: run 'scripts/setup.sh' (it installs Debian's nats-server) or pass --nats to use a running one");
   }
   const host = o.host ?? '127.0.0.1';
-  const storeDir = join(o.dataDir, 'nats');
-  mkdirSync(storeDir, { recursive: true });
+  // Encrypted or not, stream names and subjects (regions, nodes) are no one else's business.
+  const storeDir = privateDir(join(o.dataDir, 'nats'));
   const authDir = join(o.dataDir, 'nats-auth');
   const passwords = Object.fromEntries(Object.keys(o.roles).map((role) => [role, secretFile(authDir, `${role}.password`).value]));
   const wildcard = host === '0.0.0.0' || host === '::';
