@@ -120,7 +120,7 @@ export async function startOwnedNatsServer(o: OwnedNatsOptions): Promise<OwnedNa
     tlsCa: tls?.ca ?? null,
     client(role: string): NatsClientInput {
       if (!(role in passwords)) throw new Error(`no NATS role ${role}`);
-      return { nats: url, natsUser: role, natsPassword: passwords[role], natsTlsCa: tls?.ca };
+      return { nats: url, natsUser: role, natsPassword: passwords[role], natsTlsCa: tls?.ca, natsCreds: undefined };
     },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
