@@ -23,7 +23,7 @@ import { Edge } from '../../edge/edge.js';
 import { FileSource } from '../../edge/file-source.js';
 import type { CaptureSettings } from '../../edge/libbpf-source.js';
 import { NatsAuthError, NatsTlsError } from '../../lib/errors.js';
-import { Heartbeat, readStatus, type EdgeStatus } from '../../lib/heartbeat.js';
+import { Heartbeat, readProcessors, readStatus, type EdgeStatus } from '../../lib/heartbeat.js';
 import { connectNats, isPermissionDenied, type NatsClientInput } from '../../lib/nats.js';
 import { startOwnedNatsServer, type OwnedNatsServer } from '../../lib/nats-server.js';
 import { runProcessor } from '../../processors/index.js';
@@ -163,6 +163,7 @@ describe('roles on one server', () => {
         got = await rows<{ n: string }>(ch, `SELECT count() AS n FROM ${ch.database}.connections WHERE node = '${node}'`);
         return Number(got[0].n) === closes.length;
       }, 30_000, () => JSON.stringify(got));
+      assert.equal((await readProcessors(running.nc, ch.database)).length, 1, 'the processor role reads the heartbeats (netrig up\'s summary does)');
       await waitFor('the dead letter', async () => (await adminJsm.streams.info('NETRIG_DLQ').catch(() => null))?.state.messages === 1, 30_000);
     } finally {
       await running.stop();
