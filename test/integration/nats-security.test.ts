@@ -4,9 +4,10 @@
  * publishes, capture control watch, heartbeats) but cannot read the raw stream, delete it or
  * change capture settings; the processor role runs a whole processor (consumers, leases,
  * dead letters, heartbeats) but cannot delete streams or publish raw envelopes; admin can do
- * all of that. The JetStream store holds no plaintext of what is published, and after a
- * restart the same passwords and key read it back. With TLS, a client that trusts the CA
- * connects and one that does not is refused.
+ * all of that. The JetStream store holds no plaintext of what is published (a store written
+ * before encryption is encrypted when loaded), and after a restart the same passwords and key
+ * read it back. With TLS, a client that trusts the CA connects and one that does not is
+ * refused.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -41,8 +42,8 @@ const SHARDS = 4;
 const log = testLogger('nats-security');
 
 /** An owned nats-server on a free port with a temporary data dir; undo() stops it and removes the dir. */
-async function ownedServer(o: { tls?: boolean; dataDir?: string } = {}): Promise<{ server: OwnedNatsServer; dataDir: string; undo(): Promise<void> }> {
-  const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), `netrig-natsauth-${process.pid}-`));
+async function ownedServer(o: { tls?: boolean } = {}): Promise<{ server: OwnedNatsServer; dataDir: string; undo(): Promise<void> }> {
+  const dataDir = mkdtempSync(join(tmpdir(), `netrig-natsauth-${process.pid}-`));
   const unregister = onExit(`nats data ${dataDir}`, () => rmSync(dataDir, { recursive: true, force: true }));
   let server: OwnedNatsServer | undefined;
   const undo = async () => {
@@ -209,53 +210,55 @@ describe('roles on one server', () => {
   });
 });
 
-test('the store holds no plaintext of what is published; after a restart the same passwords and key read it back', async () => {
+test('the store holds no plaintext, one written before encryption included; after a restart the same passwords and key read it back', async () => {
+  const before = `netrig-plaintext-marker-${uniqueToken('before')}`;
   const marker = `netrig-plaintext-marker-${uniqueToken('m')}`;
-  // The same grep finds the marker in a store without encryption: the check can fail.
-  const plain = await startNatsServer();
+  const dataDir = mkdtempSync(join(tmpdir(), `netrig-natsauth-${process.pid}-`));
+  const unregister = onExit(`nats data ${dataDir}`, () => rmSync(dataDir, { recursive: true, force: true }));
+  const storeDir = join(dataDir, 'nats');
+  const holding = (text: string) => filesUnder(storeDir).filter((f) => readFileSync(f).includes(text));
   try {
-    const nc = await connectNats({ nats: plain.url }, 'plain', log);
-    await (await jetstreamManager(nc)).streams.add({ name: STREAM, subjects: [`${PREFIX}.>`] });
-    await jetstream(nc).publish(`${PREFIX}.r.n.0`, marker);
-    await nc.close();
-    await plain.stop();
-    assert.ok(filesUnder(plain.storeDir).some((f) => readFileSync(f).includes(marker)), 'an unencrypted store shows the marker');
-  } finally {
-    await plain.cleanup();
-  }
+    // A store written without encryption (netrig before it): the same grep finds the marker there.
+    const plain = await startNatsServer({ storeDir });
+    try {
+      const nc = await connectNats({ nats: plain.url }, 'plain', log);
+      await (await jetstreamManager(nc)).streams.add({ name: STREAM, subjects: [`${PREFIX}.>`] });
+      await jetstream(nc).publish(`${PREFIX}.r.n.0`, before);
+      await nc.close();
+    } finally {
+      await plain.cleanup();
+    }
+    assert.notDeepEqual(holding(before), [], 'an unencrypted store shows the marker');
 
-  const s = await ownedServer();
-  try {
-    const edge = await connectNats(s.server.client('edge'), 'edge', log);
-    await (await jetstreamManager(await as(s.server.client('admin'), 'admin'))).streams.add({ name: STREAM, subjects: [`${PREFIX}.>`] });
-    await jetstream(edge).publish(`${PREFIX}.r.n.0`, marker);
-    await edge.close();
-    await closeAll();
-    // Stopped, the server has written everything it holds.
-    await s.server.stop();
-    const files = filesUnder(join(s.dataDir, 'nats'));
-    assert.ok(files.some((f) => f.endsWith('.blk') && statSync(f).size > marker.length), `the stream has a message block: ${files.join(' ')}`);
-    const leaks = files.filter((f) => readFileSync(f).includes(marker));
-    assert.deepEqual(leaks, [], 'no store file holds the marker');
+    const owned = await startOwnedNatsServer({ dataDir, port: 0, roles: natsRoles({ stream: STREAM, subjectPrefix: PREFIX }), log });
+    try {
+      const edge = await as(owned.client('edge'), 'edge');
+      await jetstream(edge).publish(`${PREFIX}.r.n.0`, marker);
+    } finally {
+      await closeAll();
+      // Stopped, the server has written everything it holds.
+      await owned.stop();
+    }
+    assert.ok(filesUnder(storeDir).some((f) => f.endsWith('.blk') && statSync(f).size > marker.length), 'the stream has a message block');
+    assert.deepEqual(holding(marker), [], 'no store file holds what was published');
+    assert.deepEqual(holding(before), [], 'nor what was published before encryption was on');
 
     // Restart on the same data dir: same passwords, same key.
-    const again = await startOwnedNatsServer({ dataDir: s.dataDir, port: 0, roles: natsRoles({ stream: STREAM, subjectPrefix: PREFIX }), log });
+    const again = await startOwnedNatsServer({ dataDir, port: 0, roles: natsRoles({ stream: STREAM, subjectPrefix: PREFIX }), log });
     try {
-      const admin = await as(again.client('admin'), 'admin-again');
-      const m = await (await jetstreamManager(admin)).streams.getMessage(STREAM, { last_by_subj: `${PREFIX}.r.n.0` });
-      assert.equal(m?.string(), marker, 'the message reads back');
-      const consumer = await jetstream(admin).consumers.get(STREAM);
-      assert.equal((await consumer.next({ expires: 5000 }))?.string(), marker, 'a consumer reads it back');
+      const consumer = await jetstream(await as(again.client('admin'), 'admin-again')).consumers.get(STREAM);
+      const got: string[] = [];
+      for (let i = 0; i < 2; i++) got.push((await consumer.next({ expires: 5000 }))?.string() ?? '(nothing)');
+      assert.deepEqual(got, [before, marker], 'a consumer reads both back');
     } finally {
       await closeAll();
       await again.stop();
     }
   } finally {
-    await closeAll();
-    await s.undo();
+    rmSync(dataDir, { recursive: true, force: true });
+    unregister();
   }
 });
-
 test('TLS: a client that trusts the CA connects; one that does not is refused with a clear error', async () => {
   const s = await ownedServer({ tls: true });
   try {
