@@ -2,7 +2,8 @@
  * `netrig up`: the whole pipeline on this host. A nats-server of its own (or --nats), the
  * embedded ClickHouse engine under the data dir served on a ClickHouse-compatible HTTP
  * endpoint (or --clickhouse-url), a processor and the edge; a live summary until Ctrl-C,
- * then everything stops in reverse order with nothing left attached or running.
+ * then everything stops in reverse order with nothing left attached or running. With its
+ * own nats-server, the edge and the processor each connect in their role (cli/nats-roles.ts).
  */
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -82,7 +83,7 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
       undo.push(() => nats!.stop());
     }
     const natsAs = (role: NatsRole): NatsClientInput => nats?.client(role) ?? input;
-    const natsUrl = natsAs('admin').nats!;
+    const natsUrl = nats?.url ?? input.nats!;
 
     // ClickHouse: the embedded engine (served over HTTP) unless a server is given.
     const ch: ClickHouse = await openClickHouse(clickhouseTarget({ ...input, dataDir }));
