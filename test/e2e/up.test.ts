@@ -299,6 +299,8 @@ describe('netrig up as a user runs it', () => {
     const end = await up!.stop('SIGINT', 60_000);
     assert.deepEqual(end, { code: 0, signal: null }, `exit code 0 after SIGINT:\n${up!.tail()}`);
     assert.ok(up!.logs.some((l) => l.msg === 'bpf programs detached'), 'it logged the detach');
+    // Its edge and processor ran in their NATS roles, from start to stop, with every subject they use granted.
+    assert.deepEqual(up!.logs.filter((l) => /NATS denied/.test(l.msg ?? '')), [], 'no part of it was denied a NATS subject');
 
     // Nothing of it runs: its nats-server is gone, nothing mentions the data dir.
     assert.ok(await pollUntil(() => !cmdline(natsPid).includes(dataDir), 15_000), `its nats-server (pid ${natsPid}) is gone`);
