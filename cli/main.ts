@@ -3,11 +3,11 @@
  * The netrig command line: up, edge, process, query, report.
  */
 import { constants } from 'node:os';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { ConfigError, NetrigError } from '../lib/errors.js';
 import { rootLogger } from '../lib/logger.js';
 import { controlBucket, controlKey, runEdge, type CaptureOverrides } from '../edge/index.js';
-import { connectNats } from '../lib/nats.js';
+import { connectNats, natsPermissionError } from '../lib/nats.js';
 import { logger } from '../lib/logger.js';
 import { DEFAULT_MAX_CONNECTIONS, runProcessor } from '../processors/index.js';
 import { runReplay } from '../processors/replay.js';
@@ -18,7 +18,8 @@ import { up } from './up.js';
 
 const program = new Command('netrig').description('eBPF network observability: kernel → NATS JetStream → ClickHouse');
 
-function fail(err: unknown): never {
+function fail(failure: unknown): never {
+  const err = natsPermissionError(failure) ?? failure;
   if (err instanceof NetrigError) {
     process.stderr.write(`netrig: ${err.message}\n`);
     if (err.cause && process.env.NETRIG_LOG_LEVEL === 'debug') process.stderr.write(`cause: ${String((err.cause as Error).stack ?? err.cause)}\n`);
@@ -66,8 +67,14 @@ async function queryAndPrint(opts: QueryTargetInput & { format: string }, sql: (
   }
 }
 
+/** How a command reaches NATS: URL, credentials (lib/nats.ts natsConnectOptions builds the connect options). */
 function natsOption(cmd: Command): Command {
-  return cmd.option('--nats <url>', 'NATS server URL(s), comma-separated');
+  return cmd
+    .option('--nats <url>', 'NATS server URL(s), comma-separated')
+    .option('--nats-creds <file>', 'NATS credentials file (.creds)')
+    .option('--nats-user <user>', 'NATS user (netrig up: edge, processor or admin)')
+    .addOption(new Option('--nats-password <password>', 'password of --nats-user').env('NETRIG_NATS_PASSWORD'))
+    .option('--nats-tls-ca <file>', 'CA certificate that signed the NATS server\'s (netrig up: <data-dir>/nats-tls/ca.pem)');
 }
 
 function edgeOptions(cmd: Command): Command {
@@ -120,6 +127,8 @@ function processorOptions(cmd: Command): Command {
 clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up')))))
   .description('run the whole pipeline on this host: nats-server, edge, processor, embedded ClickHouse with an HTTP endpoint')
   .option('--nats-port <port>', 'port of the nats-server netrig starts (when --nats is not given)', '4222')
+  .option('--nats-host <addr>', 'listen address of the nats-server netrig starts; beyond loopback it speaks TLS only', '127.0.0.1')
+  .option('--nats-tls', 'TLS on the nats-server netrig starts even on loopback')
   .option('--http-port <port>', 'port of the ClickHouse-compatible HTTP endpoint on 127.0.0.1', '8123')
   .option('--user <name>', 'user the HTTP endpoint accepts', 'default')
   .option('--password <password>', 'password the HTTP endpoint requires', '')
@@ -186,7 +195,7 @@ natsOption(program.command('configure'))
   .option('--show', 'print the overrides of this scope')
   .action(async (opts) => {
     try {
-      const nc = await connectNats(opts.nats ?? 'nats://127.0.0.1:4222', 'netrig-configure', logger('configure'));
+      const nc = await connectNats(opts, 'netrig-configure', logger('configure'));
       try {
         const kv = await controlBucket(nc);
         const key = controlKey(opts.region, opts.node);
@@ -216,7 +225,7 @@ natsOption(program.command('status'))
   .description('processors and edges running now, from their heartbeats in NATS')
   .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
   .action(async (opts) => {
-    const nc = await connectNats(opts.nats ?? 'nats://127.0.0.1:4222', 'netrig-status', logger('status')).catch(fail);
+    const nc = await connectNats(opts, 'netrig-status', logger('status')).catch(fail);
     try {
       await printStatus(nc, opts.format, process.stdout);
     } catch (err) {

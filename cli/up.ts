@@ -2,7 +2,8 @@
  * `netrig up`: the whole pipeline on this host. A nats-server of its own (or --nats), the
  * embedded ClickHouse engine under the data dir served on a ClickHouse-compatible HTTP
  * endpoint (or --clickhouse-url), a processor and the edge; a live summary until Ctrl-C,
- * then everything stops in reverse order with nothing left attached or running.
+ * then everything stops in reverse order with nothing left attached or running. With its
+ * own nats-server, the edge and the processor each connect in their role (cli/nats-roles.ts).
  */
 import { join, resolve } from 'node:path';
 import { runEdge, type EdgeInput, type RunningEdge } from '../edge/index.js';
@@ -11,14 +12,20 @@ import { lockDataDir } from '../lib/data-dir.js';
 import { ClickHouseEndpoint } from '../lib/clickhouse-endpoint.js';
 import { intValue } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
+import type { NatsClientInput } from '../lib/nats.js';
 import { startOwnedNatsServer, type OwnedNatsServer } from '../lib/nats-server.js';
 import { clickhouseTarget, runProcessor, type RunningProcessor } from '../processors/index.js';
 import { writeEndpoint } from './endpoint-file.js';
+import { natsRoles, type NatsRole } from './nats-roles.js';
 import { Summary } from './summary.js';
 
 export interface UpInput extends EdgeInput {
   dataDir?: string;
   natsPort?: string | number;
+  /** Listen address of the owned nats-server; beyond loopback it speaks TLS only. */
+  natsHost?: string;
+  /** TLS on the owned nats-server even on loopback. */
+  natsTls?: boolean;
   clickhouseUrl?: string;
   clickhouseUser?: string;
   clickhousePassword?: string;
@@ -66,14 +73,17 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     }
   };
   try {
-    // NATS: our own server unless one is given.
+    // NATS: our own server unless one is given; with our own, each part connects in its role.
     let nats: OwnedNatsServer | null = null;
-    let natsUrl = input.nats;
-    if (!natsUrl) {
-      nats = await startOwnedNatsServer(intValue('nats-port', input.natsPort ?? 4222, 0, 65535), join(dataDir, 'nats'), log);
+    if (!input.nats) {
+      nats = await startOwnedNatsServer({
+        dataDir, host: input.natsHost, port: intValue('nats-port', input.natsPort ?? 4222, 0, 65535), tls: input.natsTls, log,
+        roles: natsRoles({ stream: input.stream ?? 'NETRIG_RAW', subjectPrefix: input.subjectPrefix ?? 'netrig.raw' }),
+      });
       undo.push(() => nats!.stop());
-      natsUrl = nats.url;
     }
+    const natsAs = (role: NatsRole): NatsClientInput => nats?.client(role) ?? input;
+    const natsUrl = nats?.url ?? input.nats!;
 
     // ClickHouse: the embedded engine (served over HTTP) unless a server is given.
     const ch: ClickHouse = await openClickHouse(clickhouseTarget({ ...input, dataDir }));
@@ -95,14 +105,14 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     // The edge shares this process with the engine, which writes the data dir as its owner: it stays root.
     const edge: RunningEdge = await runEdge({
       ...input,
-      nats: natsUrl,
+      ...natsAs('edge'),
       excludePids: [...(nats ? [nats.pid] : []), ...String(input.excludePids ?? '').split(',').filter(Boolean).map(Number)],
       excludePorts: [...(endpoint ? [endpoint.port] : []), ...localPort(input.clickhouseUrl), ...String(input.excludePorts ?? '').split(',').filter(Boolean).map(Number)],
     });
     undo.push(() => edge.stop());
 
     const processor: RunningProcessor = await runProcessor(
-      { ...input, nats: natsUrl, metricsPort: input.processorMetricsPort ?? 0 },
+      { ...input, ...natsAs('processor'), metricsPort: input.processorMetricsPort ?? 0 },
       { ch },
     );
     undo.push(() => processor.stop());
@@ -110,7 +120,7 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     const summary = new Summary(edge.edge, processor.processor, ch, processor.nc, out, intValue('summary-interval', input.summaryInterval ?? 1, 1, 3600) * 1000);
     summary.start();
     undo.push(() => summary.stop());
-    log.info({ nats: natsUrl, clickhouse: endpointUrl ?? ch.where, dataDir }, 'netrig up: running; Ctrl-C stops it');
+    log.info({ nats: natsUrl, natsAuth: nats ? join(dataDir, 'nats-auth') : undefined, natsTlsCa: nats?.tlsCa ?? undefined, clickhouse: endpointUrl ?? ch.where, dataDir }, 'netrig up: running; Ctrl-C stops it');
     return { endpointUrl, natsUrl, stop: stopAll };
   } catch (err) {
     await stopAll();

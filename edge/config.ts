@@ -6,12 +6,12 @@ import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../lib/errors.js';
 import { bytesValue, choiceValue, durationSeconds, intList, intValue, powerOfTwo, tokenValue } from '../lib/config.js';
+import type { NatsClientInput } from '../lib/nats.js';
 import type { EdgeOptions } from './edge.js';
 import type { CaptureSettings, LibbpfSourceOptions } from './libbpf-source.js';
 
 /** Options as the CLI or a caller gives them; strings where a user types them. */
-export interface EdgeInput {
-  nats?: string;
+export interface EdgeInput extends NatsClientInput {
   region?: string;
   node?: string;
   shards?: number | string;

@@ -61,7 +61,7 @@ export async function runEdge(input: EdgeInput): Promise<RunningEdge> {
   const log = logger('edge');
   const cfg = edgeConfig(input);
   cfg.source.settings.exclude.ports.push(...localNatsPorts(cfg.nats));
-  const nc: NatsConnection = await connectNats(cfg.nats, `netrig-edge-${cfg.edge.node}`, log);
+  const nc: NatsConnection = await connectNats({ ...input, nats: cfg.nats }, `netrig-edge-${cfg.edge.node}`, log);
   let source: LibbpfSource | null = null;
   let server: Server | null = null;
   let control: CaptureControl | null = null;

@@ -101,3 +101,34 @@ export class LiveDatabaseError extends NetrigError {
     this.database = database;
   }
 }
+
+/** NATS refused the credentials (none given, wrong user or password, an expired or unknown .creds). */
+export class NatsAuthError extends NetrigError {
+  /** `user`: the user name tried, a description of the credential, or null when none was given. */
+  constructor(servers: string, user: string | null, options?: ErrorOptions) {
+    super('ERR_NATS_AUTH', user
+      ? `NATS at ${servers} refused user ${user}: check --nats-user/--nats-password or --nats-creds (netrig up keeps its role passwords in <data-dir>/nats-auth/)`
+      : `NATS at ${servers} requires credentials: pass --nats-user and --nats-password (or NETRIG_NATS_PASSWORD), or --nats-creds (netrig up keeps its role passwords in <data-dir>/nats-auth/)`,
+    options);
+  }
+}
+
+/** The TLS handshake with NATS failed: the server's certificate is not trusted (or its name does not match). */
+export class NatsTlsError extends NetrigError {
+  /** `reason`: node's TLS error code, e.g. SELF_SIGNED_CERT_IN_CHAIN. */
+  constructor(servers: string, reason: string, caGiven: boolean, options?: ErrorOptions) {
+    super('ERR_NATS_TLS', caGiven
+      ? `NATS at ${servers}: TLS failed (${reason}): the certificate does not match --nats-tls-ca or the host name in the URL`
+      : `NATS at ${servers} requires TLS and its certificate is not trusted (${reason}): pass --nats-tls-ca <file> (netrig up writes <data-dir>/nats-tls/ca.pem)`,
+    options);
+  }
+}
+
+/** NATS denied the credential a subject: a credential of the wrong role, or a server config without that grant. */
+export class NatsPermissionError extends NetrigError {
+  readonly subject: string;
+  constructor(operation: string, subject: string, options?: ErrorOptions) {
+    super('ERR_NATS_PERMISSION', `NATS denied this credential ${operation} on ${subject}: use a credential whose role allows it (netrig up: admin for configure, status and replay; see <data-dir>/nats-auth/)`, options);
+    this.subject = subject;
+  }
+}

@@ -19,7 +19,7 @@ import { Heartbeat, instanceId, type ProcessorStatus } from '../lib/heartbeat.js
 import { hostname } from 'node:os';
 import { serveMetrics } from '../lib/metrics-server.js';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { connectNats } from '../lib/nats.js';
+import { connectNats, type NatsClientInput } from '../lib/nats.js';
 import { identifier } from '../schemas/migrate.js';
 import { dnsFunction } from './dns/index.js';
 import { http1Function } from './http1/index.js';
@@ -49,8 +49,7 @@ export const FUNCTIONS: Readonly<Record<string, ProcessingFunction>> = {
 };
 
 /** Options as the CLI gives them. */
-export interface ProcessInput {
-  nats?: string;
+export interface ProcessInput extends NatsClientInput {
   functions?: string;
   shards?: string | number;
   stream?: string;
@@ -117,7 +116,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
   let nc: NatsConnection | undefined;
   let ch: ClickHouse | undefined = shared?.ch;
   try {
-    nc = await connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-processor', log);
+    nc = await connectNats(input, 'netrig-processor', log);
     ch ??= await openClickHouse(clickhouseTarget(input));
     const id = instanceId();
     const processor = await Processor.start({
@@ -133,7 +132,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
       ttlDays: intValue('ttl-days', input.ttlDays ?? 30, 1, 3650),
       maxPendingRows: 200_000,
       maxConnections: intValue('max-connections', input.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1000, 100_000_000),
-      connect: () => connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-processor-lanes', log),
+      connect: () => connectNats(input, 'netrig-processor-lanes', log),
       rowOptions: rowOptions(input),
     });
     const chRef = ch;

@@ -51,7 +51,7 @@ export async function runReplay(input: ReplayInput, shared?: { ch?: ClickHouse }
   if (database === 'netrig') throw new ConfigError('database', 'a replay writes into a separate database: name one other than the live "netrig"');
   const functions = selectFunctions(input.functions);
   const shardCount = intValue('shards', input.shards ?? 16, 1, 1024);
-  const nc = await connectNats(input.nats ?? 'nats://127.0.0.1:4222', 'netrig-replay', log);
+  const nc = await connectNats(input, 'netrig-replay', log);
   try {
     const ch = shared?.ch ?? (await openClickHouse(clickhouseTarget({ ...input, database })));
     try {

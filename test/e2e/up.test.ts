@@ -107,6 +107,8 @@ describe('netrig up as a user runs it', () => {
   const paths = [`/t/${token}?t=${token}`, `/small.txt?t=${token}`, `/status/404?t=${token}`];
   const storedPaths = paths.map((p) => p.replace(`?t=${token}`, '?t=***'));
   const statuses = [200, 200, 404];
+  /** The processor role's credential of up's nats-server, as its data dir holds it. */
+  const processorCredential = () => ['--nats-user', 'processor', '--nats-password', readFileSync(join(dataDir, 'nats-auth', 'processor.password'), 'utf8').trim()];
   const rowsSql = () => `SELECT role, method, path, status, host FROM http_requests
     WHERE client_port = ${clientPort} AND client_addr = toIPv6('::ffff:${hosts!.client.addr}') ORDER BY role, req_pos`;
 
@@ -180,7 +182,8 @@ describe('netrig up as a user runs it', () => {
     assert.equal(pids.length, 1, `one nats-server with its store under the data dir: ${pids.map(cmdline).join(' | ')}`);
     natsPid = pids[0];
     assert.match(cmdline(natsPid), /^nats-server /, 'that process is nats-server');
-    assert.match(cmdline(natsPid), new RegExp(`-p ${natsPort} `), 'on the port asked for');
+    assert.equal(cmdline(natsPid).trimEnd(), `nats-server -c ${join(dataDir, 'nats.conf')}`, 'run from the configuration it wrote');
+    assert.match(readFileSync(join(dataDir, 'nats.conf'), 'utf8'), new RegExp(`^port: ${natsPort}$`, 'm'), 'on the port asked for');
   });
 
   test('stdout is not a terminal: one plain summary line per second with records/s', async () => {
@@ -231,7 +234,7 @@ describe('netrig up as a user runs it', () => {
     assert.ok(clientPort > 0, 'traffic was made');
     const url = `http://127.0.0.1:${httpPort}`;
     second = spawnCli([
-      'process', '--nats', `nats://127.0.0.1:${natsPort}`, '--clickhouse-url', url, '--clickhouse-password', password,
+      'process', '--nats', `nats://127.0.0.1:${natsPort}`, ...processorCredential(), '--clickhouse-url', url, '--clickhouse-password', password,
       '--database', otherDb, '--functions', 'http1,tcp', '--metrics-port', '0',
     ]);
     const running = await second.waitLog("'processor running'", (l) => /^processor running/.test(l.msg ?? ''));
@@ -268,7 +271,7 @@ describe('netrig up as a user runs it', () => {
 
   test('ClickHouse unreachable: `netrig process` says it cannot reach ClickHouse', async () => {
     const closed = await freePort();
-    const r = await runCli(['process', '--nats', `nats://127.0.0.1:${natsPort}`, '--clickhouse-url', `http://127.0.0.1:${closed}`,
+    const r = await runCli(['process', '--nats', `nats://127.0.0.1:${natsPort}`, ...processorCredential(), '--clickhouse-url', `http://127.0.0.1:${closed}`,
       '--database', `netrig_unreachable_${process.pid}`, '--metrics-port', '0']);
     assertOneLineError(r, new RegExp(`cannot reach ClickHouse at http://127\\.0\\.0\\.1:${closed}`), 'ClickHouse unreachable');
   });
@@ -299,6 +302,8 @@ describe('netrig up as a user runs it', () => {
     const end = await up!.stop('SIGINT', 60_000);
     assert.deepEqual(end, { code: 0, signal: null }, `exit code 0 after SIGINT:\n${up!.tail()}`);
     assert.ok(up!.logs.some((l) => l.msg === 'bpf programs detached'), 'it logged the detach');
+    // Its edge and processor ran in their NATS roles, from start to stop, with every subject they use granted.
+    assert.deepEqual(up!.logs.filter((l) => /NATS denied/.test(l.msg ?? '')), [], 'no part of it was denied a NATS subject');
 
     // Nothing of it runs: its nats-server is gone, nothing mentions the data dir.
     assert.ok(await pollUntil(() => !cmdline(natsPid).includes(dataDir), 15_000), `its nats-server (pid ${natsPid}) is gone`);

@@ -70,7 +70,7 @@ export async function startEdge(opts: EdgeRunOptions): Promise<EdgeRun> {
     includeNetns: opts.netns,
   });
   const log = testLogger('edge');
-  const nc = await connectNats(config.nats, `netrig-test-edge-${token}`, log);
+  const nc = await connectNats({ nats: config.nats }, `netrig-test-edge-${token}`, log);
   let source: LibbpfSource | null = null;
   let unregister = () => {};
   try {
