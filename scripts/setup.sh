@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: the BPF toolchain, the real peers the tests talk to, and nats-server.
 PKGS=(clang llvm libbpf-dev libbpf1 bpftool nats-server iproute2 nftables nginx-light curl
-      nghttp2-client dnsutils unbound openssl tshark wrk)
+      nghttp2-client dnsutils unbound openssl tshark wrk zstd)
 installed=$(scripts/install-debs.sh "${PKGS[@]}")
 if [[ -n $installed ]]; then
   # nginx and unbound are peers the tests start themselves; the package's own services stay off.

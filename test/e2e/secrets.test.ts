@@ -4,10 +4,12 @@
  * the data dir, not the ClickHouse parts — and do with `--raw-secrets keep` and
  * `--keep-query-values`, which proves the search finds them when they are there.
  *
- * The request line itself travels unmasked in the raw stream (query values are masked in
- * rows, not at the edge), so the query value is looked for in the ClickHouse files only;
- * nginx sends the request's cookie back in its Set-Cookie. ClickHouse column files are
- * searched after decompressing their ZSTD blocks (zstd(1)), or the search could not fail.
+ * Two protections are checked apart: the edge's masking, by reading the raw stream through
+ * NATS (as the admin of `netrig up`'s nats-server): the header values are masked there, the
+ * request line is not (query values are masked in rows); and the store's encryption at
+ * rest, by searching the files: no secret is in them either way. nginx sends the request's
+ * cookie back in its Set-Cookie. ClickHouse column files are searched after decompressing
+ * their ZSTD blocks (zstd(1)), or the search could not fail.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,7 +18,10 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connectNats } from '../../lib/nats.js';
 import { cleanupAll, pollUntil } from '../helpers/cleanup-all.js';
+import { testLogger } from '../helpers/edge-run.js';
 import { onExit } from '../helpers/cleanup.js';
 import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
 import { freePort } from '../helpers/nats-server.js';
@@ -92,20 +97,41 @@ describe('secrets on disk', () => {
 
   after(() => cleanupAll(...children.map((c) => () => c.kill()), () => nginx?.stop(), () => hosts?.destroy(), ...temps));
 
+  /** Every message of the raw stream of the `netrig up` on `natsPort`, read as its admin. */
+  async function rawStream(dataDir: string, natsPort: number): Promise<Buffer> {
+    const natsPassword = readFileSync(join(dataDir, 'nats-auth', 'admin.password'), 'utf8').trim();
+    const nc = await connectNats({ nats: `nats://127.0.0.1:${natsPort}`, natsUser: 'admin', natsPassword }, 'netrig-test-secrets', testLogger('test'));
+    try {
+      const last = (await (await jetstreamManager(nc)).streams.info('NETRIG_RAW')).state.last_seq;
+      const consumer = await jetstream(nc).consumers.get('NETRIG_RAW');
+      const parts: Buffer[] = [];
+      for (let seq = 0; seq < last; ) {
+        const m = await consumer.next({ expires: 5000 });
+        if (!m) throw new Error(`raw stream: read ${seq} of ${last} messages`);
+        parts.push(Buffer.from(m.data));
+        seq = m.seq;
+      }
+      return Buffer.concat(parts);
+    } finally {
+      await nc.close();
+    }
+  }
+
   /**
    * `netrig up` with `flags` in a fresh data dir; curl sends the secrets and gets a Set-Cookie;
-   * once both rows of the exchange are in ClickHouse it stops with SIGINT. Returns the data dir
-   * and the rows' distinct paths.
+   * once both rows of the exchange are in ClickHouse, the raw stream is read and it stops with
+   * SIGINT. Returns the data dir, the rows' distinct paths and the raw stream's bytes.
    */
-  async function capture(flags: string[], secrets: Secrets): Promise<{ dataDir: string; paths: string[] }> {
+  async function capture(flags: string[], secrets: Secrets): Promise<{ dataDir: string; paths: string[]; stream: Buffer }> {
     const dataDir = mkdtempSync(join(tmpdir(), `netrig-secrets-${process.pid}-`));
     const unregister = onExit(`temp ${dataDir}`, () => rmSync(dataDir, { recursive: true, force: true }));
     temps.push(() => {
       rmSync(dataDir, { recursive: true, force: true });
       unregister();
     });
+    const natsPort = await freePort();
     const up = spawnCli([
-      'up', '--data-dir', dataDir, '--nats-port', String(await freePort()), '--http-port', String(await freePort()),
+      'up', '--data-dir', dataDir, '--nats-port', String(natsPort), '--http-port', String(await freePort()),
       '--metrics-port', '0', '--processor-metrics-port', '0',
       '--include-netns', `${hosts!.client.netnsIno()},${hosts!.server.netnsIno()}`, ...flags,
     ]);
@@ -126,37 +152,33 @@ describe('secrets on disk', () => {
       return paths.length >= 2;
     }, 60_000, 500);
     assert.ok(rows, `both ends of the exchange in http_requests within 60 s (${paths.length}):\n${up.tail(10)}`);
+    const stream = await rawStream(dataDir, natsPort);
     const end = await up.stop('SIGINT', 60_000);
     assert.deepEqual(end, { code: 0, signal: null }, `exit 0 after SIGINT:\n${up.tail()}`);
-    return { dataDir, paths: [...new Set(paths)] };
+    return { dataDir, paths: [...new Set(paths)], stream };
   }
 
-  test('by default no secret is in the NATS store or the ClickHouse files, and the masks are', async () => {
+  const headerSecrets = (s: Secrets) => [`Authorization: Bearer ${s.authorization}`, `Cookie: sid=${s.cookie}`, `Set-Cookie: ${setCookieValue(s)}`];
+
+  test('by default no secret is in the data dir, the raw stream holds the header values masked, rows the query values', async () => {
     const secrets = newSecrets();
-    const { dataDir: dir, paths } = await capture([], secrets);
-    for (const [what, secret] of Object.entries(secrets)) {
-      const inCh = filesContaining(dir, secret).filter((f) => !f.startsWith('nats/'));
-      assert.deepEqual(inCh, [], `${what} in ClickHouse files`);
-    }
-    for (const what of ['authorization', 'cookie'] as const) {
-      assert.deepEqual(filesContaining(join(dir, 'nats'), secrets[what]), [], `${what} in the NATS store`);
-    }
-    const raw = join(dir, 'nats');
+    const { dataDir: dir, paths, stream } = await capture([], secrets);
+    for (const [what, secret] of Object.entries(secrets)) assert.deepEqual(filesContaining(dir, secret), [], `${what} in files of the data dir`);
     const masked = (header: string, value: string) => `${header}: ${'*'.repeat(value.length)}`;
-    assert.ok(filesContaining(raw, masked('Authorization', `Bearer ${secrets.authorization}`)).length > 0, 'the masked Authorization value is in the raw stream');
-    assert.ok(filesContaining(raw, masked('Cookie', `sid=${secrets.cookie}`)).length > 0, 'the masked Cookie value is in the raw stream');
-    assert.ok(filesContaining(raw, masked('Set-Cookie', setCookieValue(secrets))).length > 0, 'the masked Set-Cookie value is in the raw stream');
+    for (const h of headerSecrets(secrets)) assert.ok(!stream.includes(h), `not in the raw stream: ${h}`);
+    assert.ok(stream.includes(masked('Authorization', `Bearer ${secrets.authorization}`)), 'the masked Authorization value is in the raw stream');
+    assert.ok(stream.includes(masked('Cookie', `sid=${secrets.cookie}`)), 'the masked Cookie value is in the raw stream');
+    assert.ok(stream.includes(masked('Set-Cookie', setCookieValue(secrets))), 'the masked Set-Cookie value is in the raw stream');
+    assert.ok(stream.includes(`GET /set-cookie?k=${secrets.query} `), 'the request line travels unmasked (encrypted at rest)');
     assert.deepEqual(paths, ['/set-cookie?k=***'], 'the rows keep the parameter names');
   });
 
-  test('with --raw-secrets keep and --keep-query-values they are there', async () => {
+  test('with --raw-secrets keep and --keep-query-values they are in the stream and the rows, and still not in the NATS store files', async () => {
     const secrets = newSecrets();
-    const { dataDir: dir, paths } = await capture(['--raw-secrets', 'keep', '--keep-query-values'], secrets);
+    const { dataDir: dir, paths, stream } = await capture(['--raw-secrets', 'keep', '--keep-query-values'], secrets);
     assert.deepEqual(paths, [`/set-cookie?k=${secrets.query}`], 'the rows keep the query values');
-    const raw = join(dir, 'nats');
-    assert.ok(filesContaining(raw, `Authorization: Bearer ${secrets.authorization}`).length > 0, 'Authorization in the NATS store');
-    assert.ok(filesContaining(raw, `Cookie: sid=${secrets.cookie}`).length > 0, 'Cookie in the NATS store');
-    assert.ok(filesContaining(raw, `Set-Cookie: ${setCookieValue(secrets)}`).length > 0, 'Set-Cookie in the NATS store');
+    for (const h of headerSecrets(secrets)) assert.ok(stream.includes(h), `in the raw stream: ${h}`);
     assert.ok(filesContaining(dir, secrets.query).some((f) => !f.startsWith('nats/')), 'the query value in the ClickHouse files');
+    for (const [what, secret] of Object.entries(secrets)) assert.deepEqual(filesContaining(join(dir, 'nats'), secret), [], `${what} in the NATS store files (encrypted at rest)`);
   });
 });
