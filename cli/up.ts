@@ -8,12 +8,12 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { runEdge, type EdgeInput, type RunningEdge } from '../edge/index.js';
 import { lockDataDir, openClickHouse, type ClickHouse } from '../lib/clickhouse.js';
-import { ClickHouseEndpoint } from '../lib/clickhouse-endpoint.js';
+import { ClickHouseEndpoint, WRITER_USER } from '../lib/clickhouse-endpoint.js';
 import { intValue } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
 import { startOwnedNatsServer, type OwnedNatsServer } from '../lib/nats-server.js';
 import { clickhouseTarget, runProcessor, type RunningProcessor } from '../processors/index.js';
-import { writeEndpoint } from './endpoint-file.js';
+import { endpointCredentials, writeEndpoint, writerPasswordFile } from './endpoint-file.js';
 import { Summary } from './summary.js';
 
 export interface UpInput extends EdgeInput {
@@ -82,7 +82,7 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     let endpointUrl: string | null = null;
     if (ch.connection) {
       endpoint = new ClickHouseEndpoint({
-        connection: ch.connection, database: ch.database, user: input.user ?? 'default', password: input.password ?? '',
+        connection: ch.connection, database: ch.database, ...endpointCredentials(dataDir, input.user ?? 'default', input.password),
         host: input.httpHost ?? '127.0.0.1', port: intValue('http-port', input.httpPort ?? 8123, 0, 65535), log,
       });
       await endpoint.start();
@@ -109,7 +109,7 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     const summary = new Summary(edge.edge, processor.processor, ch, processor.nc, out, intValue('summary-interval', input.summaryInterval ?? 1, 1, 3600) * 1000);
     summary.start();
     undo.push(() => summary.stop());
-    log.info({ nats: natsUrl, clickhouse: endpointUrl ?? ch.where, dataDir }, 'netrig up: running; Ctrl-C stops it');
+    log.info({ nats: natsUrl, clickhouse: endpointUrl ?? ch.where, dataDir, ...(endpoint ? { writer: WRITER_USER, writerPasswordFile: writerPasswordFile(dataDir) } : {}) }, 'netrig up: running; Ctrl-C stops it');
     return { endpointUrl, natsUrl, stop: stopAll };
   } catch (err) {
     await stopAll();
