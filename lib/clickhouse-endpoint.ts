@@ -224,12 +224,14 @@ export class ClickHouseEndpoint {
   private async execute(r: Request, res: ServerResponse): Promise<void> {
     const s = new EngineSession(this.path);
     try {
-      const st = await classify(s, r.query, r.role, r.method, this.rules!);
+      const st = await classify(s, r.query, r.queryParams, r.role, r.method, this.rules!);
       if (r.data && st.kind !== 'insert') throw new QuerySyntaxError('a request body with a query parameter is the rows of an INSERT; send the query alone');
       await s.use(r.database);
       await s.set(this.settingsFor(r, st));
       if (st.kind === 'read') await s.set({ readonly: '1' });
-      if (st.kind === 'read' && st.stream) return await this.stream(s, st.sql, st.format ?? r.format, r, res);
+      // chdb binds query parameters process-wide: only its serialised (whole-result) path is
+      // safe beside the processors' parameterised queries, so those results are not streamed.
+      if (st.kind === 'read' && st.stream && !r.queryParams) return await this.stream(s, st.sql, st.format ?? r.format, r, res);
       if (st.kind === 'read') return this.reply(res, r, st.format ?? r.format, await s.bytes(st.sql, r.format, r.queryParams));
       const started = process.hrtime.bigint();
       let written = { rows: 0, bytes: 0 };
@@ -280,7 +282,7 @@ export class ClickHouseEndpoint {
    * last one; a client gone cancels the query.
    */
   private async stream(s: EngineSession, sql: string, format: string, r: Request, res: ServerResponse): Promise<void> {
-    const it = s.stream(sql, format, r.queryParams)[Symbol.asyncIterator]();
+    const it = s.stream(sql, format)[Symbol.asyncIterator]();
     try {
       let next = await it.next();
       res.writeHead(200, this.headers(r, format));

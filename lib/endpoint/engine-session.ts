@@ -36,9 +36,12 @@ export class EngineSession {
     return (await this.bytes(sql, format)).toString('utf8');
   }
 
-  /** The result of a SELECT in chunks, fetched as the reader asks for them. */
-  stream(sql: string, format: string, params?: Record<string, string>): ChdbQueryStream {
-    return params ? this.s.queryStreamBind(sql, params, { format }) : this.s.queryStream(sql, { format });
+  /**
+   * The result of a SELECT in chunks, fetched as the reader asks for them. No query
+   * parameters: chdb binds them process-wide, and only its whole-result path serialises them.
+   */
+  stream(sql: string, format: string): ChdbQueryStream {
+    return this.s.queryStream(sql, { format });
   }
 
   /** Apply settings (names checked; values as literals) to this session only. */

@@ -86,8 +86,8 @@ export async function loadRules(s: EngineSession): Promise<StatementRules> {
   return { blockedFunctions, migrations };
 }
 
-/** Decide what `query` is and whether `role` may run it (by `method`); throws the refusal. */
-export async function classify(s: EngineSession, query: string, role: Role, method: string, rules: StatementRules): Promise<Statement> {
+/** Decide what `query` (with its `params`) is and whether `role` may run it (by `method`); throws the refusal. */
+export async function classify(s: EngineSession, query: string, params: Record<string, string> | undefined, role: Role, method: string, rules: StatementRules): Promise<Statement> {
   let sql: string;
   try {
     sql = await canonical(s, query);
@@ -98,7 +98,8 @@ export async function classify(s: EngineSession, query: string, role: Role, meth
   }
   if (!sql) throw new QuerySyntaxError('Empty query');
   if (FILE_CLAUSE.test(sql)) throw new AccessDeniedError('INTO OUTFILE and FROM INFILE are not allowed: the endpoint reads and writes no files');
-  const lines = (await s.text(`EXPLAIN AST ${sql}`, 'TSVRaw')).split('\n').filter((l) => l.trim());
+  // With the request's parameters: the engine substitutes them before it explains.
+  const lines = (await s.bytes(`EXPLAIN AST ${sql}`, 'TSVRaw', params)).toString('utf8').split('\n').filter((l) => l.trim());
   const nodes = lines.map((l) => l.trim().split(' '));
   for (const [type, name] of nodes) {
     if (type === 'Function' && rules.blockedFunctions.has(name.toLowerCase())) {
