@@ -225,6 +225,7 @@ export class ClickHouseEndpoint {
     const s = new EngineSession(this.path);
     try {
       const st = await classify(s, r.query, r.queryParams, r.role, r.method, this.rules!);
+      if (st.kind === 'nothing') return this.reply(res, r, r.format, Buffer.alloc(0));
       if (r.data && st.kind !== 'insert') throw new QuerySyntaxError('a request body with a query parameter is the rows of an INSERT; send the query alone');
       await s.use(r.database);
       await s.set(this.settingsFor(r, st));

@@ -7,7 +7,8 @@
  * runs, so no comment, quoting or case trick can make the checked and the run statement
  * differ.
  *
- * - reader: SELECT (WITH, UNION, INTERSECT/EXCEPT), SHOW, DESCRIBE, EXPLAIN of those, EXISTS;
+ * - reader: SELECT (WITH, UNION, INTERSECT/EXCEPT), SHOW, DESCRIBE, EXPLAIN of those, EXISTS
+ *   (and, as a no-op, a migration's CREATE ... IF NOT EXISTS of what exists);
  * - writer: the same reads; INSERT INTO a table with its rows in the body (FORMAT among
  *   the text formats); and netrig's own migrations (schemas/migrations), for any database
  *   and retention, so a processor can create its database but nothing can be dropped or
@@ -29,7 +30,9 @@ export type Statement =
   /** Rows of the body into `table`. */
   | { kind: 'insert'; table: string; columns: string[] | undefined; format: RawInsertFormat }
   /** One of netrig's migration statements. */
-  | { kind: 'migration'; sql: string };
+  | { kind: 'migration'; sql: string }
+  /** A migration's CREATE ... IF NOT EXISTS of what exists already: nothing to run. */
+  | { kind: 'nothing' };
 
 export interface StatementRules {
   /** Lower-case names of functions and table functions nobody may call. */
@@ -53,6 +56,8 @@ const STREAMABLE_ROOT = /^(SelectWithUnionQuery|SelectIntersectExceptQuery)$/;
 const INSERT_FORMATS = new Set<string>(['JSONEachRow', 'JSONCompactEachRow', 'TSV', 'TabSeparated', 'TSVWithNames', 'TabSeparatedWithNames', 'CSV', 'CSVWithNames']);
 /** A canonical insert of rows sent as data: table, optional columns, format and nothing else. */
 const INSERT_DATA = /^INSERT INTO ((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*)(?: \(([A-Za-z0-9_, ]+)\))? FORMAT ([A-Za-z]+)$/;
+/** A canonical CREATE ... IF NOT EXISTS: the kind of object and its name. */
+const CREATE_IF_MISSING = /^CREATE (DATABASE|TABLE) IF NOT EXISTS ((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*)(?: |$)/;
 /** Clauses that read or write the server's files; the canonical text spells them this way. */
 const FILE_CLAUSE = /\bINTO OUTFILE\b|\bFROM INFILE\b/;
 
@@ -113,7 +118,13 @@ export async function classify(s: EngineSession, query: string, params: Record<s
     return { kind: 'read', sql, stream, format: stream ? / FORMAT ([A-Za-z0-9_]+)$/.exec(sql)?.[1] ?? null : null };
   }
   if (method !== 'POST') throw new ReadonlyError('Cannot execute query in readonly mode. For queries over HTTP, method GET implies readonly. You should use method POST for modifying queries');
-  if (role === 'reader') throw new ReadonlyError(`${root}: Cannot execute query in readonly mode: this credential only reads (SELECT, SHOW, DESCRIBE, EXPLAIN, EXISTS)`);
+  if (role === 'reader') {
+    // A client's start-up CREATE DATABASE IF NOT EXISTS (openClickHouse) for a database that
+    // is there changes nothing: it needs no write right.
+    const target = CREATE_IF_MISSING.exec(sql);
+    if (target && rules.migrations.some((re) => re.test(sql)) && (await s.text(`EXISTS ${target[1]} ${target[2]}`)).trim() === '1') return { kind: 'nothing' };
+    throw new ReadonlyError(`${root}: Cannot execute query in readonly mode: this credential only reads (SELECT, SHOW, DESCRIBE, EXPLAIN, EXISTS)`);
+  }
   if (root === 'InsertQuery') {
     const m = INSERT_DATA.exec(sql);
     if (!m || nodes.some(([type]) => type === 'Function' || type === 'SelectWithUnionQuery')) {

@@ -146,10 +146,11 @@ test('no credentials or a wrong password: 516 (AUTHENTICATION_FAILED), and nothi
   assert.deepEqual(await rows(ch, `EXISTS TABLE ${ch.database}.made_by_nobody`), [{ result: 0 }]);
 });
 
-test('the reader reads: SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS, query parameters', async () => {
+test('the reader reads: SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS, query parameters; CREATE DATABASE IF NOT EXISTS of its database is a no-op', async () => {
   const r = await reader.query({ query: 'WITH 2 AS x SELECT toUInt16(n * x) AS v, s FROM kept WHERE s = {s:String}', query_params: { s: 'one' }, format: 'JSONEachRow' });
   assert.deepEqual(await r.json(), [{ v: 2, s: 'one' }]);
-  for (const q of ['SHOW TABLES', 'DESCRIBE TABLE kept', 'EXPLAIN SELECT 1', 'EXISTS TABLE kept', 'SELECT count() FROM numbers(10)']) {
+  const existing = `CREATE DATABASE IF NOT EXISTS ${ch.database}`;
+  for (const q of ['SHOW TABLES', 'DESCRIBE TABLE kept', 'EXPLAIN SELECT 1', 'EXISTS TABLE kept', 'SELECT count() FROM numbers(10)', existing]) {
     const a = await raw({ headers: asReader(), body: q });
     assert.equal(a.status, 200, `${q}: ${a.body}`);
   }
@@ -174,6 +175,7 @@ test('the reader cannot reach files, URLs or servers, write, SET or USE: refused
     [`DROP TABLE kept`, '164'],
     [`ALTER TABLE kept DELETE WHERE 1`, '164'],
     [`SET readonly = 0`, '164'],
+    [`CREATE DATABASE IF NOT EXISTS endpoint_by_reader_${process.pid}`, '164'],
     [`USE system`, '164'],
     [`SELECT 1; DROP TABLE kept`, '62'],
     [`SELECT 1 /* ; */; DROP TABLE kept`, '62'],
