@@ -11,6 +11,7 @@ import { connectNats, natsPermissionError } from '../lib/nats.js';
 import { logger } from '../lib/logger.js';
 import { DEFAULT_MAX_CONNECTIONS, runProcessor } from '../processors/index.js';
 import { runReplay } from '../processors/replay.js';
+import { withPasswordFile } from './endpoint-file.js';
 import { openQueryTarget, runQuery, type QueryTargetInput } from './query.js';
 import { REPORTS } from './reports.js';
 import { printStatus } from './status.js';
@@ -56,7 +57,7 @@ function untilSignal(stop: () => Promise<void>): void {
 /** Open the query target, print the result of the SQL `sql(database)` builds, close. */
 async function queryAndPrint(opts: QueryTargetInput & { format: string }, sql: (database: string) => string): Promise<void> {
   try {
-    const t = await openQueryTarget(opts);
+    const t = await openQueryTarget(withPasswordFile(opts));
     try {
       await runQuery(t, sql(t.database), opts.format, process.stdout);
     } finally {
@@ -110,6 +111,7 @@ function clickhouseOptions(cmd: Command, database: { help: string; default?: str
     .option('--clickhouse-url <url>', 'a ClickHouse server (default: the embedded engine under --data-dir)')
     .option('--clickhouse-user <user>', 'ClickHouse user')
     .option('--clickhouse-password <password>', 'ClickHouse password')
+    .option('--clickhouse-password-file <file>', 'read the ClickHouse password from this file (e.g. <data dir>/endpoint/writer.password)')
     .option('--database <name>', database.help, database.default)
     .option('--data-dir <dir>', 'data directory (embedded ClickHouse, NATS store)', './.netrig');
 }
@@ -130,8 +132,8 @@ clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up'))
   .option('--nats-host <addr>', 'listen address of the nats-server netrig starts; beyond loopback it speaks TLS only', '127.0.0.1')
   .option('--nats-tls', 'TLS on the nats-server netrig starts even on loopback')
   .option('--http-port <port>', 'port of the ClickHouse-compatible HTTP endpoint on 127.0.0.1', '8123')
-  .option('--user <name>', 'user the HTTP endpoint accepts', 'default')
-  .option('--password <password>', 'password the HTTP endpoint requires', '')
+  .option('--user <name>', 'user the HTTP endpoint reads as', 'default')
+  .option('--password <password>', "the reader's password (default: generated at first start into <data dir>/endpoint/reader.password)")
   .option('--processor-metrics-port <port>', 'processor Prometheus /metrics port (0 picks one)', '9465')
   .option('--summary-interval <seconds>', 'seconds between summary updates', '1')
   .action(async (opts) => {
@@ -155,7 +157,7 @@ clickhouseOptions(processorOptions(natsOption(program.command('process'))))
   .option('--subject-prefix <prefix>', 'subjects the edges publish on: <prefix>.<region>.<node>.<shard>', 'netrig.raw')
   .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks one)', '9465')
   .action(async (opts) => {
-    const running = await runProcessor(opts).catch(fail);
+    const running = await Promise.resolve().then(() => runProcessor(withPasswordFile(opts))).catch(fail);
     rootLogger.info({ metricsPort: running.metricsPort, clickhouse: running.ch.where }, 'processor running; Ctrl-C stops it');
     untilSignal(() => running.stop());
   });

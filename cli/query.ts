@@ -1,7 +1,8 @@
 /**
  * `netrig query` and `netrig report`: SQL against wherever the rows are. Through the
- * endpoint of a running `netrig up` when it holds the data dir, else opening the embedded
- * store directly, or a ClickHouse server by URL.
+ * endpoint of a running `netrig up` when it holds the data dir (with the reader password
+ * that up keeps in the data dir, unless one is given), else opening the embedded store
+ * directly, or a ClickHouse server by URL.
  */
 import { resolve } from 'node:path';
 import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
@@ -36,7 +37,7 @@ export async function openQueryTarget(input: QueryTargetInput): Promise<QueryTar
   if (ep) {
     const user = input.clickhouseUser ?? ep.user;
     const client = createClient({
-      url: ep.url, username: user, password: input.clickhousePassword ?? '', database,
+      url: ep.url, username: user, password: input.clickhousePassword ?? ep.password, database,
       clickhouse_settings: { output_format_json_quote_64bit_integers: 1 },
       log: { level: ClickHouseLogLevel.OFF },
     });

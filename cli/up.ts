@@ -9,13 +9,13 @@ import { join, resolve } from 'node:path';
 import { runEdge, type EdgeInput, type RunningEdge } from '../edge/index.js';
 import { openClickHouse, type ClickHouse } from '../lib/clickhouse.js';
 import { lockDataDir } from '../lib/data-dir.js';
-import { ClickHouseEndpoint } from '../lib/clickhouse-endpoint.js';
+import { ClickHouseEndpoint, WRITER_USER } from '../lib/clickhouse-endpoint.js';
 import { intValue } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
 import type { NatsClientInput } from '../lib/nats.js';
 import { startOwnedNatsServer, type OwnedNatsServer } from '../lib/nats-server.js';
 import { clickhouseTarget, runProcessor, type RunningProcessor } from '../processors/index.js';
-import { writeEndpoint } from './endpoint-file.js';
+import { endpointCredentials, writeEndpoint, writerPasswordFile } from './endpoint-file.js';
 import { natsRoles, type NatsRole } from './nats-roles.js';
 import { Summary } from './summary.js';
 
@@ -92,7 +92,7 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     let endpointUrl: string | null = null;
     if (ch.connection) {
       endpoint = new ClickHouseEndpoint({
-        connection: ch.connection, database: ch.database, user: input.user ?? 'default', password: input.password ?? '',
+        connection: ch.connection, database: ch.database, ...endpointCredentials(dataDir, input.user ?? 'default', input.password),
         host: input.httpHost ?? '127.0.0.1', port: intValue('http-port', input.httpPort ?? 8123, 0, 65535), log,
       });
       await endpoint.start();
@@ -120,7 +120,10 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     const summary = new Summary(edge.edge, processor.processor, ch, processor.nc, out, intValue('summary-interval', input.summaryInterval ?? 1, 1, 3600) * 1000);
     summary.start();
     undo.push(() => summary.stop());
-    log.info({ nats: natsUrl, natsAuth: nats ? join(dataDir, 'nats-auth') : undefined, natsTlsCa: nats?.tlsCa ?? undefined, clickhouse: endpointUrl ?? ch.where, dataDir }, 'netrig up: running; Ctrl-C stops it');
+    log.info({
+      nats: natsUrl, natsAuth: nats ? join(dataDir, 'nats-auth') : undefined, natsTlsCa: nats?.tlsCa ?? undefined, clickhouse: endpointUrl ?? ch.where, dataDir,
+      ...(endpoint ? { writer: WRITER_USER, writerPasswordFile: writerPasswordFile(dataDir) } : {}),
+    }, 'netrig up: running; Ctrl-C stops it');
     return { endpointUrl, natsUrl, stop: stopAll };
   } catch (err) {
     await stopAll();

@@ -3,7 +3,7 @@
  * JetStream, run from a configuration file it writes at every start (lib/nats-config.ts):
  * one user per role with only the subjects that role needs, the store under the data dir
  * encrypted at rest, and TLS whenever it listens beyond loopback (or when asked). Role
- * passwords and the encryption key are generated at first start (lib/nats-secrets.ts).
+ * passwords and the encryption key are generated at first start (lib/secret-file.ts).
  *
  * Data dir layout: `nats/` the JetStream store, `nats.conf` (0600), `nats-auth/` (0700:
  * `<role>.password`, `jetstream.key`), `nats-tls/` (the CA, `ca.pem`, and the server's
@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { PortInUseError, PrerequisiteError } from './errors.js';
 import type { Logger } from './logger.js';
 import { renderNatsConfig, type NatsGrants } from './nats-config.js';
-import { privateDir, secretFile } from './nats-secrets.js';
+import { privateDir, secretFile } from './secret-file.js';
 import { ensureNatsTls } from './nats-tls.js';
 import type { NatsClientInput } from './nats.js';
 
@@ -77,7 +77,7 @@ export async function startOwnedNatsServer(o: OwnedNatsOptions): Promise<OwnedNa
   const configFile = join(o.dataDir, 'nats.conf');
   writeFileSync(configFile, renderNatsConfig({
     serverName: 'netrig', host, port: o.port === 0 ? -1 : o.port, storeDir,
-    encryptionKey: secretFile(authDir, 'jetstream.key', 32).value,
+    encryptionKey: secretFile(authDir, 'jetstream.key', undefined, 32).value,
     users: Object.entries(o.roles).map(([role, grants]) => ({ user: role, password: passwords[role], ...grants })),
     tls: tls ? { cert: tls.cert, key: tls.key } : undefined,
   }), { mode: 0o600 });

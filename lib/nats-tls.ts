@@ -8,7 +8,7 @@ import { chmodSync, existsSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { PrerequisiteError } from './errors.js';
-import { privateDir } from './nats-secrets.js';
+import { privateDir } from './secret-file.js';
 
 export interface NatsTlsFiles {
   /** The CA certificate clients pass as --nats-tls-ca. */

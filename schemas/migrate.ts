@@ -34,19 +34,30 @@ export function migrationStatements(sql: string, opts: MigrationOptions): string
   return text.split(/;\s*(?:\n|$)/).map((s) => s.trim()).filter(Boolean);
 }
 
+/** The statements that precede the migrations: the database and the table recording them. */
+export function bootstrapStatements(database: string): string[] {
+  const db = identifier('database', database);
+  return [
+    `CREATE DATABASE IF NOT EXISTS ${db}`,
+    `CREATE TABLE IF NOT EXISTS ${db}.schema_migrations (version UInt32, name String, applied_at DateTime DEFAULT now()) ENGINE = ReplacingMergeTree ORDER BY version`,
+  ];
+}
+
+/** The migration files of `dir` (NNN_name.sql), in the order they apply. */
+export function migrationFiles(dir = MIGRATIONS_DIR): string[] {
+  return readdirSync(dir).filter((f) => /^\d+_.*\.sql$/.test(f)).sort();
+}
+
 /** Apply every migration not yet recorded; returns the versions applied now. */
 export async function migrate(client: ClickHouseClient, opts: MigrationOptions, dir = MIGRATIONS_DIR): Promise<number[]> {
   const db = identifier('database', opts.database);
-  await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${db}` });
-  await client.command({
-    query: `CREATE TABLE IF NOT EXISTS ${db}.schema_migrations (version UInt32, name String, applied_at DateTime DEFAULT now()) ENGINE = ReplacingMergeTree ORDER BY version`,
-  });
+  for (const query of bootstrapStatements(db)) await client.command({ query });
   const done = new Set(
     (await (await client.query({ query: `SELECT version FROM ${db}.schema_migrations FINAL`, format: 'JSONEachRow' })).json<{ version: number }>())
       .map((r) => Number(r.version)),
   );
   const applied: number[] = [];
-  for (const file of readdirSync(dir).filter((f) => /^\d+_.*\.sql$/.test(f)).sort()) {
+  for (const file of migrationFiles(dir)) {
     const version = Number(file.slice(0, file.indexOf('_')));
     if (done.has(version)) continue;
     for (const q of migrationStatements(readFileSync(`${dir}/${file}`, 'utf8'), opts)) await client.command({ query: q });

@@ -18,6 +18,7 @@ export interface ProcessorChildOptions {
   /** The embedded engine's data dir, or a server's URL and password. */
   dataDir?: string;
   clickhouseUrl?: string;
+  clickhouseUser?: string;
   clickhousePassword?: string;
   /** Seconds (default 3: a killed processor's shards pass on quickly). */
   leaseTtl?: number;
@@ -43,7 +44,9 @@ export class ProcessorChild {
   readonly port: Promise<number>;
 
   constructor(o: ProcessorChildOptions) {
-    const store = o.clickhouseUrl ? ['--clickhouse-url', o.clickhouseUrl, '--clickhouse-password', o.clickhousePassword ?? ''] : ['--data-dir', o.dataDir ?? ''];
+    const store = o.clickhouseUrl
+      ? ['--clickhouse-url', o.clickhouseUrl, '--clickhouse-user', o.clickhouseUser ?? 'default', '--clickhouse-password', o.clickhousePassword ?? '']
+      : ['--data-dir', o.dataDir ?? ''];
     this.child = spawn(process.execPath, [
       CLI, 'process', '--nats', o.natsUrl, ...store, '--database', o.database, '--lease-ttl', String(o.leaseTtl ?? 3),
       '--functions', o.functions.join(','), '--flush-interval-ms', '50', '--metrics-port', '0', '--ttl-days', '3650',

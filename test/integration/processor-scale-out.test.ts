@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import type { ClickHouse } from '../../lib/clickhouse.js';
-import { ClickHouseEndpoint } from '../../lib/clickhouse-endpoint.js';
+import { ClickHouseEndpoint, WRITER_USER } from '../../lib/clickhouse-endpoint.js';
 import { readProcessors } from '../../lib/heartbeat.js';
 import { logger } from '../../lib/logger.js';
 import { LEASE_BUCKET } from '../../processors/runtime/leases.js';
@@ -27,7 +27,8 @@ import { ProcessorChild } from '../helpers/processor-child.js';
 import { freshClickHouse, removeClickHouseData, rows, waitFor } from '../helpers/processor-run.js';
 
 const ALL = Object.keys(FUNCTIONS);
-const PASSWORD = randomBytes(12).toString('hex');
+const READER_PASSWORD = randomBytes(12).toString('hex');
+const WRITER_PASSWORD = randomBytes(12).toString('hex');
 /** Envelopes published at a time, and the pause after each group: the stream flows for a while. */
 const FEED_BATCH = 16;
 const FEED_PAUSE_MS = 40;
@@ -42,7 +43,10 @@ before(async () => {
   nats = await startNatsServer();
   nc = await connect({ servers: nats.url });
   ch = await freshClickHouse('scale');
-  endpoint = new ClickHouseEndpoint({ connection: ch.connection!, database: ch.database, user: 'default', password: PASSWORD, host: '127.0.0.1', port: 0, log: logger('test') });
+  endpoint = new ClickHouseEndpoint({
+    connection: ch.connection!, database: ch.database, reader: { user: 'default', password: READER_PASSWORD },
+    writer: { user: WRITER_USER, password: WRITER_PASSWORD }, host: '127.0.0.1', port: 0, log: logger('test'),
+  });
   await endpoint.start();
   stream = generate(0x5ca1_e007);
 });
@@ -58,7 +62,7 @@ after(async () => {
 const query = <T>(sql: string) => rows<T>(ch, sql);
 
 function processor(database: string): ProcessorChild {
-  return new ProcessorChild({ natsUrl: nats.url, clickhouseUrl: `http://127.0.0.1:${endpoint.port}`, clickhousePassword: PASSWORD, database, functions: ALL });
+  return new ProcessorChild({ natsUrl: nats.url, clickhouseUrl: `http://127.0.0.1:${endpoint.port}`, clickhouseUser: WRITER_USER, clickhousePassword: WRITER_PASSWORD, database, functions: ALL });
 }
 
 /** Envelopes of the stream published so far (by either test). */
@@ -206,7 +210,7 @@ test('two processors started at the same instant never own a shard together', { 
     await untilConsumed(database, cs);
     await assertExactlyOnce(query, database, stream.expected, 'by two processors started together');
     // A third whose functions overlap theirs without being the same would write their rows again: refused.
-    const clash = new ProcessorChild({ natsUrl: nats.url, clickhouseUrl: `http://127.0.0.1:${endpoint.port}`, clickhousePassword: PASSWORD, database, functions: ['http1', 'tcp'] });
+    const clash = new ProcessorChild({ natsUrl: nats.url, clickhouseUrl: `http://127.0.0.1:${endpoint.port}`, clickhouseUser: WRITER_USER, clickhousePassword: WRITER_PASSWORD, database, functions: ['http1', 'tcp'] });
     cs.push(clash);
     await assert.rejects(clash.port, /writes scale_\d+_b with functions http1,http2,dns,tls,tcp,losses: run the same functions/);
     assert.notEqual(clash.child.exitCode, 0);

@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouse } from '../../lib/clickhouse.js';
-import { ClickHouseEndpoint } from '../../lib/clickhouse-endpoint.js';
+import { ClickHouseEndpoint, WRITER_USER } from '../../lib/clickhouse-endpoint.js';
 import { logger } from '../../lib/logger.js';
 import { functionGroup } from '../../processors/runtime/lane.js';
 import { consumerName } from '../../processors/runtime/processor.js';
@@ -93,7 +93,10 @@ before(async () => {
   nats = await startNatsServer();
   nc = await connect({ servers: nats.url });
   ch = await freshClickHouse('stop');
-  endpoint = new ClickHouseEndpoint({ connection: ch.connection!, database: ch.database, user: 'default', password: PASSWORD, host: '127.0.0.1', port: 0, log: logger('test') });
+  endpoint = new ClickHouseEndpoint({
+    connection: ch.connection!, database: ch.database, reader: { user: 'default', password: randomBytes(12).toString('hex') },
+    writer: { user: WRITER_USER, password: PASSWORD }, host: '127.0.0.1', port: 0, log: logger('test'),
+  });
   await endpoint.start();
   proxy = new HangingProxy(endpoint.port);
   await proxy.start();
@@ -124,7 +127,7 @@ test('SIGINT while ClickHouse hangs ends by the stop deadline, a second SIGINT a
   const query = <T>(sql: string) => rows<T>(ch, sql);
   const children: ProcessorChild[] = [];
   const start = async () => {
-    const c = new ProcessorChild({ natsUrl: nats.url, clickhouseUrl: `http://127.0.0.1:${proxy.port}`, clickhousePassword: PASSWORD, database, functions: FUNCTIONS });
+    const c = new ProcessorChild({ natsUrl: nats.url, clickhouseUrl: `http://127.0.0.1:${proxy.port}`, clickhouseUser: WRITER_USER, clickhousePassword: PASSWORD, database, functions: FUNCTIONS });
     children.push(c);
     await c.port;
     return c;
