@@ -228,7 +228,9 @@ export class ConnectionTable implements FunctionLane {
       }
       if (x.metaPinSeq) this.pins.release(x.metaPinSeq);
       x.metaPinSeq = env.seq;
-      x.metaPinUntilNs = r.tsNs + CONN_INFO_REFRESH_NS;
+      // Ages count from no later than the envelope's sealing: a forged timestamp from the
+      // future would otherwise keep the pin, and the lane's acknowledgements, forever.
+      x.metaPinUntilNs = Math.min(r.tsNs, env.envelope.mono) + CONN_INFO_REFRESH_NS;
       this.pins.add(env.seq);
     }
   }
@@ -444,11 +446,11 @@ export class ConnectionTable implements FunctionLane {
       this.sweep(node, now);
       this.reportStats();
     }
-    this.updatePins(env.seq);
+    this.updatePins(env.seq, now);
     if (this.evicted.size) this.reportEvictions(env);
   }
 
-  private updatePins(seq: number): void {
+  private updatePins(seq: number, now: number): void {
     for (const c of this.touched) {
       if (!this.busy(c)) {
         this.unpin(c);
@@ -456,7 +458,7 @@ export class ConnectionTable implements FunctionLane {
         if (this.parkable(c)) this.park(c);
       } else if (!c.pinSeq && !c.pinReleased) {
         c.pinSeq = seq;
-        c.pinTsNs = c.lastTsNs;
+        c.pinTsNs = Math.min(c.lastTsNs, now);
         this.pins.add(seq);
       }
     }

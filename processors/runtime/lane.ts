@@ -12,7 +12,7 @@
 import type { Logger } from '../../lib/logger.js';
 import { decodeEnvelope } from '../../schemas/envelope.js';
 import { REC_HDR } from '../../schemas/layouts.js';
-import { decodeRecord, kindName, nextRecordOffset, REC_KIND_MAX, RECORD_VERSIONS } from '../../schemas/records.js';
+import { decodeRecord, KIND_NAMES, nextRecordOffset, REC_KIND_MAX, RECORD_VERSIONS } from '../../schemas/records.js';
 import { ConnectionTable, type ConnectionBudget, type TableMember } from '../l7/connection-table.js';
 import { noResumeState } from '../l7/protocol.js';
 import { CommittedSeqs, partitionDay } from './committed.js';
@@ -69,6 +69,14 @@ export interface LaneOptions {
   log: Logger;
   /** What rows keep (query values in paths); masked by default. */
   rowOptions?: Readonly<RowOptions>;
+}
+
+/**
+ * A record kind as a metric label and log key: its name, or `unknown` for every kind no
+ * decoder knows, so forged kinds (any of 65,536) cannot multiply label sets and log lines.
+ */
+function kindLabel(kind: number): string {
+  return KIND_NAMES[kind] ?? 'unknown';
 }
 
 export class Lane {
@@ -171,79 +179,93 @@ export class Lane {
     }
   }
 
-  /** Handle one message. Never throws: bad input is counted, logged once and dead-lettered. */
+  /**
+   * Handle one message. Never throws: bad input is counted, logged once per kind of failure,
+   * and a message that is rejected (its envelope, a record's framing or a record the
+   * functions read cannot be decoded, or the lane itself failed on it) is counted once in
+   * messagesRejected and offered to the dead-letter stream once, under its first reason.
+   */
   handle(m: LaneMessage): void {
     if (m.seq <= this.processedSeq) return; // redelivered: already handled
     this.currentSeq = m.seq;
     this.o.metrics.messages.inc({ fn: this.name });
+    let rejected: string | null;
     try {
-      this.dispatch(m);
+      rejected = this.dispatch(m);
     } catch (err) {
       // A bug met by hostile input: the message is dead-lettered and passed, never retried
       // into a crash loop.
       this.failure('envelope', 'lane_error', { seq: m.seq, err: (err as Error).stack });
-      this.o.dlq.send('lane_error', this.o.streamId, m.seq, m.subject, m.data);
+      rejected = 'lane_error';
+    }
+    if (rejected) {
+      this.o.metrics.messagesRejected.inc({ fn: this.name, reason: rejected });
+      this.o.dlq.send(rejected, this.o.streamId, m.seq, m.subject, m.data);
     }
     this.processedSeq = m.seq;
     this.unacked.push([m.seq, m.reply]);
   }
 
-  /** Decode a message's envelope and hand its records to the functions. */
-  private dispatch(m: LaneMessage): void {
+  /**
+   * Decode a message's envelope and hand its records to the functions; returns why the
+   * message is rejected (its first failure that rejects it), or null.
+   */
+  private dispatch(m: LaneMessage): string | null {
     const env = decodeEnvelope(m.data);
     if (typeof env === 'string') {
       this.failure('envelope', env, { seq: m.seq, subject: m.subject });
-      this.o.dlq.send(`envelope_${env}`, this.o.streamId, m.seq, m.subject, m.data);
-    } else {
-      const ctx: EnvelopeContext = { envelope: env, seq: m.seq, connPrefix: `${env.node}:${env.boot}:` };
-      const recs = env.records;
-      let off = 0;
-      let handled = 0;
-      while (off < recs.length) {
-        if (off + REC_HDR.size > recs.length) {
-          this.failure('record', 'truncated', { seq: m.seq, off });
-          this.o.dlq.send('record_truncated', this.o.streamId, m.seq, m.subject, m.data);
-          break;
-        }
-        const kind = recs.readUInt16LE(off + REC_HDR.fields.kind);
-        const size = recs.readUInt32LE(off + REC_HDR.fields.size_bytes);
-        // A size past the bytes present would read beyond the record, or (near 2^32) wrap the
-        // next offset back onto this one.
-        if (size < REC_HDR.size || size > recs.length - off) {
-          this.failure(kindName(kind), 'bad_size', { seq: m.seq, off, size });
-          this.o.dlq.send('record_bad_size', this.o.streamId, m.seq, m.subject, m.data);
-          break;
-        }
-        const wanting = kind < REC_KIND_MAX ? this.byKind[kind] : undefined;
-        if (wanting?.length) {
-          const rec = decodeRecord(recs, off);
-          if (typeof rec === 'string') {
-            this.failure(kindName(kind), rec, { seq: m.seq, off });
-            this.o.dlq.send(`record_${rec}`, this.o.streamId, m.seq, m.subject, m.data);
-          } else {
-            handled++;
-            for (const impl of wanting) {
-              try {
-                impl.onRecord(rec, ctx);
-              } catch (err) {
-                this.failure(kindName(kind), 'function_error', { seq: m.seq, err: (err as Error).stack });
-              }
+      return `envelope_${env}`;
+    }
+    let rejected: string | null = null;
+    const ctx: EnvelopeContext = { envelope: env, seq: m.seq, connPrefix: `${env.node}:${env.boot}:` };
+    const recs = env.records;
+    let off = 0;
+    let handled = 0;
+    while (off < recs.length) {
+      if (off + REC_HDR.size > recs.length) {
+        this.failure('record', 'truncated', { seq: m.seq, off });
+        rejected ??= 'record_truncated';
+        break;
+      }
+      const kind = recs.readUInt16LE(off + REC_HDR.fields.kind);
+      const size = recs.readUInt32LE(off + REC_HDR.fields.size_bytes);
+      // A size past the bytes present would read beyond the record, or (near 2^32) wrap the
+      // next offset back onto this one.
+      if (size < REC_HDR.size || size > recs.length - off) {
+        this.failure(kindLabel(kind), 'bad_size', { seq: m.seq, off, recordKind: kind, size });
+        rejected ??= 'record_bad_size';
+        break;
+      }
+      const wanting = kind < REC_KIND_MAX ? this.byKind[kind] : undefined;
+      if (wanting?.length) {
+        const rec = decodeRecord(recs, off);
+        if (typeof rec === 'string') {
+          this.failure(kindLabel(kind), rec, { seq: m.seq, off });
+          rejected ??= `record_${rec}`;
+        } else {
+          handled++;
+          for (const impl of wanting) {
+            try {
+              impl.onRecord(rec, ctx);
+            } catch (err) {
+              this.failure(kindLabel(kind), 'function_error', { seq: m.seq, err: (err as Error).stack });
             }
           }
-        } else if (!(kind in RECORD_VERSIONS)) {
-          this.failure(kindName(kind), 'unknown_kind', { seq: m.seq });
         }
-        off = nextRecordOffset(off, size);
+      } else if (!(kind in RECORD_VERSIONS)) {
+        this.failure(kindLabel(kind), 'unknown_kind', { seq: m.seq, recordKind: kind });
       }
-      for (const impl of this.impls) {
-        try {
-          impl.onEnvelope?.(ctx);
-        } catch (err) {
-          this.failure('envelope', 'function_error', { seq: m.seq, err: (err as Error).stack });
-        }
-      }
-      this.o.metrics.records.inc({ fn: this.name }, handled);
+      off = nextRecordOffset(off, size);
     }
+    for (const impl of this.impls) {
+      try {
+        impl.onEnvelope?.(ctx);
+      } catch (err) {
+        this.failure('envelope', 'function_error', { seq: m.seq, err: (err as Error).stack });
+      }
+    }
+    this.o.metrics.records.inc({ fn: this.name }, handled);
+    return rejected;
   }
 
   /** Take the pending rows for an insert; the lane keeps emitting into fresh buffers. */

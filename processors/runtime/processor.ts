@@ -178,7 +178,7 @@ export class Processor {
     this.jsm = await jetstreamManager(nc);
     const info = await waitForStream(nc, this.o.stream, log);
     this.streamId = `${info.config.name}@${info.created}`;
-    this.dlq = new DeadLetters(nc, log, info.config.max_age);
+    this.dlq = new DeadLetters(nc, log, info.config.max_age, this.metrics);
     this.flushTimer = setInterval(() => void this.flush(), this.o.flushIntervalMs);
     this.lagTimer = setInterval(() => void this.pollLag(), LAG_POLL_MS);
     const l = this.o.leases;

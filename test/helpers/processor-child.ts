@@ -90,12 +90,20 @@ export class ProcessorChild {
 
   /** Sum of a counter or gauge over its labels, from /metrics. */
   async metric(name: string): Promise<number> {
+    return (await this.metricSeries(name)).reduce((n, s) => n + s.value, 0);
+  }
+
+  /** Each label set of a counter or gauge with its value, from /metrics. */
+  async metricSeries(name: string): Promise<{ labels: Record<string, string>; value: number }[]> {
     const text = await (await fetch(`http://127.0.0.1:${await this.port}/metrics`)).text();
-    let sum = 0;
+    const series = [];
     for (const line of text.split('\n')) {
-      if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+      if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+      const labels: Record<string, string> = {};
+      for (const m of line.slice(name.length, line.lastIndexOf(' ')).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[m[1]] = m[2];
+      series.push({ labels, value: Number(line.slice(line.lastIndexOf(' ') + 1)) });
     }
-    return sum;
+    return series;
   }
 
   async signal(sig: NodeJS.Signals): Promise<number | null> {

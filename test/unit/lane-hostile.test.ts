@@ -14,7 +14,7 @@ import { Lane } from '../../processors/runtime/lane.js';
 import { ProcessorMetrics } from '../../processors/runtime/metrics.js';
 import { decodeEnvelope, encodeEnvelope, type Envelope } from '../../schemas/envelope.js';
 import { REC_HDR } from '../../schemas/layouts.js';
-import { DataFlags, Role } from '../../schemas/records.js';
+import { DataFlags, nextRecordOffset, Role } from '../../schemas/records.js';
 import { Rng } from '../helpers/prng.js';
 import { connInfo, envelope, sockData } from '../helpers/records.js';
 
@@ -110,4 +110,42 @@ test('5000 real envelopes mutated at random: each handled, each refusal counted 
   assert.equal(await h.failures('lane_error'), 0, 'no exception reached the lane');
   assert.equal(await h.failures('function_error'), 0, 'no function threw');
   assert.ok(h.lane.connections().tracked <= 10_000);
+});
+
+test('records stamped in the future pin their message only until node time passes the pin age, not forever', async () => {
+  const h = await harness();
+  const future = 2 ** 62;
+  const tuple = { saddr: '10.0.0.1', sport: 40001, daddr: '10.0.0.2', dport: 80 };
+  // An owner and a request never answered, both stamped far past the envelope's sealing.
+  h.handle(encodeEnvelope(envelope({
+    seq: 1, mono: 5e9,
+    records: [
+      connInfo({ tsNs: future, connId: 9, tgid: 7 }, tuple, Role.Client, 'curl'),
+      sockData({ tsNs: future, connId: 9, tgid: 7 }, { direction: 0, posBytes: 0, payload: Buffer.from('GET / HTTP/1.1\r\nHost: h\r\n\r\n'), dataFlags: DataFlags.Last }),
+    ],
+  })));
+  assert.equal(h.lane.ackLimit(), 0, 'the open request pins its message');
+  // Node time moves on past every pin age (a heartbeat of the same node).
+  h.handle(encodeEnvelope(envelope({ seq: 2, mono: 5e9 + 600e9, records: [] })));
+  assert.equal(h.lane.ackLimit(), 2, 'the pin is released and everything may be acknowledged');
+});
+
+test('a message with several bad records is rejected once, under its first reason; forged kinds share one label', async () => {
+  const h = await harness();
+  const e = exchange(1, 1);
+  e.records[REC_HDR.fields.version] = 9; // the owner: unknown version
+  const second = nextRecordOffset(0, e.records.readUInt32LE(REC_HDR.fields.size_bytes));
+  e.records[second + REC_HDR.fields.version] = 9; // the request too
+  h.handle(encodeEnvelope(e));
+  for (let kind = 0x100; kind < 0x100 + 500; kind++) {
+    const u = exchange(kind, kind);
+    u.records.writeUInt16LE(kind, REC_HDR.fields.kind);
+    h.handle(encodeEnvelope(u));
+  }
+  const rejected = (await h.metrics.messagesRejected.get()).values;
+  assert.deepEqual(rejected.map((v) => [v.labels.reason, v.value]), [['record_unknown_version', 1]]);
+  assert.deepEqual(h.dead, ['record_unknown_version']);
+  assert.equal(await h.failures('unknown_version'), 2, 'each bad record counted');
+  const unknown = (await h.metrics.decodeFailures.get()).values.filter((v) => v.labels.failure === 'unknown_kind');
+  assert.deepEqual(unknown.map((v) => [v.labels.kind, v.value]), [['unknown', 500]], '500 forged kinds, one label set');
 });
