@@ -103,7 +103,9 @@ function edgeOptions(cmd: Command): Command {
     .option('--include-cgroups <list>', 'capture payload only in these cgroup v2 ids')
     .option('--report-noisy-drops', 'also report drops with reason NOT_SPECIFIED or QUEUE_PURGE (mostly normal frees)')
     .option('--raw-secrets <mode>', 'values of Authorization, Proxy-Authorization, Cookie and Set-Cookie headers in the raw stream: mask (same-length *) or keep', 'mask')
-    .option('--metrics-port <port>', 'edge Prometheus /metrics port (0 picks one)', '9464');
+    .option('--metrics-port <port>', 'edge Prometheus /metrics port (0 picks one)', '9464')
+    .option('--metrics-host <addr>', 'address of the /metrics endpoint (beyond loopback only with --metrics-password-file)', '127.0.0.1')
+    .option('--metrics-password-file <file>', 'require this password (Basic auth, user netrig) on /metrics');
 }
 
 function clickhouseOptions(cmd: Command, database: { help: string; default?: string } = { help: 'ClickHouse database', default: 'netrig' }): Command {
@@ -156,6 +158,8 @@ clickhouseOptions(processorOptions(natsOption(program.command('process'))))
   .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
   .option('--subject-prefix <prefix>', 'subjects the edges publish on: <prefix>.<region>.<node>.<shard>', 'netrig.raw')
   .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks one)', '9465')
+  .option('--metrics-host <addr>', 'address of the /metrics endpoint (beyond loopback only with --metrics-password-file)', '127.0.0.1')
+  .option('--metrics-password-file <file>', 'require this password (Basic auth, user netrig) on /metrics')
   .action(async (opts) => {
     const running = await Promise.resolve().then(() => runProcessor(withPasswordFile(opts))).catch(fail);
     rootLogger.info({ metricsPort: running.metricsPort, clickhouse: running.ch.where }, 'processor running; Ctrl-C stops it');

@@ -14,6 +14,7 @@ import { intValue } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
 import type { NatsClientInput } from '../lib/nats.js';
 import { startOwnedNatsServer, type OwnedNatsServer } from '../lib/nats-server.js';
+import { readSecret, secretFile } from '../lib/secret-file.js';
 import { clickhouseTarget, runProcessor, type RunningProcessor } from '../processors/index.js';
 import { endpointCredentials, writeEndpoint, writerPasswordFile } from './endpoint-file.js';
 import { natsRoles, type NatsRole } from './nats-roles.js';
@@ -101,18 +102,22 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
       undo.push(writeEndpoint(dataDir, { url: endpointUrl, user: input.user ?? 'default', database: ch.database, pid: process.pid }));
     }
 
+    // Its Prometheus endpoints (edge, processor) take one password, generated at first start.
+    const metricsPassword = secretFile(join(dataDir, 'metrics'), 'metrics.password', input.metricsPasswordFile === undefined ? undefined : readSecret(input.metricsPasswordFile)).value;
+
     // The edge never captures netrig itself: this process, its nats-server, the endpoint.
     // The edge shares this process with the engine, which writes the data dir as its owner: it stays root.
     const edge: RunningEdge = await runEdge({
       ...input,
       ...natsAs('edge'),
+      metricsPassword,
       excludePids: [...(nats ? [nats.pid] : []), ...String(input.excludePids ?? '').split(',').filter(Boolean).map(Number)],
       excludePorts: [...(endpoint ? [endpoint.port] : []), ...localPort(input.clickhouseUrl), ...String(input.excludePorts ?? '').split(',').filter(Boolean).map(Number)],
     });
     undo.push(() => edge.stop());
 
     const processor: RunningProcessor = await runProcessor(
-      { ...input, ...natsAs('processor'), metricsPort: input.processorMetricsPort ?? 0 },
+      { ...input, ...natsAs('processor'), metricsPassword, metricsPort: input.processorMetricsPort ?? 0 },
       { ch },
     );
     undo.push(() => processor.stop());

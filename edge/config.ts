@@ -2,6 +2,7 @@
  * The edge's configuration: one function turns user input (CLI flags) into validated
  * options with defaults, naming the key of any bad value.
  */
+import { metricsAccess, type MetricsAccess, type MetricsInput } from '../lib/metrics-server.js';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../lib/errors.js';
@@ -11,7 +12,7 @@ import type { EdgeOptions } from './edge.js';
 import type { CaptureSettings, LibbpfSourceOptions } from './libbpf-source.js';
 
 /** Options as the CLI or a caller gives them; strings where a user types them. */
-export interface EdgeInput extends NatsClientInput {
+export interface EdgeInput extends NatsClientInput, MetricsInput {
   region?: string;
   node?: string;
   shards?: number | string;
@@ -49,7 +50,7 @@ export interface EdgeConfig {
   nats: string;
   edge: Omit<EdgeOptions, 'bootId'>;
   source: LibbpfSourceOptions;
-  metricsPort: number;
+  metrics: MetricsAccess;
   /** User to drop to once attached, or null to stay as started. */
   runAs: string | null;
 }
@@ -97,7 +98,7 @@ export function edgeConfig(input: EdgeInput): EdgeConfig {
   };
   return {
     nats: input.nats ?? 'nats://127.0.0.1:4222',
-    metricsPort: intValue('metrics-port', input.metricsPort ?? 9464, 0, 65535),
+    metrics: metricsAccess(input, input.metricsPort ?? 9464),
     runAs: runAsValue(input.runAs),
     edge: {
       region: tokenValue('region', input.region ?? 'default'),

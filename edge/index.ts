@@ -73,7 +73,7 @@ export async function runEdge(input: EdgeInput): Promise<RunningEdge> {
       base: input, region: cfg.edge.region, node: cfg.edge.node, self: cfg.source.settings.exclude, log,
       apply: (s) => src.configure(s),
     });
-    const metrics = await serveMetrics(edge.metrics.registry, cfg.metricsPort);
+    const metrics = await serveMetrics(edge.metrics.registry, cfg.metrics);
     server = metrics.server;
     let seen = { records: 0, at: performance.now() };
     heartbeat = await Heartbeat.start<EdgeStatus>(nc, 'edge', async () => {

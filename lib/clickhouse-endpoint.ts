@@ -18,7 +18,8 @@
  * decompression; results stream to the client as the engine produces them.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import { sameSecret } from './basic-auth.js';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { createGzip, gzipSync } from 'node:zlib';
@@ -80,12 +81,6 @@ interface Request {
   queryParams: Record<string, string> | undefined;
   settings: Record<string, string>;
   gzip: boolean;
-}
-
-function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 export class ClickHouseEndpoint {

@@ -1,13 +1,60 @@
 /**
- * A Prometheus /metrics endpoint for one prom-client registry.
+ * A Prometheus /metrics endpoint for one prom-client registry. On loopback by default;
+ * with a password (Basic auth, user `netrig`: Prometheus's `basic_auth` with
+ * `password_file`) it requires it, and it listens beyond loopback only with one.
  */
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
-import { PortInUseError } from './errors.js';
+import { hasCredentials, type Credentials } from './basic-auth.js';
+import { intValue } from './config.js';
+import { ConfigError, PortInUseError } from './errors.js';
+import { readSecret } from './secret-file.js';
 
-/** Serve `registry` on host:port at /metrics; port 0 picks a free port. */
-export async function serveMetrics(registry: Registry, port: number, host = '127.0.0.1'): Promise<{ server: Server; port: number }> {
+/** The user Prometheus sends with the metrics password. */
+export const METRICS_USER = 'netrig';
+
+/** Where a metrics endpoint listens and what it requires, as the flags give it. */
+export interface MetricsInput {
+  metricsHost?: string;
+  /** File holding the password (`--metrics-password-file`). */
+  metricsPasswordFile?: string;
+  /** The password itself (netrig up passes the one it generated). */
+  metricsPassword?: string;
+}
+
+export interface MetricsAccess {
+  port: number;
+  host: string;
+  credentials: Credentials | null;
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/** Validate the metrics flags; `port` is the `--metrics-port` value. */
+export function metricsAccess(input: MetricsInput, port: string | number, flag = 'metrics-port'): MetricsAccess {
+  const host = input.metricsHost ?? '127.0.0.1';
+  let password = input.metricsPassword;
+  if (password === undefined && input.metricsPasswordFile !== undefined) {
+    try {
+      password = readSecret(input.metricsPasswordFile);
+    } catch (err) {
+      throw new ConfigError('metrics-password-file', `cannot read ${input.metricsPasswordFile}: ${(err as Error).message}`, { cause: err });
+    }
+    if (!password) throw new ConfigError('metrics-password-file', `${input.metricsPasswordFile} is empty`);
+  }
+  if (!password && !LOOPBACK.has(host)) {
+    throw new ConfigError('metrics-host', `metrics on ${host} (beyond loopback) need a password: pass --metrics-password-file`);
+  }
+  return { port: intValue(flag, port, 0, 65535), host, credentials: password ? { user: METRICS_USER, password } : null };
+}
+
+/** Serve `registry` at /metrics as `access` says; port 0 picks a free port. */
+export async function serveMetrics(registry: Registry, access: MetricsAccess): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
+    if (access.credentials && !hasCredentials(req, access.credentials)) {
+      res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="netrig metrics"' }).end();
+      return;
+    }
     if (req.url !== '/metrics') {
       res.writeHead(404).end();
       return;
@@ -19,9 +66,9 @@ export async function serveMetrics(registry: Registry, port: number, host = '127
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'EADDRINUSE' ? new PortInUseError(port, 'metrics', { cause: err }) : err));
-    server.listen(port, host, () => resolve());
+      reject(err.code === 'EADDRINUSE' ? new PortInUseError(access.port, 'metrics', { cause: err }) : err));
+    server.listen(access.port, access.host, () => resolve());
   });
   const addr = server.address();
-  return { server, port: typeof addr === 'object' && addr ? addr.port : port };
+  return { server, port: typeof addr === 'object' && addr ? addr.port : access.port };
 }

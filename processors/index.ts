@@ -17,7 +17,7 @@ import { ConfigError } from '../lib/errors.js';
 import { logger } from '../lib/logger.js';
 import { Heartbeat, instanceId, type ProcessorStatus } from '../lib/heartbeat.js';
 import { hostname } from 'node:os';
-import { serveMetrics } from '../lib/metrics-server.js';
+import { metricsAccess, serveMetrics, type MetricsInput } from '../lib/metrics-server.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { connectNats, type NatsClientInput } from '../lib/nats.js';
 import { identifier } from '../schemas/migrate.js';
@@ -49,7 +49,7 @@ export const FUNCTIONS: Readonly<Record<string, ProcessingFunction>> = {
 };
 
 /** Options as the CLI gives them. */
-export interface ProcessInput extends NatsClientInput {
+export interface ProcessInput extends NatsClientInput, MetricsInput {
   functions?: string;
   shards?: string | number;
   stream?: string;
@@ -110,7 +110,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
   const shardCount = intValue('shards', input.shards ?? 16, 1, 1024);
   // Metrics first: a port in use is an error before the processor touches NATS or any lane.
   const metrics = new ProcessorMetrics();
-  const m = await serveMetrics(metrics.registry, intValue('metrics-port', input.metricsPort ?? 9465, 0, 65535));
+  const m = await serveMetrics(metrics.registry, metricsAccess(input, input.metricsPort ?? 9465));
   log.info({ metricsPort: m.port }, 'processor metrics served');
   const server: Server = m.server;
   let nc: NatsConnection | undefined;

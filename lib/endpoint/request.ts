@@ -7,32 +7,18 @@
 import type { IncomingMessage } from 'node:http';
 import { networkInterfaces, hostname } from 'node:os';
 import { createGunzip, type Gunzip } from 'node:zlib';
+import { basicCredentials, type Credentials } from '../basic-auth.js';
 import { AccessDeniedError, BodyEncodingError, BodyTooLargeError } from './errors.js';
 
-export interface Credentials {
-  user: string;
-  password: string;
-}
+export type { Credentials };
 
 /** User and password by Basic auth, X-ClickHouse-User/Key headers or user/password parameters. */
 export function credentials(req: IncomingMessage, url: URL): Credentials {
-  const auth = req.headers.authorization;
-  if (auth?.startsWith('Basic ')) {
-    const text = Buffer.from(auth.slice(6), 'base64').toString();
-    const i = text.indexOf(':');
-    return { user: safeDecode(i < 0 ? text : text.slice(0, i)), password: i < 0 ? '' : safeDecode(text.slice(i + 1)) };
-  }
+  const basic = basicCredentials(req);
+  if (basic) return basic;
   const hUser = req.headers['x-clickhouse-user'];
   if (typeof hUser === 'string') return { user: hUser, password: String(req.headers['x-clickhouse-key'] ?? '') };
   return { user: url.searchParams.get('user') ?? 'default', password: url.searchParams.get('password') ?? '' };
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
 }
 
 /** Host names a request may name in its Host header: where the endpoint listens, and loopback. */
@@ -53,6 +39,8 @@ function bracket(host: string): string {
 /**
  * Refuse a request whose Host is not the endpoint (a DNS name rebound to loopback) or whose
  * Origin is another site (a web page's fetch or form): only the endpoint's own origin passes.
+ * The port is not checked: a port forward or a proxy in front of the endpoint changes it,
+ * while a rebinding attack shows in the name.
  */
 export function checkHostAndOrigin(req: IncomingMessage, hosts: Set<string>, port: number): void {
   const host = req.headers.host;
@@ -62,7 +50,7 @@ export function checkHostAndOrigin(req: IncomingMessage, hosts: Set<string>, por
   } catch {
     url = null;
   }
-  if (!url || !hosts.has(url.hostname.toLowerCase()) || Number(url.port || 80) !== port) {
+  if (!url || !hosts.has(url.hostname.toLowerCase())) {
     throw new AccessDeniedError(`Host ${JSON.stringify(host ?? '')} is not this endpoint; use http://127.0.0.1:${port}`);
   }
   const origin = req.headers.origin;

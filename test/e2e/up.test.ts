@@ -11,7 +11,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -184,6 +184,19 @@ describe('netrig up as a user runs it', () => {
     assert.match(cmdline(natsPid), /^nats-server /, 'that process is nats-server');
     assert.equal(cmdline(natsPid).trimEnd(), `nats-server -c ${join(dataDir, 'nats.conf')}`, 'run from the configuration it wrote');
     assert.match(readFileSync(join(dataDir, 'nats.conf'), 'utf8'), new RegExp(`^port: ${natsPort}$`, 'm'), 'on the port asked for');
+  });
+
+  test('its processor\'s /metrics requires the password it generated into the data dir', async () => {
+    const port = Number(up!.logs.find((l) => l.msg === 'processor metrics served')?.metricsPort);
+    assert.ok(port > 0, `it logged the processor's metrics port:\n${up!.tail()}`);
+    const url = `http://127.0.0.1:${port}/metrics`;
+    assert.equal((await fetch(url)).status, 401, 'no credentials: 401');
+    assert.equal((await fetch(url, { headers: { authorization: `Basic ${Buffer.from('netrig:wrong').toString('base64')}` } })).status, 401, 'a wrong password: 401');
+    assert.equal(statSync(join(dataDir, 'metrics', 'metrics.password')).mode & 0o777, 0o600, 'the password file is 0600');
+    const secret = readFileSync(join(dataDir, 'metrics', 'metrics.password'), 'utf8').trim();
+    const res = await fetch(url, { headers: { authorization: `Basic ${Buffer.from(`netrig:${secret}`).toString('base64')}` } });
+    assert.equal(res.status, 200, 'the password from the data dir: 200');
+    assert.match(await res.text(), /^netrig_processor_/m, 'the processor\'s metrics');
   });
 
   test('stdout is not a terminal: one plain summary line per second with records/s', async () => {
