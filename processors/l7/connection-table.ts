@@ -49,6 +49,16 @@ const SWEEP_EVERY_NS = 1e9;
 const CLOSED_GRACE_NS = 2e9;
 /** A pin older than this is released: a crash loses that one item, the stream moves on. */
 const MAX_PIN_AGE_NS = 120e9;
+/**
+ * A pin further back than this many stream messages is released (counted as pins_released)
+ * whatever the node clocks say: a node that stops sending (its edge gone) or an envelope
+ * whose node time is forged ahead never moves its own time on, and its pins would hold the
+ * shard's acknowledgements until the consumer's ack window (200,000) stalls the shard. By
+ * sequence, so a re-read releases at the same messages.
+ */
+export const MAX_PIN_SPAN = 100_000;
+/** How often (in stream messages) pins are checked against MAX_PIN_SPAN. */
+const PIN_SPAN_CHECK_EVERY = 4096;
 /** An item waits this long for its connection's owner before its row goes without. */
 const META_WAIT_NS = 15e9;
 /** Connections idle this long are forgotten (their resume points are remembered). */
@@ -150,6 +160,7 @@ export class ConnectionTable implements FunctionLane {
   /** Reassembly counters of every connection of the table. */
   private readonly reassembly: ReassemblyStats = { lostBytes: 0, uncapturedBytes: 0, reordered: 0, duplicates: 0, overlapBytes: 0, invalid: 0 };
   private readonly lastSweep = new Map<string, number>();
+  private lastSpanCheck = 0;
   /** Moves to the back of the table so far: the recency clock. */
   private moves = 0;
   /** Connections parked now. */
@@ -447,7 +458,27 @@ export class ConnectionTable implements FunctionLane {
       this.reportStats();
     }
     this.updatePins(env.seq, now);
+    const check = Math.floor(env.seq / PIN_SPAN_CHECK_EVERY);
+    if (check !== this.lastSpanCheck) {
+      this.lastSpanCheck = check;
+      if (this.pins.min() < env.seq - MAX_PIN_SPAN) this.releaseOldPins(env.seq - MAX_PIN_SPAN);
+    }
     if (this.evicted.size) this.reportEvictions(env);
+  }
+
+  /** Release every pin taken before `seq` (MAX_PIN_SPAN), counted. */
+  private releaseOldPins(seq: number): void {
+    for (const c of this.conns.values()) {
+      if (c.pinSeq && c.pinSeq < seq) {
+        this.ctx.count('pins_released');
+        this.unpin(c);
+        c.pinReleased = true;
+      }
+      if (c.metaPinSeq && c.metaPinSeq < seq) {
+        this.pins.release(c.metaPinSeq);
+        c.metaPinSeq = 0;
+      }
+    }
   }
 
   private updatePins(seq: number, now: number): void {

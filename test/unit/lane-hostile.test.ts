@@ -130,6 +130,30 @@ test('records stamped in the future pin their message only until node time passe
   assert.equal(h.lane.ackLimit(), 2, 'the pin is released and everything may be acknowledged');
 });
 
+test('a node whose time never moves on again holds its shard\'s acknowledgements at most 100,000 messages back', async () => {
+  const h = await harness();
+  const tuple = { saddr: '10.0.0.1', sport: 40001, daddr: '10.0.0.2', dport: 80 };
+  // A request never answered on a node that then goes silent (its edge gone, or its name forged).
+  h.handle(encodeEnvelope(envelope({
+    seq: 1, node: 'gone', mono: 5e9,
+    records: [
+      connInfo({ tsNs: 5e9, connId: 9, tgid: 7 }, tuple, Role.Client, 'curl'),
+      sockData({ tsNs: 5e9, connId: 9, tgid: 7 }, { direction: 0, posBytes: 0, payload: Buffer.from('GET / HTTP/1.1\r\nHost: h\r\n\r\n'), dataFlags: DataFlags.Last }),
+    ],
+  })));
+  assert.equal(h.lane.ackLimit(), 0, 'the open request pins its message');
+  // Another node's heartbeats go on, its time moving a second per message.
+  const last = 110_000;
+  let released = 0;
+  for (let n = 2; n <= last; n++) {
+    h.handle(encodeEnvelope(envelope({ seq: n, node: 'alive', mono: 5e9 + n * 1e9, records: [] })));
+    if (!released && h.lane.ackLimit() > 0) released = n;
+  }
+  assert.ok(released > 100_000 && released <= 100_001 + 4096, `released once 100,000 messages passed it, at a check (at ${released})`);
+  assert.equal(h.lane.ackLimit(), last, 'everything may be acknowledged');
+  assert.equal(await h.failures('lane_error'), 0);
+});
+
 test('a message with several bad records is rejected once, under its first reason; forged kinds share one label', async () => {
   const h = await harness();
   const e = exchange(1, 1);
