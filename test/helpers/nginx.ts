@@ -105,6 +105,8 @@ export interface AccessLogEntry {
   requestTimeS: number;
   method: string;
   uri: string;
+  /** $msec: when nginx logged it (after the last response byte was handed to the kernel), epoch ms. */
+  loggedAtMs: number;
 }
 
 function parseAccessLog(text: string): AccessLogEntry[] {
@@ -113,7 +115,7 @@ function parseAccessLog(text: string): AccessLogEntry[] {
     return {
       remoteAddr: f[0], remotePort: Number(f[1]), connection: Number(f[2]), connectionRequests: Number(f[3]),
       status: Number(f[4]), bytesSent: Number(f[5]), bodyBytesSent: Number(f[6]), requestLength: Number(f[7]),
-      requestTimeS: Number(f[8]), method: f[9], uri: f[10],
+      requestTimeS: Number(f[8]), method: f[9], uri: f[10], loggedAtMs: Math.round(Number(f[11]) * 1000),
     };
   });
 }
@@ -182,7 +184,7 @@ pid ${dir}/nginx.pid;
 error_log ${dir}/error.log info;
 events { worker_connections 256; }
 http {
-  log_format netrig '$remote_addr\t$remote_port\t$connection\t$connection_requests\t$status\t$bytes_sent\t$body_bytes_sent\t$request_length\t$request_time\t$request_method\t$request_uri';
+  log_format netrig '$remote_addr\t$remote_port\t$connection\t$connection_requests\t$status\t$bytes_sent\t$body_bytes_sent\t$request_length\t$request_time\t$request_method\t$request_uri\t$msec';
   access_log ${dir}/access.log netrig;
   client_body_temp_path ${dir}/client_body;
   proxy_temp_path ${dir}/proxy;

@@ -11,7 +11,6 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
@@ -20,6 +19,7 @@ import { ClickHouseEndpoint, WRITER_USER } from '../../lib/clickhouse-endpoint.j
 import { logger } from '../../lib/logger.js';
 import { functionGroup } from '../../processors/runtime/lane.js';
 import { consumerName } from '../../processors/runtime/processor.js';
+import { ClickHouseProxy } from '../helpers/clickhouse-proxy.js';
 import { assertExactlyOnce, committedRows, generate, pendingMessages, publish, SHARDS } from '../helpers/http1-stream.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { ProcessorChild } from '../helpers/processor-child.js';
@@ -29,65 +29,11 @@ const FUNCTIONS = ['http1', 'tcp', 'losses'];
 const PASSWORD = randomBytes(12).toString('hex');
 const SEED = 0x5707_2026;
 
-/**
- * A TCP proxy to a local port that can hang: while hanging, bytes either way are dropped
- * and every connection is kept open, so requests neither fail nor finish. It counts the
- * inserts it swallowed.
- */
-class HangingProxy {
-  port = 0;
-  /** Requests carrying an INSERT received while hanging. */
-  heldInserts = 0;
-  private hanging = false;
-  private readonly server: Server;
-  private readonly sockets = new Set<Socket>();
-
-  constructor(private readonly target: number) {
-    this.server = createServer((client) => this.accept(client));
-  }
-
-  async start(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.port = (this.server.address() as { port: number }).port;
-  }
-
-  private accept(client: Socket): void {
-    const upstream = tcpConnect(this.target, '127.0.0.1');
-    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
-      this.sockets.add(from);
-      from.on('data', (d: Buffer) => {
-        if (!this.hanging) to.write(d);
-        else if (from === client && d.includes('INSERT')) this.heldInserts++;
-      });
-      from.on('error', () => to.destroy());
-      from.on('close', () => {
-        this.sockets.delete(from);
-        to.destroy();
-      });
-    }
-  }
-
-  hang(): void {
-    this.hanging = true;
-  }
-
-  /** Answer again; the connections held while hanging are cut (their requests are lost anyway). */
-  resume(): void {
-    this.hanging = false;
-    for (const s of this.sockets) s.destroy();
-  }
-
-  async stop(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
-
 let nats: NatsServerHandle;
 let nc: NatsConnection;
 let ch: ClickHouse;
 let endpoint: ClickHouseEndpoint;
-let proxy: HangingProxy;
+let proxy: ClickHouseProxy;
 
 before(async () => {
   nats = await startNatsServer();
@@ -98,7 +44,7 @@ before(async () => {
     writer: { user: WRITER_USER, password: PASSWORD }, host: '127.0.0.1', port: 0, log: logger('test'),
   });
   await endpoint.start();
-  proxy = new HangingProxy(endpoint.port);
+  proxy = new ClickHouseProxy(endpoint.port);
   await proxy.start();
 });
 
