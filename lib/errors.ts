@@ -132,3 +132,10 @@ export class NatsPermissionError extends NetrigError {
     this.subject = subject;
   }
 }
+
+/** A NATS operation gave neither an answer nor an error within its bound (a listing cut off by a server restart). */
+export class NatsStalledError extends NetrigError {
+  constructor(operation: string, boundMs: number, options?: ErrorOptions) {
+    super('ERR_NATS_STALLED', `NATS: ${operation} gave no answer within ${boundMs} ms; retried at the next attempt`, options);
+  }
+}

@@ -24,7 +24,7 @@
 import { JetStreamApiCodes } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { ConfigError } from '../../lib/errors.js';
+import { ConfigError, NatsStalledError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { isJsApiError } from '../../lib/nats.js';
 import { functionGroup } from './lane.js';
@@ -204,16 +204,29 @@ export class ShardLeases {
     const others: LeaseMember[] = [];
     const owners = new Map<number, string>();
     const shards = `${this.o.database}.s.${this.group}.`;
-    for await (const k of await this.kv.keys(`${this.o.database}.>`)) {
-      const memberKey = k.startsWith(`${this.o.database}.m.`);
-      if (!memberKey && !k.startsWith(shards)) continue;
-      const e = await this.kv.get(k);
-      if (e?.operation !== 'PUT') continue;
-      const m = e.json<LeaseMember>();
-      if (!memberKey) owners.set(Number(k.slice(shards.length)), m.id);
-      else if (functionGroup(m.functions) === this.group) members.push(m.id);
-      else others.push(m);
+    // A key listing whose server restarts under it may never end: cut it off after a ttl,
+    // or rebalancing, which waits for it, would stop for good and no lease be taken again.
+    const keys = await this.kv.keys(`${this.o.database}.>`);
+    let stalled = false;
+    const bound = setTimeout(() => {
+      stalled = true;
+      keys.stop();
+    }, this.o.ttlMs);
+    try {
+      for await (const k of keys) {
+        const memberKey = k.startsWith(`${this.o.database}.m.`);
+        if (!memberKey && !k.startsWith(shards)) continue;
+        const e = await this.kv.get(k);
+        if (e?.operation !== 'PUT') continue;
+        const m = e.json<LeaseMember>();
+        if (!memberKey) owners.set(Number(k.slice(shards.length)), m.id);
+        else if (functionGroup(m.functions) === this.group) members.push(m.id);
+        else others.push(m);
+      }
+    } finally {
+      clearTimeout(bound);
     }
+    if (stalled) throw new NatsStalledError(`listing the keys of ${LEASE_BUCKET}`, this.o.ttlMs);
     if (!members.includes(this.o.member.id)) members.push(this.o.member.id);
     return { members: members.sort(), others, owners };
   }
