@@ -121,12 +121,34 @@ static __always_inline __u8 guess_role(__u8 proto, __u16 sport, __u16 dport, __u
 }
 
 /*
+ * Where a TCP socket first seen mid-life stands in each direction, by the kernel's own
+ * counters rather than from zero: an edge started, or restarted after a crash, during a
+ * connection numbers its bytes as the previous edge did, so positions never go back
+ * (reassembly would take the new bytes for duplicates) and rows keyed by request position
+ * never collide with the previous run's. Egress: bytes acknowledged plus bytes queued
+ * (write_seq - snd_una; on an active open bytes_acked counts the SYN, so one above, never
+ * below). Ingress: bytes received in order less those not read yet (rcv_nxt - copied_seq;
+ * both count a FIN). Called after the send or receive of `len` bytes that found the socket,
+ * so the counters stand after it. Read, not loaded: `sk` may be an untrusted pointer.
+ */
+static __always_inline void midlife_positions(const struct sock *sk, struct conn_state *st, __u8 dir, __u32 len)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	__u64 tx = BPF_CORE_READ(tp, bytes_acked) + (__u32)(BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_una));
+	__u64 rx = BPF_CORE_READ(tp, bytes_received) - (__u32)(BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq));
+	__u64 *after = dir == DIR_EGRESS ? &tx : &rx;
+	*after = *after >= len ? *after - len : 0;
+	st->tx_pos_bytes = tx;
+	st->rx_pos_bytes = rx;
+}
+
+/*
  * State for a socket with no entry: a UDP socket, or TCP open before the edge started.
  * `skc` is the socket's sock_common: the socket itself where the pointer is trusted, or a
- * copy on the stack where it is not.
+ * copy on the stack where it is not. `len` bytes just moved in direction `dir`.
  */
 static __always_inline struct conn_state *track_new(const struct sock *sk, const struct sock_common *skc,
-						    __u8 proto, __u8 dir, __u64 sock_ino)
+						    __u8 proto, __u8 dir, __u32 len, __u64 sock_ino)
 {
 	struct conn_state st = {};
 	st.sock_ino = sock_ino;
@@ -134,8 +156,10 @@ static __always_inline struct conn_state *track_new(const struct sock *sk, const
 	__u16 dport = bpf_ntohs(skc->skc_dport);
 	st.role = guess_role(proto, sport, dport, dir);
 	st.conn_flags = CONN_F_ROLE_GUESSED;
-	if (proto == IPPROTO_TCP_)
+	if (proto == IPPROTO_TCP_) {
 		st.conn_flags |= CONN_F_MIDLIFE;
+		midlife_positions(sk, &st, dir, len);
+	}
 	st.open_ts_ns = bpf_ktime_get_ns();
 	return conn_create(sk, &st);
 }
@@ -197,7 +221,7 @@ static __always_inline struct conn_state *capture_start(const struct netrig_conf
 		}
 	}
 	if (!st) {
-		st = track_new(sk, skc, proto, dir, sock_ino);
+		st = track_new(sk, skc, proto, dir, len, sock_ino);
 		if (!st)
 			return 0;
 	}
