@@ -6,13 +6,14 @@
  * keep-alive connection to nginx; the edge starts after the first few. On the server end
  * every request record's position is its request number times the request length, and every
  * response record's a multiple of the (equal) response length; on the client end the same,
- * its egress one byte above (bytes_acked counts the SYN of an active open).
+ * its egress one byte above (bytes_acked counts the SYN of an active open). On both payload
+ * paths.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConnFlags, Direction, RecordKind, Role, type ConnInfoRecord } from '../../schemas/records.js';
 import { cleanupAll, pollUntil, sleep } from '../helpers/cleanup-all.js';
-import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
+import { CAPTURE_PATHS, startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { waitExit, startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
@@ -20,7 +21,7 @@ import { readStream } from '../helpers/stream-reader.js';
 
 const REQUESTS = 12;
 
-test('a connection open before the edge starts is seen mid-life at its true byte positions', async (t) => {
+for (const capturePath of CAPTURE_PATHS) test(`a connection open before the edge starts is seen mid-life at its true byte positions (capture path: ${capturePath})`, async (t) => {
   let nats: NatsServerHandle | undefined;
   let hosts: HostPair | undefined;
   let nginx: NginxHandle | undefined;
@@ -42,7 +43,7 @@ test('a connection open before the edge starts is seen mid-life at its true byte
   curl = client.spawn('curl', ['-sS', '--max-time', '30', '--rate', '4/s', ...paths.flatMap((p) => ['-o', '/dev/null', `${base}${p}`])], { stdio: 'ignore' });
   // A few requests before the edge is there.
   assert.ok(await pollUntil(() => nginx!.accessLog().length >= 4, 10_000, 20), 'curl made its first requests');
-  edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()] });
+  edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()], input: { capturePath } });
   assert.ok(await waitExit(curl, 30_000), 'curl finished');
   assert.equal(curl.exitCode, 0, 'curl succeeded');
   await sleep(1000);
