@@ -44,7 +44,7 @@ import { randomBytes } from 'node:crypto';
 import { jetstreamManager, JetStreamApiCodes } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouse } from '../../lib/clickhouse.js';
-import { ClickHouseEndpoint } from '../../lib/clickhouse-endpoint.js';
+import { ClickHouseEndpoint, WRITER_USER } from '../../lib/clickhouse-endpoint.js';
 import { isJsApiError } from '../../lib/nats.js';
 import { logger } from '../../lib/logger.js';
 import { DLQ_STREAM } from '../../processors/runtime/dlq.js';
@@ -167,7 +167,10 @@ test('fault campaign: ClickHouse away 60 s, NATS restarted, processor and edge S
   const { client, server } = hosts;
   nginx = await startNginx(server);
   ch = await freshClickHouse('faults');
-  endpoint = new ClickHouseEndpoint({ connection: ch.connection!, database: ch.database, user: 'default', password: PASSWORD, host: '127.0.0.1', port: 0, log: logger('test') });
+  endpoint = new ClickHouseEndpoint({
+    connection: ch.connection!, database: ch.database, reader: { user: 'default', password: randomBytes(12).toString('hex') },
+    writer: { user: WRITER_USER, password: PASSWORD }, host: '127.0.0.1', port: 0, log: logger('test'),
+  });
   await endpoint.start();
   proxy = new ClickHouseProxy(endpoint.port);
   await proxy.start();
@@ -186,7 +189,7 @@ test('fault campaign: ClickHouse away 60 s, NATS restarted, processor and edge S
     return life;
   };
   const startProcessor = async (): Promise<ProcessorChild> => {
-    const p = new ProcessorChild({ natsUrl: nats!.url, clickhouseUrl: `http://127.0.0.1:${proxy!.port}`, clickhousePassword: PASSWORD, database, functions: FUNCTIONS });
+    const p = new ProcessorChild({ natsUrl: nats!.url, clickhouseUrl: `http://127.0.0.1:${proxy!.port}`, clickhouseUser: WRITER_USER, clickhousePassword: PASSWORD, database, functions: FUNCTIONS });
     processors.push(p);
     await p.port;
     return p;
