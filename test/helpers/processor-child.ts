@@ -22,6 +22,8 @@ export interface ProcessorChildOptions {
   clickhousePassword?: string;
   /** Seconds (default 3: a killed processor's shards pass on quickly). */
   leaseTtl?: number;
+  /** --max-connections (default: the processor's). */
+  maxConnections?: number;
 }
 
 /** A lease event from a processor's log. */
@@ -50,6 +52,7 @@ export class ProcessorChild {
     this.child = spawn(process.execPath, [
       CLI, 'process', '--nats', o.natsUrl, ...store, '--database', o.database, '--lease-ttl', String(o.leaseTtl ?? 3),
       '--functions', o.functions.join(','), '--flush-interval-ms', '50', '--metrics-port', '0', '--ttl-days', '3650',
+      ...(o.maxConnections ? ['--max-connections', String(o.maxConnections)] : []),
     ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NETRIG_LOG_LEVEL: 'info' } });
     const pid = this.child.pid;
     this.unregister = onExit(`netrig process ${pid}`, () => killSync(pid));
