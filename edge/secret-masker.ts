@@ -17,11 +17,14 @@
  *   until one of them ends it.
  * - A stream's first byte (position 0) is a line start inside a possible block.
  * - Positions jump (a lost or truncated record, bytes moved without a buffer, a stream first
- *   seen mid-life, state forgotten): what the missing bytes held is unknown, so the first
- *   line of the record, up to its line feed, is masked whole unless it is a request or status
- *   line, and the bytes after it are treated as a possible header block. The exception is a
- *   stream seen from position 0 whose first byte cannot begin HTTP/1 (not 'A'..'Z': TLS
- *   ciphertext, HTTP/2, DNS, databases): after a gap it is only scanned for start lines.
+ *   seen mid-life, state forgotten) while the stream stood in a header block, or with no
+ *   state: what the missing bytes held is unknown, so the first line of the record, up to its
+ *   line feed, is masked whole unless it is a request or status line, and the bytes after it
+ *   are treated as a possible header block. A jump while the stream stood outside a block
+ *   (in a body: a large sendfile or a truncated syscall skips body bytes) keeps scanning for
+ *   start lines only, or a body's bytes would be masked. The same holds for a stream seen
+ *   from position 0 whose first byte cannot begin HTTP/1 (not 'A'..'Z': TLS ciphertext,
+ *   HTTP/2, DNS, databases).
  *
  * Cost: outside header blocks a record is one Buffer.indexOf for "HTTP/1." (native), so
  * bodies, ciphertext and HTTP/2 frames cost little; inside a block, one indexOf per line
@@ -215,7 +218,7 @@ export class SecretMasker {
     if (fresh && pos === 0) {
       st.opaque = p[0] < 0x41 || p[0] > 0x5a;
     } else if (fresh || pos !== st.expect) {
-      i = this.resync(st, p);
+      i = this.resync(st, p, fresh);
     } else if (st.mode === Mode.Out && st.tailLen && markerAcrossSeam(st, p)) {
       st.mode = Mode.Line;
     }
@@ -230,10 +233,10 @@ export class SecretMasker {
   }
 
   /** Positions jumped: apply the gap rule; returns where scanning goes on. */
-  private resync(st: StreamState, p: Buffer): number {
+  private resync(st: StreamState, p: Buffer, fresh: boolean): number {
     st.tailLen = 0;
     st.lastSecret = false;
-    if (st.opaque) {
+    if (st.opaque || (!fresh && st.mode === Mode.Out)) {
       st.mode = Mode.Out;
       return 0;
     }

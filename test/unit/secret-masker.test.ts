@@ -114,6 +114,14 @@ test('a gap before a start line masks nothing; a stream first seen mid-life star
   assert.deepEqual(masked([req[2]]), ['****************\r\nCookie: *\r\n\r\n', '']);
 });
 
+test('a gap in a body (a sendfile, a truncated syscall) masks nothing; the next block is read', () => {
+  const body = 'Cookie-like: body bytes\nAuthorization: also body\n';
+  const recs = conversation([[1, 'HTTP/1.1 200 OK\r\nContent-Length: 99999\r\n\r\nbody'], [1, 'x'.repeat(50)], [1, body], [1, 'HTTP/1.1 200 OK\r\nSet-Cookie: s\r\n\r\n']]);
+  const masker = new SecretMasker();
+  assert.deepEqual(masked([recs[0], recs[2], recs[3]], { masker }), ['', `HTTP/1.1 200 OK\r\nContent-Length: 99999\r\n\r\nbody${body}HTTP/1.1 200 OK\r\nSet-Cookie: *\r\n\r\n`]);
+  assert.equal(masker.masked[MASKED_AFTER_GAP], 0);
+});
+
 test('a stream that began as another protocol is only scanned after a gap', () => {
   const recs = conversation([[0, '\x00\x01binary'], [0, 'LOST'], [0, 'Cookie-like: text\nGET / HTTP/1.1\r\nCookie: e\r\n\r\n']]);
   assert.deepEqual(masked([recs[0], recs[2]]), ['\x00\x01binaryCookie-like: text\nGET / HTTP/1.1\r\nCookie: *\r\n\r\n', '']);
