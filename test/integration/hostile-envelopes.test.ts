@@ -23,13 +23,13 @@
  *   sent = accepted + rejected, with rejected known to the message.
  * - the valid envelopes' rows are in ClickHouse exactly once.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { logger } from '../../lib/logger.js';
 import { ensureStream } from '../../lib/raw-stream.js';
 import { FUNCTIONS } from '../../processors/index.js';
@@ -39,7 +39,8 @@ import { consumerName } from '../../processors/runtime/processor.js';
 import { onExit } from '../helpers/cleanup.js';
 import { MAX_PIN_SPAN } from '../../processors/l7/connection-table.js';
 import { heartbeat, hostileMessage, SHARDS, TRUSTED, verdict, type HostileMessage } from '../helpers/hostile-envelopes.js';
-import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
+import type { NatsServerHandle } from '../helpers/nats-server.js';
+import { natsServerForFile } from '../helpers/nats-hooks.js';
 import { ProcessorChild, queryStore } from '../helpers/processor-child.js';
 import { STREAM, waitFor } from '../helpers/processor-run.js';
 
@@ -67,14 +68,9 @@ const SAMPLE_MS = 250;
 let nats: NatsServerHandle;
 let nc: NatsConnection;
 
-before(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-});
-
-after(async () => {
-  await nc?.close();
-  await nats?.cleanup();
+natsServerForFile((server, conn) => {
+  nats = server;
+  nc = conn;
 });
 
 /** Resident set of a process, in bytes. */

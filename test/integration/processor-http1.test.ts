@@ -8,9 +8,9 @@
  * the middle of its life that must not pair a request with a response it did not cause.
  * Then fresh consumers read the whole stream again into the same database: no row is added.
  */
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import { logger } from '../../lib/logger.js';
@@ -22,23 +22,16 @@ import { functionGroup } from '../../processors/runtime/lane.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { encodeEnvelope, envelopeSubject, messageId, type Envelope } from '../../schemas/envelope.js';
 import { ConnFlags, RecordKind, Role } from '../../schemas/records.js';
-import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
+import { natsServerForFile } from '../helpers/nats-hooks.js';
 import { freshClickHouse, removeClickHouseData, rows, STREAM, waitFor } from '../helpers/processor-run.js';
 import { captured, connClose, connInfo, connOpen, envelope, sockData, type TupleSpec } from '../helpers/records.js';
 
-let nats: NatsServerHandle;
 let nc: NatsConnection;
 
-before(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+natsServerForFile((_server, conn) => {
+  nc = conn;
 });
-
-after(async () => {
-  await nc?.close();
-  await nats?.cleanup();
-  removeClickHouseData();
-});
+after(() => removeClickHouseData());
 
 const BOOT = '3e43dd63-6003-4ed5-8a7e-59214f932070';
 const NODE = 'node1';

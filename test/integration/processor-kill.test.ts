@@ -13,29 +13,25 @@
  * The embedded engine allows one process per data dir, so the test never opens it itself:
  * it reads rows through `netrig query` (another child) while no processor runs.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { onExit } from '../helpers/cleanup.js';
 import { assertExactlyOnce, committedRows, generate, pendingMessages, publish } from '../helpers/http1-stream.js';
-import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
+import type { NatsServerHandle } from '../helpers/nats-server.js';
+import { natsServerForFile } from '../helpers/nats-hooks.js';
 import { ProcessorChild, queryStore as query } from '../helpers/processor-child.js';
 import { prng } from '../helpers/prng.js';
 
 let nats: NatsServerHandle;
 let nc: NatsConnection;
 
-before(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
-});
-
-after(async () => {
-  await nc?.close();
-  await nats?.cleanup();
+natsServerForFile((server, conn) => {
+  nats = server;
+  nc = conn;
 });
 
 const SEED = 0x5eed_2024;

@@ -8,9 +8,9 @@
  * messages go on being written. Dead letters are kept no longer than the raw stream keeps
  * its messages.
  */
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { logger } from '../../lib/logger.js';
 import { DLQ_STREAM } from '../../processors/runtime/dlq.js';
@@ -20,23 +20,16 @@ import { Processor, consumerName } from '../../processors/runtime/processor.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { lossesFunction } from '../../processors/losses/index.js';
 import { RecordKind, Role, TcpEventFlags } from '../../schemas/records.js';
-import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
+import { natsServerForFile } from '../helpers/nats-hooks.js';
 import { connClose, envelope, skbDrop, tcpEvent } from '../helpers/records.js';
 import { freshClickHouse, publishEnvelopes, removeClickHouseData, rows, STREAM, waitFor } from '../helpers/processor-run.js';
 
-let nats: NatsServerHandle;
 let nc: NatsConnection;
 
-before(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+natsServerForFile((_server, conn) => {
+  nc = conn;
 });
-
-after(async () => {
-  await nc?.close();
-  await nats?.cleanup();
-  removeClickHouseData();
-});
+after(() => removeClickHouseData());
 
 // Fixture times are in 2023: the tables are created with a retention long enough to keep them.
 const BOOT = '3e43dd63-6003-4ed5-8a7e-59214f932070';

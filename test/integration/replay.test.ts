@@ -4,9 +4,9 @@
  * replay into a database live processors write to (their consumers, or only their leases)
  * is refused and touches nothing of theirs.
  */
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { EdgeConfig } from '../../edge/config.js';
 import { LiveDatabaseError } from '../../lib/errors.js';
@@ -14,7 +14,8 @@ import { runReplay } from '../../processors/replay.js';
 import { ShardLeases } from '../../processors/runtime/leases.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { Role } from '../../schemas/records.js';
-import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
+import type { NatsServerHandle } from '../helpers/nats-server.js';
+import { natsServerForFile } from '../helpers/nats-hooks.js';
 import { connClose, envelope } from '../helpers/records.js';
 import { testLogger } from '../helpers/edge-run.js';
 import { drainProcessor, freshClickHouse, publishEnvelopes, removeClickHouseData, rows, startEdgeProcessor, STREAM } from '../helpers/processor-run.js';
@@ -22,16 +23,11 @@ import { drainProcessor, freshClickHouse, publishEnvelopes, removeClickHouseData
 let nats: NatsServerHandle;
 let nc: NatsConnection;
 
-before(async () => {
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+natsServerForFile((server, conn) => {
+  nats = server;
+  nc = conn;
 });
-
-after(async () => {
-  await nc?.close();
-  await nats?.cleanup();
-  removeClickHouseData();
-});
+after(() => removeClickHouseData());
 
 const tuple = { saddr: '10.77.9.1', daddr: '10.77.9.2', sport: 40000, dport: 80 };
 
