@@ -28,7 +28,8 @@ import type { Logger } from './logger.js';
 import { ConfigError, PortInUseError } from './errors.js';
 import { identifier } from '../schemas/migrate.js';
 import { AccessDeniedError, AuthenticationFailedError, EndpointRefusal, QuerySyntaxError, exceptionText } from './endpoint/errors.js';
-import { EngineSession } from './endpoint/engine-session.js';
+import { loadChdb } from './chdb.js';
+import { EngineSession, type ChdbModule } from './endpoint/engine-session.js';
 import { endpointLimits, limitSettings, type EndpointLimits } from './endpoint/limits.js';
 import { allowedHostNames, checkHostAndOrigin, credentials, discardBody, multipartFields, readBody, type Credentials } from './endpoint/request.js';
 import { Slots } from './endpoint/slots.js';
@@ -92,6 +93,7 @@ export class ClickHouseEndpoint {
   private rules: StatementRules | null = null;
   private hosts = new Set<string>();
   private readonly path: string;
+  private chdb: ChdbModule | null = null;
   /** Port actually listened on. */
   port = 0;
 
@@ -105,7 +107,8 @@ export class ClickHouseEndpoint {
   }
 
   async start(): Promise<void> {
-    const s = new EngineSession(this.path);
+    this.chdb = await loadChdb();
+    const s = new EngineSession(this.chdb, this.path);
     try {
       this.rules = await loadRules(s);
     } finally {
@@ -217,7 +220,7 @@ export class ClickHouseEndpoint {
 
   /** Run one request in an engine session of its own, closed afterwards whatever happened. */
   private async execute(r: Request, res: ServerResponse): Promise<void> {
-    const s = new EngineSession(this.path);
+    const s = new EngineSession(this.chdb!, this.path);
     try {
       const st = await classify(s, r.query, r.queryParams, r.role, r.method, this.rules!);
       if (st.kind === 'nothing') return this.reply(res, r, r.format, Buffer.alloc(0));

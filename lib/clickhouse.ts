@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
 import type { Connection } from '@clickhouse/client-common';
-import { createChdbConnection } from 'chdb/connection';
+import { loadChdbConnection } from './chdb.js';
 import { lockDataDir } from './data-dir.js';
 import { NetrigError, PrerequisiteError } from './errors.js';
 
@@ -114,6 +114,7 @@ export async function openClickHouse(target: ClickHouseTarget): Promise<ClickHou
     return { client, database: target.database, where: target.url, close: () => client.close() };
   }
   const dir = resolve(target.dataDir);
+  const { createChdbConnection } = await loadChdbConnection();
   const unlock = lockDataDir(dir);
   let client: ClickHouseClient;
   const connection = createChdbConnection({ path: join(dir, 'clickhouse') }) as unknown as Connection<Readable>;

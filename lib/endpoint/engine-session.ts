@@ -4,7 +4,11 @@
  * streaming cursor; a request's SET, USE or `readonly` lives and dies with its session and
  * never reaches the processor's session or another request's.
  */
-import { Session, type ChdbQueryStream, type RawInsertFormat } from 'chdb';
+import type { ChdbQueryStream, RawInsertFormat, Session } from 'chdb';
+import type { loadChdb } from '../chdb.js';
+
+/** The chdb module (lib/chdb.ts loads it). */
+export type ChdbModule = Awaited<ReturnType<typeof loadChdb>>;
 
 /** A SQL string literal: inside quotes the parser gives meaning to `\` and `'` only. */
 export function sqlString(v: string): string {
@@ -21,8 +25,8 @@ const SETTING_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export class EngineSession {
   private readonly s: Session;
 
-  constructor(path: string) {
-    this.s = new Session(path);
+  constructor(chdb: ChdbModule, path: string) {
+    this.s = new chdb.Session(path);
   }
 
   /** The result of `sql` in `format`, whole (for small answers: guards, SHOW, EXPLAIN). */

@@ -5,11 +5,12 @@
  * stops (NATS gone, so the stop waits on it) exits at once with 128 + the signal's number,
  * and leaves nothing behind either: the kernel drops what only its descriptors held. Its
  * own objects are told apart from anyone else's (another edge, other tools) by the ids of
- * the descriptors it held, read from /proc/<pid>/fdinfo.
+ * the descriptors it held, read from /proc/<pid>/fdinfo. It never maps the embedded engine.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { pollUntil } from '../helpers/cleanup-all.js';
@@ -77,6 +78,8 @@ async function detachCase(t: TestContext, signal: 'SIGTERM' | 'SIGINT', twice = 
   });
   await running;
   assert.ok(attached > 0, `it logged that programs are attached (${attached})`);
+  // The embedded engine is loaded only where it is used (lib/chdb.ts): never in an edge.
+  assert.ok(!readFileSync(`/proc/${pid}/maps`, 'utf8').includes('libchdb'), 'libchdb is not mapped into the edge');
 
   // Its objects, by the descriptors it holds.
   const own: BpfIds = bpfIdsOf(pid);
