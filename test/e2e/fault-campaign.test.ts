@@ -46,8 +46,8 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import { ClickHouseEndpoint, WRITER_USER } from '../../lib/clickhouse-endpoint.js';
 import { isJsApiError } from '../../lib/nats.js';
-import { logger } from '../../lib/logger.js';
 import { DLQ_STREAM } from '../../processors/runtime/dlq.js';
+import { startTestEndpoint } from '../helpers/endpoint.js';
 import { ClickHouseProxy } from '../helpers/clickhouse-proxy.js';
 import { cleanupAll, sleep } from '../helpers/cleanup-all.js';
 import { uniqueToken } from '../helpers/cleanup.js';
@@ -167,11 +167,7 @@ test('fault campaign: ClickHouse away 60 s, NATS restarted, processor and edge S
   const { client, server } = hosts;
   nginx = await startNginx(server);
   ch = await freshClickHouse('faults');
-  endpoint = new ClickHouseEndpoint({
-    connection: ch.connection!, database: ch.database, reader: { user: 'default', password: randomBytes(12).toString('hex') },
-    writer: { user: WRITER_USER, password: PASSWORD }, host: '127.0.0.1', port: 0, log: logger('test'),
-  });
-  await endpoint.start();
+  endpoint = await startTestEndpoint(ch, PASSWORD);
   proxy = new ClickHouseProxy(endpoint.port);
   await proxy.start();
   const database = `faults_${process.pid}`;

@@ -18,9 +18,9 @@ import { Kvm } from '@nats-io/kv';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import { ClickHouseEndpoint, WRITER_USER } from '../../lib/clickhouse-endpoint.js';
 import { readProcessors } from '../../lib/heartbeat.js';
-import { logger } from '../../lib/logger.js';
 import { LEASE_BUCKET } from '../../processors/runtime/leases.js';
 import { FUNCTIONS } from '../../processors/index.js';
+import { startTestEndpoint } from '../helpers/endpoint.js';
 import { assertExactlyOnce, committedRows, generate, pendingMessages, publish, SHARDS, type Generated } from '../helpers/http1-stream.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
 import { ProcessorChild } from '../helpers/processor-child.js';
@@ -43,11 +43,7 @@ before(async () => {
   nats = await startNatsServer();
   nc = await connect({ servers: nats.url });
   ch = await freshClickHouse('scale');
-  endpoint = new ClickHouseEndpoint({
-    connection: ch.connection!, database: ch.database, reader: { user: 'default', password: READER_PASSWORD },
-    writer: { user: WRITER_USER, password: WRITER_PASSWORD }, host: '127.0.0.1', port: 0, log: logger('test'),
-  });
-  await endpoint.start();
+  endpoint = await startTestEndpoint(ch, WRITER_PASSWORD, READER_PASSWORD);
   stream = generate(0x5ca1_e007);
 });
 

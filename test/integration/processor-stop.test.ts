@@ -16,9 +16,9 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import { ClickHouseEndpoint, WRITER_USER } from '../../lib/clickhouse-endpoint.js';
-import { logger } from '../../lib/logger.js';
 import { functionGroup } from '../../processors/runtime/lane.js';
 import { consumerName } from '../../processors/runtime/processor.js';
+import { startTestEndpoint } from '../helpers/endpoint.js';
 import { ClickHouseProxy } from '../helpers/clickhouse-proxy.js';
 import { assertExactlyOnce, committedRows, generate, pendingMessages, publish, SHARDS } from '../helpers/http1-stream.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
@@ -39,11 +39,7 @@ before(async () => {
   nats = await startNatsServer();
   nc = await connect({ servers: nats.url });
   ch = await freshClickHouse('stop');
-  endpoint = new ClickHouseEndpoint({
-    connection: ch.connection!, database: ch.database, reader: { user: 'default', password: randomBytes(12).toString('hex') },
-    writer: { user: WRITER_USER, password: PASSWORD }, host: '127.0.0.1', port: 0, log: logger('test'),
-  });
-  await endpoint.start();
+  endpoint = await startTestEndpoint(ch, PASSWORD);
   proxy = new ClickHouseProxy(endpoint.port);
   await proxy.start();
 });
