@@ -85,20 +85,36 @@ export interface ThreadCreds {
   permitted: bigint;
 }
 
+/** Uid and capability sets of a /proc status file, or null if the thread is gone. */
+function statusCreds(path: string, tid: number): ThreadCreds | null {
+  let status: string;
+  try {
+    status = readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+  const hex = (k: string) => BigInt('0x' + (new RegExp(`^${k}:\\s*([0-9a-f]+)$`, 'm').exec(status)?.[1] ?? '0'));
+  return { tid, uid: Number(/^Uid:\s*(\d+)/m.exec(status)?.[1]), effective: hex('CapEff'), permitted: hex('CapPrm') };
+}
+
 /** The credentials of every thread of this process. */
 export function threadCreds(pid: number | 'self' = 'self'): ThreadCreds[] {
   const out: ThreadCreds[] = [];
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let status: string;
-    try {
-      status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-    } catch {
-      continue; // the thread ended meanwhile
-    }
-    const hex = (k: string) => BigInt('0x' + (new RegExp(`^${k}:\\s*([0-9a-f]+)$`, 'm').exec(status)?.[1] ?? '0'));
-    out.push({ tid: Number(tid), uid: Number(/^Uid:\s*(\d+)/m.exec(status)?.[1]), effective: hex('CapEff'), permitted: hex('CapPrm') });
+    const c = statusCreds(`/proc/${pid}/task/${tid}/status`, Number(tid));
+    if (c) out.push(c);
   }
   return out;
+}
+
+/** The credentials of the calling thread. */
+function ownCreds(): ThreadCreds {
+  return statusCreds('/proc/thread-self/status', 0) ?? { tid: 0, uid: -1, effective: 0n, permitted: 0n };
+}
+
+/** Whether this thread holds `cap` now. */
+export function hasCap(cap: CapName): boolean {
+  return ((ownCreds().effective >> BigInt(Cap[cap])) & 1n) === 1n;
 }
 
 /** Uid and gid of `user`; a ConfigError naming `--run-as` if there is none. */
@@ -119,7 +135,7 @@ export async function dropPrivileges(user: string, keep: readonly CapName[] = KE
   // Start the thread pool now (it starts on first use, and a thread started after the drop
   // would inherit the main thread's capabilities).
   await access('/');
-  const keepMask = capMask(keep) & (threadCreds().find((t) => t.tid === process.pid)?.permitted ?? 0n);
+  const keepMask = capMask(keep) & ownCreds().permitted;
   if (prctl(PR_SET_KEEPCAPS, 'unsigned long', 1, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0) !== 0) {
     throw new PrivilegeDropError(`prctl(PR_SET_KEEPCAPS) failed (errno ${koffi.errno()})`);
   }

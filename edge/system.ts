@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { PrerequisiteError, PrivilegeError } from '../lib/errors.js';
-import { Cap, CAP_USES, type CapName } from './privileges.js';
+import { CAP_USES, hasCap, type CapName } from './privileges.js';
 
 const TRACEFS = '/sys/kernel/tracing';
 const BTF = '/sys/kernel/btf/vmlinux';
@@ -29,17 +29,6 @@ function mount(type: string, dir: string): void {
     const stderr = String((err as { stderr?: Buffer }).stderr ?? '').trim();
     throw new PrerequisiteError(`${type} is not mounted at ${dir} and mounting it failed (${stderr || (err as Error).message}): mount it by hand with 'mount -t ${type} nodev ${dir}' (mounting needs CAP_SYS_ADMIN)`, { cause: err });
   }
-}
-
-/** Effective capability bits of this thread. */
-function effectiveCaps(): bigint {
-  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/thread-self/status', 'utf8'));
-  return m ? BigInt('0x' + m[1]) : 0n;
-}
-
-/** Whether this thread holds `cap` now. */
-export function hasCap(cap: CapName): boolean {
-  return ((effectiveCaps() >> BigInt(Cap[cap])) & 1n) === 1n;
 }
 
 /** Check privileges and BTF, mount tracefs when missing. Throws with what to do. */

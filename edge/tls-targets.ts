@@ -10,8 +10,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import type { Logger } from '../lib/logger.js';
 import type { BpfObject } from './bpf-object.js';
-import { CAP_USES } from './privileges.js';
-import { hasCap } from './system.js';
+import { CAP_USES, hasCap } from './privileges.js';
 
 const SYSTEM_PATHS = [
   '/usr/lib/x86_64-linux-gnu/libssl.so.3', '/lib/x86_64-linux-gnu/libssl.so.3',
