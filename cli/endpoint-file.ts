@@ -8,10 +8,9 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { dataDirHolder, readDataDirFile, writeDataDirFile } from '../lib/data-dir.js';
-import { ConfigError } from '../lib/errors.js';
 import { WRITER_USER } from '../lib/clickhouse-endpoint.js';
 import type { Credentials } from '../lib/endpoint/request.js';
-import { readSecret, secretFile } from '../lib/secret-file.js';
+import { readSecret, secretFile, secretOfFlag } from '../lib/secret-file.js';
 
 const FILE = 'endpoint.json';
 const SECRETS_DIR = 'endpoint';
@@ -62,9 +61,5 @@ export function readEndpoint(dataDir: string): (EndpointInfo & { password: strin
 /** `opts` with `clickhousePassword` read from `--clickhouse-password-file` when only the file is given. */
 export function withPasswordFile<T extends { clickhousePassword?: string; clickhousePasswordFile?: string }>(opts: T): T {
   if (opts.clickhousePasswordFile === undefined || opts.clickhousePassword !== undefined) return opts;
-  try {
-    return { ...opts, clickhousePassword: readSecret(opts.clickhousePasswordFile) };
-  } catch (err) {
-    throw new ConfigError('clickhouse-password-file', `cannot read ${opts.clickhousePasswordFile}: ${(err as Error).message}`, { cause: err });
-  }
+  return { ...opts, clickhousePassword: secretOfFlag('clickhouse-password-file', opts.clickhousePasswordFile) };
 }

@@ -14,7 +14,8 @@ import { intValue } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
 import type { NatsClientInput } from '../lib/nats.js';
 import { startOwnedNatsServer, type OwnedNatsServer } from '../lib/nats-server.js';
-import { readSecret, secretFile } from '../lib/secret-file.js';
+import { secretFile } from '../lib/secret-file.js';
+import { metricsPasswordOfFile } from '../lib/metrics-server.js';
 import { clickhouseTarget, runProcessor, type RunningProcessor } from '../processors/index.js';
 import { endpointCredentials, writeEndpoint, writerPasswordFile } from './endpoint-file.js';
 import { natsRoles, type NatsRole } from './nats-roles.js';
@@ -103,7 +104,7 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     }
 
     // Its Prometheus endpoints (edge, processor) take one password, generated at first start.
-    const metricsPassword = secretFile(join(dataDir, 'metrics'), 'metrics.password', input.metricsPasswordFile === undefined ? undefined : readSecret(input.metricsPasswordFile)).value;
+    const metricsPassword = secretFile(join(dataDir, 'metrics'), 'metrics.password', input.metricsPasswordFile === undefined ? undefined : metricsPasswordOfFile(input.metricsPasswordFile)).value;
 
     // The edge never captures netrig itself: this process, its nats-server, the endpoint.
     // The edge shares this process with the engine, which writes the data dir as its owner: it stays root.

@@ -8,7 +8,7 @@ import type { Registry } from 'prom-client';
 import { hasCredentials, type Credentials } from './basic-auth.js';
 import { intValue } from './config.js';
 import { ConfigError, PortInUseError } from './errors.js';
-import { readSecret } from './secret-file.js';
+import { secretOfFlag } from './secret-file.js';
 
 /** The user Prometheus sends with the metrics password. */
 export const METRICS_USER = 'netrig';
@@ -30,18 +30,17 @@ export interface MetricsAccess {
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
+/** The password in the file `--metrics-password-file` names; never empty. */
+export function metricsPasswordOfFile(path: string): string {
+  const password = secretOfFlag('metrics-password-file', path);
+  if (!password) throw new ConfigError('metrics-password-file', `${path} is empty`);
+  return password;
+}
+
 /** Validate the metrics flags; `port` is the `--metrics-port` value. */
 export function metricsAccess(input: MetricsInput, port: string | number, flag = 'metrics-port'): MetricsAccess {
   const host = input.metricsHost ?? '127.0.0.1';
-  let password = input.metricsPassword;
-  if (password === undefined && input.metricsPasswordFile !== undefined) {
-    try {
-      password = readSecret(input.metricsPasswordFile);
-    } catch (err) {
-      throw new ConfigError('metrics-password-file', `cannot read ${input.metricsPasswordFile}: ${(err as Error).message}`, { cause: err });
-    }
-    if (!password) throw new ConfigError('metrics-password-file', `${input.metricsPasswordFile} is empty`);
-  }
+  const password = input.metricsPassword ?? (input.metricsPasswordFile === undefined ? undefined : metricsPasswordOfFile(input.metricsPasswordFile));
   if (!password && !LOOPBACK.has(host)) {
     throw new ConfigError('metrics-host', `metrics on ${host} (beyond loopback) need a password: pass --metrics-password-file`);
   }

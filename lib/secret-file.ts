@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ConfigError } from './errors.js';
 
 /** A 0700 directory (created if missing; tightened if it exists). */
 export function privateDir(dir: string): string {
@@ -40,4 +41,13 @@ export function secretFile(dir: string, name: string, override?: string, bytes =
 /** The secret a file holds (its first line), for commands given `--...-password-file`. */
 export function readSecret(path: string): string {
   return readFileSync(path, 'utf8').split('\n')[0].trim();
+}
+
+/** The secret of the file a flag names; a ConfigError naming the flag if it cannot be read. */
+export function secretOfFlag(flag: string, path: string): string {
+  try {
+    return readSecret(path);
+  } catch (err) {
+    throw new ConfigError(flag, `cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  }
 }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { ConfigError } from '../../lib/errors.js';
-import { metricsAccess, serveMetrics } from '../../lib/metrics-server.js';
+import { metricsAccess, metricsPasswordOfFile, serveMetrics } from '../../lib/metrics-server.js';
 
 const basic = (user: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` });
 
@@ -37,6 +37,8 @@ test('beyond loopback only with a password; an unreadable or empty file is a con
   try {
     writeFileSync(join(dir, 'empty'), '\n');
     assert.throws(() => metricsAccess({ metricsPasswordFile: join(dir, 'empty') }, 9464), (e: unknown) => e instanceof ConfigError && e.key === 'metrics-password-file');
+    // netrig up reads the file the same way: an empty one never leaves its metrics open.
+    assert.throws(() => metricsPasswordOfFile(join(dir, 'empty')), (e: unknown) => e instanceof ConfigError && e.key === 'metrics-password-file');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
