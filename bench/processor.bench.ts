@@ -25,9 +25,9 @@
  *
  * Where time goes (same pinning): the lanes alone (Lane.handle on the encoded envelopes:
  * msgpack, record decoding, reassembly, HTTP parsing, pairing, row objects), the rows as
- * JSONCompactEachRow text (what the client sends), and inserting those rows into the engine in
- * blocks the size of the processor's flushes; the rest of the full run is NATS, acks and
- * the runtime.
+ * JSONCompactEachRow bytes, and inserting those rows into the engine in blocks the size of
+ * the processor's flushes, against @clickhouse/client's own insert of the same blocks (the
+ * baseline of the insert); the rest of the full run is NATS, acks and the runtime.
  *
  * Rounds alternate netrig, tshark and lanes-only; medians are reported.
  * Environment: NETRIG_BENCH_EXCHANGES (100000), NETRIG_BENCH_ROUNDS (3).
@@ -42,7 +42,7 @@ import { ensureStream, type StreamSettings } from '../lib/raw-stream.js';
 import { http1Function } from '../processors/http1/index.js';
 import type { DeadLetters } from '../processors/runtime/dlq.js';
 import type { Row } from '../processors/runtime/function.js';
-import { insertBlock } from '../processors/runtime/sink.js';
+import { compactRows, insertBlock } from '../processors/runtime/sink.js';
 import { ConnectionBudget, DEFAULT_MAX_CONNECTIONS } from '../processors/l7/connection-table.js';
 import { functionGroup, Lane } from '../processors/runtime/lane.js';
 import { ProcessorMetrics } from '../processors/runtime/metrics.js';
@@ -270,33 +270,59 @@ async function lanesRound(p: Prepared, keep: Row[] | null): Promise<LanesRound> 
   }
 }
 
-/** Rows as JSONCompactEachRow text, and inserted into a fresh database in flush-sized blocks; CPU seconds each. */
-async function sinkCosts(rows: Row[], blockRows: number): Promise<{ json: number; insert: number; insertWall: number }> {
+interface SinkCosts {
+  /** Rows to JSONCompactEachRow bytes. */
+  serialize: number;
+  /** The processor's insert (serialize included): rows as data, settings in the INSERT's SETTINGS clause. */
+  insert: number;
+  insertWall: number;
+  /** Baseline: @clickhouse/client's insert on the engine's connection, which sends each setting as a SET statement ahead of the rows. */
+  clientInsert: number;
+}
+
+/**
+ * The insert alone, into fresh databases in flush-sized blocks, CPU seconds of each path:
+ * the processor's (insertBlock) and, as the baseline, the client's insert with the same
+ * settings as clickhouse_settings.
+ */
+async function sinkCosts(rows: Row[], blockRows: number): Promise<SinkCosts> {
   const unpin = pinProcess([WORK_CPU]);
-  const ch: ClickHouse = await freshClickHouse('benchins');
-  try {
-    await migrate(ch.client, { database: ch.database, ttlDays: 30 });
-    await sleep(100);
-    let c0 = cpuSeconds();
-    let bytes = 0;
-    const columns = Object.keys(rows[0]);
-    for (const r of rows) bytes += JSON.stringify(columns.map((c) => r[c])).length + 1;
-    const json = cpuSeconds() - c0;
-    if (!bytes) throw new Error('no rows');
-    c0 = cpuSeconds();
-    const t0 = performance.now();
-    for (let i = 0, n = 0; i < rows.length; i += blockRows, n++) {
-      await insertBlock(ch, 'http_requests', rows.slice(i, i + blockRows), `bench-${n}`);
+  const blocks: Row[][] = [];
+  for (let i = 0; i < rows.length; i += blockRows) blocks.push(rows.slice(i, i + blockRows));
+  const columns = Object.keys(rows[0]);
+  const timed = async (insert: (ch: ClickHouse, block: Row[], n: number) => Promise<void>): Promise<{ cpu: number; wall: number }> => {
+    const ch: ClickHouse = await freshClickHouse('benchins');
+    try {
+      await migrate(ch.client, { database: ch.database, ttlDays: 30 });
+      await sleep(100);
+      const c0 = cpuSeconds();
+      const t0 = performance.now();
+      for (let n = 0; n < blocks.length; n++) await insert(ch, blocks[n], n);
+      const r = { cpu: cpuSeconds() - c0, wall: (performance.now() - t0) / 1000 };
+      const got = await (await ch.client.query({ query: `SELECT count() AS n FROM ${ch.database}.http_requests`, format: 'JSONEachRow' })).json<{ n: string }>();
+      if (Number(got[0].n) !== rows.length) throw new Error(`inserted ${got[0].n} of ${rows.length} rows`);
+      return r;
+    } finally {
+      await ch.client.command({ query: `DROP DATABASE IF EXISTS ${ch.database} SYNC` }).catch(() => undefined);
+      await ch.close();
     }
-    const insert = cpuSeconds() - c0;
-    const insertWall = (performance.now() - t0) / 1000;
-    const n = await (await ch.client.query({ query: `SELECT count() AS n FROM ${ch.database}.http_requests`, format: 'JSONEachRow' })).json<{ n: string }>();
-    if (Number(n[0].n) !== rows.length) throw new Error(`inserted ${n[0].n} of ${rows.length} rows`);
-    return { json, insert, insertWall };
+  };
+  try {
+    const c0 = cpuSeconds();
+    let bytes = 0;
+    for (const b of blocks) bytes += compactRows(b, columns).length;
+    const serialize = cpuSeconds() - c0;
+    if (!bytes) throw new Error('no rows');
+    const client = await timed(async (ch, block, n) => {
+      await ch.client.insert({
+        table: `${ch.database}.http_requests`, columns: columns as [string, ...string[]], values: block.map((r) => columns.map((c) => r[c])), format: 'JSONCompactEachRow',
+        clickhouse_settings: { insert_deduplication_token: `bench-${n}`, insert_deduplicate: 1, max_insert_block_size: String(Math.max(1_048_576, block.length + 1)) },
+      });
+    });
+    const ours = await timed((ch, block, n) => insertBlock(ch, 'http_requests', block, `bench-${n}`));
+    return { serialize, insert: ours.cpu, insertWall: ours.wall, clientInsert: client.cpu };
   } finally {
     unpin();
-    await ch.client.command({ query: `DROP DATABASE IF EXISTS ${ch.database} SYNC` }).catch(() => undefined);
-    await ch.close();
   }
 }
 
@@ -365,12 +391,15 @@ async function run(ctx: BenchContext): Promise<void> {
     const usPer = (cpu: number) => (cpu / EXCHANGES) * 1e6;
     const total = usPer(median(nr.map((r) => r.cpu)));
     const lanes = usPer(median(lr.map((r) => r.cpu)));
-    const json = usPer(sink.json);
+    const serialize = usPer(sink.serialize);
     const insert = usPer(sink.insert);
     ctx.line(
       `where the time goes, µs of cpu per exchange: full processor ${f(total, 2)} = lanes (msgpack, records, reassembly, HTTP parse, pairing, row objects) ${f(lanes, 2)} ` +
-      `+ insert (rows -> JSONCompactEachRow -> chdb, ${fmtCount(blockRows)}-row blocks) ${f(insert, 2)} (of which JSON.stringify ${f(json, 2)}) + NATS, acks, runtime ${f(total - lanes - insert, 2)}; ` +
+      `+ insert (rows -> JSONCompactEachRow -> engine, ${fmtCount(blockRows)}-row blocks) ${f(insert, 2)} (of which serializing ${f(serialize, 2)}) + NATS, acks, runtime ${f(total - lanes - insert, 2)}; ` +
       `decode + reassembly only: ${fmtCount(1e6 / lanes)} exchanges/s per core; insert alone ${fmtCount(EXCHANGES / sink.insertWall)} rows/s wall`,
+    );
+    ctx.line(
+      `insert path: settings in the INSERT's SETTINGS clause, rows as data ${f(insert, 2)} µs/row  |  baseline @clickhouse/client insert (settings sent as SET statements) ${f(usPer(sink.clientInsert), 2)} µs/row  |  ${f(sink.clientInsert / sink.insert, 2)}x`,
     );
     const met = perCore >= TARGET_PER_CORE && ratio >= TARGET_RATIO;
     ctx.line(

@@ -36,20 +36,34 @@ export class InsertAbandonedError extends NetrigError {
 }
 
 /**
+ * Rows as JSONCompactEachRow: values under one column list, which the engine parses in about
+ * two thirds of the time the same row keyed by name takes.
+ */
+export function compactRows(rows: readonly Row[], columns: readonly string[]): Buffer {
+  const lines = new Array<string>(rows.length);
+  const values = new Array<Row[string]>(columns.length);
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i];
+    for (let c = 0; c < columns.length; c++) values[c] = r[columns[c]];
+    lines[i] = JSON.stringify(values);
+  }
+  return Buffer.from(`${lines.join('\n')}\n`);
+}
+
+/**
  * Insert `rows` into `table` as one block (it lands whole or not at all) carrying the
- * deduplication `token`; `signal` aborts it. Rows go as values under one column list: the engine parses such a
- * row in about two thirds of the time it takes for the same row keyed by name. Every
- * function's rows for a table carry every column (in any order).
+ * deduplication `token`; `signal` aborts it. Every function's rows for a table carry every
+ * column (in any order).
  */
 export async function insertBlock(ch: ClickHouse, table: string, rows: Row[], token: string, signal?: AbortSignal): Promise<void> {
-  const columns = Object.keys(rows[0]) as [string, ...string[]];
-  await ch.client.insert({
+  const columns = Object.keys(rows[0]);
+  await ch.insert({
     table: `${ch.database}.${table}`,
     columns,
-    values: rows.map((r) => columns.map((c) => r[c])),
+    body: compactRows(rows, columns),
     format: 'JSONCompactEachRow',
-    abort_signal: signal,
-    clickhouse_settings: { insert_deduplication_token: token, insert_deduplicate: 1, max_insert_block_size: String(Math.max(1_048_576, rows.length + 1)) },
+    signal,
+    settings: { insert_deduplication_token: token, insert_deduplicate: 1, max_insert_block_size: Math.max(1_048_576, rows.length + 1) },
   });
 }
 
