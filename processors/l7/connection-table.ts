@@ -11,7 +11,7 @@
  * stops or does not recognise the bytes in time, and the connection's reassembly goes with
  * the last one.
  *
- * Idle connections are parked: when every protocol still reading one can rebuild its
+ * Connections idle for a while (PARK_IDLE_NS) are parked: when every protocol still reading one can rebuild its
  * tracker from a resume point (L7Protocol.resume) and stands exactly there, between items,
  * the trackers and reassemblers are dropped and only the points and stream positions are
  * kept; the next data builds them again from there, as a processor resuming after a
@@ -61,6 +61,14 @@ export const MAX_PIN_SPAN = 100_000;
 const PIN_SPAN_CHECK_EVERY = 4096;
 /** An item waits this long for its connection's owner before its row goes without. */
 const META_WAIT_NS = 15e9;
+/**
+ * A connection idle between items this long (node time) is parked at the next sweep. Not at
+ * once: a keep-alive connection in use would otherwise build its trackers, reassemblers and
+ * parsers again for every exchange (about 1.7 KiB of garbage and a third of the lanes' time
+ * in the processor benchmark), and the ones that make up most of a busy node's table are
+ * idle for far longer.
+ */
+const PARK_IDLE_NS = 2e9;
 /** Connections idle this long are forgotten (their resume points are remembered). */
 const IDLE_EVICT_NS = 600e9;
 /** Resume points remembered per protocol for forgotten or resumed connections. */
@@ -97,7 +105,11 @@ interface HeldItem {
 }
 
 interface Conn extends ConnView {
+  /** `${prefix}${cookie}`, with TLS_SUFFIX for TLS plaintext. */
   key: string;
+  /** The node's connection prefix (EnvelopeContext.connPrefix) and the socket cookie. */
+  prefix: string;
+  cookie: number;
   /** Reassemblers, from the first data on while any protocol reads. */
   dirs: [StreamReassembler, StreamReassembler] | null;
   /** Trackers by member index, from the first data on. */
@@ -153,7 +165,11 @@ function roleHint(role: number): RoleHint {
 }
 
 export class ConnectionTable implements FunctionLane {
+  /** Every connection by key, least recently used first. */
   private readonly conns = new Map<string, Conn>();
+  /** The same connections by node prefix and socket cookie, socket bytes and TLS plaintext apart. */
+  private readonly plainIndex = new Map<string, Map<number, Conn>>();
+  private readonly tlsIndex = new Map<string, Map<number, Conn>>();
   private readonly pins = new PinSet();
   private readonly touched = new Set<Conn>();
   private readonly stats: object[];
@@ -197,23 +213,23 @@ export class ConnectionTable implements FunctionLane {
 
   onRecord(rec: DecodedRecord, env: EnvelopeContext): void {
     this.clock = env.envelope.clock;
-    const key = env.connPrefix + rec.connId;
+    const prefix = env.connPrefix;
     switch (rec.kind) {
       case RecordKind.ConnInfo:
-        this.owner(key, rec as ConnInfoRecord, env);
+        this.owner(prefix, rec as ConnInfoRecord, env);
         break;
       case RecordKind.SockData:
-        if (this.plainMembers) this.data(this.conn(key, false, rec.connId, env, rec.tsNs), rec as SockDataRecord);
+        if (this.plainMembers) this.data(this.conn(prefix, false, rec.connId, env, rec.tsNs), rec as SockDataRecord);
         break;
       case RecordKind.TlsData:
         if (this.tlsMembers) {
-          const t = this.conn(key + TLS_SUFFIX, true, rec.connId, env, rec.tsNs);
-          t.meta ??= this.conns.get(key)?.meta ?? null;
+          const t = this.conn(prefix, true, rec.connId, env, rec.tsNs);
+          t.meta ??= this.find(prefix, false, rec.connId)?.meta ?? null;
           this.data(t, rec as SockDataRecord);
         }
         break;
       case RecordKind.ConnClose:
-        for (const c of [this.conns.get(key), this.conns.get(key + TLS_SUFFIX)]) {
+        for (const c of [this.find(prefix, false, rec.connId), this.find(prefix, true, rec.connId)]) {
           if (c && !c.closedAtNs) this.close(c, (rec as ConnCloseRecord).tsNs);
         }
         break;
@@ -221,16 +237,24 @@ export class ConnectionTable implements FunctionLane {
   }
 
   /**
+   * A tracked connection by node prefix and socket cookie, through the index: no key string
+   * is built per record (hashing a fresh concatenation cost more than the lookup).
+   */
+  private find(prefix: string, tls: boolean, cookie: number): Conn | undefined {
+    return (tls ? this.tlsIndex : this.plainIndex).get(prefix)?.get(cookie);
+  }
+
+  /**
    * CONN_INFO names a socket's owner before its first data (and again after silences). Only
    * captured sockets of a transport some member reads will have data that matters: the
    * others are not tracked at all.
    */
-  private owner(key: string, r: ConnInfoRecord, env: EnvelopeContext): void {
+  private owner(prefix: string, r: ConnInfoRecord, env: EnvelopeContext): void {
     if (!(r.connFlags & ConnFlags.Captured)) return;
     const meta: ConnMeta = { tuple: r.tuple, role: r.role, tgid: r.tgid, comm: r.comm, connFlags: r.connFlags };
     if (!this.members.some((m) => this.speaks(m.p, meta))) return;
-    const c = this.conns.get(key) ?? (this.plainMembers ? this.conn(key, false, r.connId, env, r.tsNs) : undefined);
-    for (const x of [c, this.conns.get(key + TLS_SUFFIX)]) {
+    const c = this.find(prefix, false, r.connId) ?? (this.plainMembers ? this.conn(prefix, false, r.connId, env, r.tsNs) : undefined);
+    for (const x of [c, this.find(prefix, true, r.connId)]) {
       if (!x) continue;
       x.meta = meta;
       if (x.held) {
@@ -252,12 +276,12 @@ export class ConnectionTable implements FunctionLane {
     return (proto === 6 ? p.tcp : proto === 17 ? p.udp : false) && (!p.accepts || p.accepts(meta));
   }
 
-  private conn(key: string, tls: boolean, cookie: number, env: EnvelopeContext, tsNs: number): Conn {
-    let c = this.conns.get(key);
+  private conn(prefix: string, tls: boolean, cookie: number, env: EnvelopeContext, tsNs: number): Conn {
+    let c = this.find(prefix, tls, cookie);
     if (c) {
       if (this.moves - c.movedAt > this.conns.size >> 1) {
-        this.conns.delete(key);
-        this.conns.set(key, c);
+        this.conns.delete(c.key);
+        this.conns.set(c.key, c);
         c.movedAt = ++this.moves;
       }
       return c;
@@ -274,13 +298,18 @@ export class ConnectionTable implements FunctionLane {
         if (point !== undefined) (resumeAt ??= [])[i] = point;
       });
     }
+    const key = `${prefix}${cookie}${tls ? TLS_SUFFIX : ''}`;
     c = {
-      key, node: env.envelope.node, region: env.envelope.region, connId, tls, meta,
+      key, prefix, cookie, node: env.envelope.node, region: env.envelope.region, connId, tls, meta,
       dirs: null, trackers: null, live: tls ? this.tlsMembers : this.plainMembers, itemsSeen: 0,
       firstTsNs: tsNs, lastTsNs: tsNs, bytesSeen: 0, pinSeq: 0, pinTsNs: 0, pinReleased: false,
       metaPinSeq: 0, metaPinUntilNs: 0, closedAtNs: 0, resumeAt, parkedAt: null, held: null, movedAt: ++this.moves,
     };
     this.conns.set(key, c);
+    const index = tls ? this.tlsIndex : this.plainIndex;
+    let ofNode = index.get(prefix);
+    if (!ofNode) index.set(prefix, (ofNode = new Map()));
+    ofNode.set(cookie, c);
     this.budget.used++;
     return c;
   }
@@ -486,7 +515,7 @@ export class ConnectionTable implements FunctionLane {
       if (!this.busy(c)) {
         this.unpin(c);
         c.pinReleased = false;
-        if (this.parkable(c)) this.park(c);
+        if (now - c.lastTsNs >= PARK_IDLE_NS && this.parkable(c)) this.park(c);
       } else if (!c.pinSeq && !c.pinReleased) {
         c.pinSeq = seq;
         c.pinTsNs = Math.min(c.lastTsNs, now);
@@ -548,6 +577,10 @@ export class ConnectionTable implements FunctionLane {
     if (c.parkedAt) this.parked--;
     this.touched.delete(c);
     this.conns.delete(c.key);
+    const index = c.tls ? this.tlsIndex : this.plainIndex;
+    const ofNode = index.get(c.prefix);
+    ofNode?.delete(c.cookie);
+    if (ofNode?.size === 0) index.delete(c.prefix);
     this.budget.used--;
   }
 
@@ -592,5 +625,7 @@ export class ConnectionTable implements FunctionLane {
   release(): void {
     this.budget.used -= this.conns.size;
     this.conns.clear();
+    this.plainIndex.clear();
+    this.tlsIndex.clear();
   }
 }

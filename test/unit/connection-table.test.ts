@@ -98,7 +98,7 @@ test('one pass over each envelope: every protocol gets the connections it may sp
   assert.deepEqual(Object.fromEntries(events.map((v) => [v.labels.fn, v.value])), { http1: 1, http2: 2, tls: 1 });
 });
 
-test('an idle keep-alive connection is parked between exchanges and resumes where it stood, in either role', async () => {
+test('a keep-alive connection idle for a while is parked between exchanges and resumes where it stood, in either role', async () => {
   for (const role of [Role.Client, Role.Server]) {
     const h = await harness([FUNCTIONS.http1, FUNCTIONS.http2, FUNCTIONS.tls]);
     const s = new Socket(9, role === Role.Client
@@ -109,7 +109,8 @@ test('an idle keep-alive connection is parked between exchanges and resumes wher
     const positions: number[] = [];
     let reqPos = 0;
     for (let i = 0; i < 5; i++) {
-      const t = T0 + (i + 1) * 1e8;
+      // Exchanges 3 s apart: in use right after each one, idle long enough to park before the next.
+      const t = T0 + (i + 1) * 3e9;
       const req = request(`/item/${i}`);
       positions.push(reqPos);
       reqPos += req.length;
@@ -117,7 +118,11 @@ test('an idle keep-alive connection is parked between exchanges and resumes wher
       h.feed([s.send(reqDir, req, t)], t + 1e6);
       assert.deepEqual(h.lane.connections(), { tracked: 1, parked: 0 }, `busy with request ${i}`);
       h.feed([s.send(respDir, response(`body-${i}`), t + 2e6)], t + 3e6);
-      assert.deepEqual(h.lane.connections(), { tracked: 1, parked: 1 }, `parked after exchange ${i}`);
+      assert.deepEqual(h.lane.connections(), { tracked: 1, parked: 0 }, `in use after exchange ${i}`);
+      h.feed([], t + 1.5e9);
+      assert.deepEqual(h.lane.connections(), { tracked: 1, parked: 0 }, `idle 1.5 s after exchange ${i}`);
+      h.feed([], t + 2.5e9);
+      assert.deepEqual(h.lane.connections(), { tracked: 1, parked: 1 }, `parked 2.5 s after exchange ${i}`);
     }
     // Much later, a request whose first syscall holds one byte: the rebuilt tracker gets its
     // own time to recognise HTTP/1, not what is left of the connection's.
