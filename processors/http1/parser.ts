@@ -224,12 +224,6 @@ function tokenPrefix(b: Buffer, n: number): number {
   return PARTIAL;
 }
 
-/** Index of the first LF in buf[from, to), or -1: a loop, cheaper than a native call for a line. */
-function findLf(buf: Buffer, from: number, to: number): number {
-  for (let i = from; i < to; i++) if (buf[i] === LF) return i;
-  return -1;
-}
-
 /** Can b[0, n) begin a start line? Out of sync only known methods count. */
 function startPrefix(b: Buffer, n: number, knownOnly: boolean): number {
   let best = Math.max(statusPrefix(b, n), literalPrefix(b, n, H2_PREFACE_LINE));
@@ -476,18 +470,38 @@ export class Http1Parser {
     // A cap is crossed at a fixed stream position, however the bytes are split: the line
     // takes bytes up to that one, the rest is skipped out of sync.
     const over = this.lineCapPos() - base;
-    const lf = findLf(buf, off, Math.min(buf.length, over));
-    const stop = lf >= 0 ? lf + 1 : Math.min(buf.length, over + 1);
-    const cr = lf >= 0 && (lf > off ? buf[lf - 1] : this.lineLast) === CR;
-    const keep = Math.min(stop - off, LINE_BUFFER_BYTES - this.lineKept);
-    if (keep > 0) {
-      this.reserveLine(this.lineKept + keep);
-      // A loop: lines are short, and Buffer#copy's native call costs more than the bytes.
-      const line = this.line;
-      let k = this.lineKept;
-      for (let i = off; i < off + keep; i++) line[k++] = buf[i];
-      this.lineKept = k;
+    // One pass finds the LF and keeps the line's bytes (up to LINE_BUFFER_BYTES): lines are
+    // short, and Buffer#copy's native call costs more than the bytes.
+    const scanEnd = Math.min(buf.length, over);
+    let line = this.line;
+    let k = this.lineKept;
+    let lf = -1;
+    for (let i = off; i < scanEnd; i++) {
+      const c = buf[i];
+      if (k < line.length) line[k++] = c;
+      else if (k < LINE_BUFFER_BYTES) {
+        this.lineKept = k;
+        this.reserveLine(k + 1);
+        line = this.line;
+        line[k++] = c;
+      }
+      if (c === LF) {
+        lf = i;
+        break;
+      }
     }
+    const stop = lf >= 0 ? lf + 1 : Math.min(buf.length, over + 1);
+    // Without an LF the line also takes the first byte past its cap, if present: it shows the cap crossed.
+    if (lf < 0 && stop > scanEnd && scanEnd >= off && k < LINE_BUFFER_BYTES) {
+      if (k >= line.length) {
+        this.lineKept = k;
+        this.reserveLine(k + 1);
+        line = this.line;
+      }
+      line[k++] = buf[scanEnd];
+    }
+    this.lineKept = k;
+    const cr = lf >= 0 && (lf > off ? buf[lf - 1] : this.lineLast) === CR;
     this.lineLen += stop - off;
     this.lineLast = buf[stop - 1];
     const end = base + stop;
