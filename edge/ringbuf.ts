@@ -2,9 +2,12 @@
  * A reader of a BPF ring buffer mapped into this process: no FFI call per record.
  *
  * Layout (kernel/bpf/ringbuf.c): page 0 holds consumer_pos (we write it), page 1 holds
- * producer_pos (the kernel writes it), then the data area mapped twice in a row so a record
- * that wraps can be read in one piece. Each record has an 8-byte header: u32 length with
- * BUSY (bit 31) and DISCARD (bit 30) flags, u32 page offset; records are 8-byte aligned.
+ * producer_pos (the kernel writes it), then the data area, which the kernel lets a reader map
+ * twice in a row so a record that wraps reads in one piece. This reader maps it once: the
+ * second mapping would double the edge's resident size (a 32 MiB ring showed as 64 MiB of
+ * RSS), and the few records that wrap are copied into a scratch buffer instead. Each record
+ * has an 8-byte header: u32 length with BUSY (bit 31) and DISCARD (bit 30) flags, u32 page
+ * offset; records are 8-byte aligned, so a header never wraps.
  */
 import { mmap, munmap, PAGE_SIZE, PROT_READ, PROT_WRITE, type Mapping } from './libc.js';
 
@@ -27,8 +30,10 @@ export class RingBufferReader {
   private readonly producerMap: Mapping;
   private readonly consumerPos: BigUint64Array;
   private readonly producerPos: BigUint64Array;
-  /** The data area, twice over. */
+  /** The data area, once. */
   readonly data: Uint8Array;
+  /** A record that wraps, in one piece (grown to the largest seen). */
+  private scratch = new Uint8Array(0);
   private readonly words: Uint32Array;
   private readonly mask: number;
   /** Where this reader has consumed up to (bytes since the map was created). */
@@ -37,11 +42,11 @@ export class RingBufferReader {
   /** Map the ring buffer behind `fd`; `size` is its max_entries (a power of two). */
   constructor(fd: number, readonly size: number) {
     this.consumerMap = mmap(fd, PAGE_SIZE, PROT_READ | PROT_WRITE, 0);
-    this.producerMap = mmap(fd, PAGE_SIZE + 2 * size, PROT_READ, PAGE_SIZE);
+    this.producerMap = mmap(fd, PAGE_SIZE + size, PROT_READ, PAGE_SIZE);
     this.consumerPos = new BigUint64Array(this.consumerMap.buffer, 0, 1);
     this.producerPos = new BigUint64Array(this.producerMap.buffer, 0, 1);
-    this.data = new Uint8Array(this.producerMap.buffer, PAGE_SIZE, 2 * size);
-    this.words = new Uint32Array(this.producerMap.buffer, PAGE_SIZE, (2 * size) >>> 2);
+    this.data = new Uint8Array(this.producerMap.buffer, PAGE_SIZE, size);
+    this.words = new Uint32Array(this.producerMap.buffer, PAGE_SIZE, size >>> 2);
     this.mask = size - 1;
     this.pos = Number(this.consumerPos[0]);
   }
@@ -70,7 +75,9 @@ export class RingBufferReader {
       if (hdr & BUSY_BIT) break;
       const len = hdr & ~(BUSY_BIT | DISCARD_BIT);
       if (!(hdr & DISCARD_BIT)) {
-        visit(data, off + HDR_BYTES, len);
+        const start = off + HDR_BYTES;
+        if (start + len <= this.size) visit(data, start, len);
+        else visit(this.unwrap(start, len), 0, len);
         n++;
       }
       const step = (len + HDR_BYTES + 7) & ~7;
@@ -86,6 +93,16 @@ export class RingBufferReader {
       this.consumerPos[0] = BigInt(pos);
     }
     return n;
+  }
+
+  /** The record at data[start, start + len) that runs past the end and on from the start, in one piece. */
+  private unwrap(start: number, len: number): Uint8Array {
+    if (this.scratch.length < len) this.scratch = new Uint8Array(len);
+    const first = Math.max(0, this.size - start);
+    const data = this.data;
+    this.scratch.set(data.subarray(start & this.mask, (start & this.mask) + Math.min(first, len)), 0);
+    if (first < len) this.scratch.set(data.subarray((start + first) & this.mask, ((start + first) & this.mask) + len - first), first);
+    return this.scratch;
   }
 
   /** Unmap both regions; the reader must not be used afterwards. */
