@@ -1,21 +1,21 @@
 #!/usr/bin/env node
 /**
  * The netrig command line: up, edge, process, query, report.
+ *
+ * Each command loads its own modules when it runs: one `netrig` binary serves every role,
+ * and an edge that loaded the processors, the ClickHouse client and the endpoint would hold
+ * their code and heap for nothing (its resident size is a figure users compare).
  */
 import { constants } from 'node:os';
 import { Command, Option } from 'commander';
 import { ConfigError, NetrigError } from '../lib/errors.js';
 import { rootLogger } from '../lib/logger.js';
-import { controlBucket, controlKey, runEdge, type CaptureOverrides } from '../edge/index.js';
 import { connectNats, natsPermissionError } from '../lib/nats.js';
 import { logger } from '../lib/logger.js';
-import { DEFAULT_MAX_CONNECTIONS, runProcessor } from '../processors/index.js';
-import { runReplay } from '../processors/replay.js';
-import { withPasswordFile } from './endpoint-file.js';
-import { openQueryTarget, runQuery, type QueryTargetInput } from './query.js';
+import type { CaptureOverrides } from '../edge/index.js';
+import type { QueryTargetInput } from './query.js';
+import { DEFAULT_MAX_CONNECTIONS } from '../processors/l7/connection-table.js';
 import { REPORTS } from './reports.js';
-import { printStatus } from './status.js';
-import { up } from './up.js';
 
 const program = new Command('netrig').description('eBPF network observability: kernel → NATS JetStream → ClickHouse');
 
@@ -57,6 +57,7 @@ function untilSignal(stop: () => Promise<void>): void {
 /** Open the query target, print the result of the SQL `sql(database)` builds, close. */
 async function queryAndPrint(opts: QueryTargetInput & { format: string }, sql: (database: string) => string): Promise<void> {
   try {
+    const [{ openQueryTarget, runQuery }, { withPasswordFile }] = await Promise.all([import('./query.js'), import('./endpoint-file.js')]);
     const t = await openQueryTarget(withPasswordFile(opts));
     try {
       await runQuery(t, sql(t.database), opts.format, process.stdout);
@@ -139,6 +140,7 @@ clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up'))
   .option('--processor-metrics-port <port>', 'processor Prometheus /metrics port (0 picks one)', '9465')
   .option('--summary-interval <seconds>', 'seconds between summary updates', '1')
   .action(async (opts) => {
+    const { up } = await import('./up.js');
     const running = await up(opts).catch(fail);
     untilSignal(() => running.stop());
   });
@@ -147,6 +149,7 @@ edgeOptions(natsOption(program.command('edge')))
   .description('load the eBPF programs and publish what they capture to NATS JetStream')
   .option('--run-as <user>', 'user the edge becomes once its programs are attached, keeping only CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE on its main thread (root: stay root)', 'nobody')
   .action(async (opts) => {
+    const { runEdge } = await import('../edge/index.js');
     const running = await runEdge(opts).catch(fail);
     rootLogger.info({ metricsPort: running.metricsPort }, 'edge running; Ctrl-C stops it');
     untilSignal(() => running.stop());
@@ -161,6 +164,7 @@ clickhouseOptions(processorOptions(natsOption(program.command('process'))))
   .option('--metrics-host <addr>', 'address of the /metrics endpoint (beyond loopback only with --metrics-password-file)', '127.0.0.1')
   .option('--metrics-password-file <file>', 'require this password (Basic auth, user netrig) on /metrics')
   .action(async (opts) => {
+    const [{ runProcessor }, { withPasswordFile }] = await Promise.all([import('../processors/index.js'), import('./endpoint-file.js')]);
     const running = await Promise.resolve().then(() => runProcessor(withPasswordFile(opts))).catch(fail);
     rootLogger.info({ metricsPort: running.metricsPort, clickhouse: running.ch.where }, 'processor running; Ctrl-C stops it');
     untilSignal(() => running.stop());
@@ -179,6 +183,7 @@ clickhouseOptions(natsOption(program.command('replay')), { help: 'database the r
   .option('--keep-query-values', 'keep query parameter values in the path column (masked as *** by default)')
   .action(async (opts) => {
     try {
+      const { runReplay } = await import('../processors/replay.js');
       const r = await runReplay(opts);
       process.stdout.write(`replayed into database ${r.database}: ${Object.entries(r.rows).map(([t, n]) => `${t}=${n}`).join(' ')}\n`);
     } catch (err) {
@@ -201,6 +206,7 @@ natsOption(program.command('configure'))
   .option('--show', 'print the overrides of this scope')
   .action(async (opts) => {
     try {
+      const { controlBucket, controlKey } = await import('../edge/control.js');
       const nc = await connectNats(opts, 'netrig-configure', logger('configure'));
       try {
         const kv = await controlBucket(nc);
@@ -231,6 +237,7 @@ natsOption(program.command('status'))
   .description('processors and edges running now, from their heartbeats in NATS')
   .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
   .action(async (opts) => {
+    const { printStatus } = await import('./status.js');
     const nc = await connectNats(opts, 'netrig-status', logger('status')).catch(fail);
     try {
       await printStatus(nc, opts.format, process.stdout);
