@@ -100,8 +100,8 @@ export function processTree(pid: number): number[] {
   return out;
 }
 
-/** Command name of a process ('' once it is gone). */
-export function commOf(pid: number): string {
+/** Command name of a process, or of `pid/task/tid` ('' once it is gone). */
+export function commOf(pid: number | string): string {
   try {
     return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
   } catch {
@@ -122,31 +122,84 @@ export function cpuOfAll(pids: readonly number[]): number {
   return s;
 }
 
+/** CPU seconds of one thread of a process (0 once it is gone). */
+function threadCpuSeconds(pid: number, tid: number): number {
+  return processCpuSeconds(`${pid}/task/${tid}`);
+}
+
+/** Command name of a thread ('' once it is gone). */
+function threadComm(pid: number, tid: number): string {
+  return commOf(`${pid}/task/${tid}`);
+}
+
 /**
- * CPU seconds of a set of processes measured by sampling: processes that exit between two
- * samples keep their last value, so a short-lived one still counts (up to the last sample).
+ * CPU seconds of a set of processes measured by sampling, in total and by part: `partOf`
+ * names the part each thread belongs to (from its process, thread id and name). Processes
+ * and threads that exit between two samples keep their last value, so a short-lived one
+ * still counts (up to the last sample); a process's time not seen on any of its threads
+ * (threads that ended between samples) is its part `${process part} (ended threads)`.
  */
 export class CpuTally {
-  private readonly last = new Map<number, number>();
-  private readonly first = new Map<number, number>();
+  private readonly procFirst = new Map<number, number>();
+  private readonly procLast = new Map<number, number>();
+  private readonly threadFirst = new Map<string, number>();
+  private readonly threadLast = new Map<string, number>();
+  private readonly partOfThread = new Map<string, string>();
+  private readonly partOfProc = new Map<number, string>();
+  private samples = 0;
 
-  constructor(private readonly pids: () => number[]) {
+  constructor(
+    private readonly pids: () => number[],
+    private readonly partOf: (pid: number, tid: number, comm: string) => string = (pid) => commOf(pid),
+  ) {
     this.sample();
   }
 
   sample(): void {
     for (const p of this.pids()) {
       const c = processCpuSeconds(p);
-      if (!this.first.has(p)) this.first.set(p, c);
-      if (c > 0 || !this.last.has(p)) this.last.set(p, c);
+      if (!this.procFirst.has(p)) {
+        this.procFirst.set(p, this.samples ? 0 : c);
+        this.partOfProc.set(p, this.partOf(p, p, commOf(p)));
+      }
+      if (c > 0 || !this.procLast.has(p)) this.procLast.set(p, c);
+      for (const t of threadsOf(p)) {
+        const key = `${p}/${t}`;
+        const tc = threadCpuSeconds(p, t);
+        if (!this.threadFirst.has(key)) {
+          // A thread (or process) first seen after the first sample was born since: from zero.
+          this.threadFirst.set(key, this.samples ? 0 : tc);
+          this.partOfThread.set(key, this.partOf(p, t, threadComm(p, t)));
+        }
+        if (tc > 0 || !this.threadLast.has(key)) this.threadLast.set(key, tc);
+      }
     }
+    this.samples++;
   }
 
   /** CPU seconds used since construction by every process seen. */
   total(): number {
     let s = 0;
-    for (const [p, c] of this.last) s += c - (this.first.get(p) ?? 0);
+    for (const [p, c] of this.procLast) s += c - (this.procFirst.get(p) ?? 0);
     return s;
+  }
+
+  /** The same seconds by part, largest first. */
+  byPart(): [string, number][] {
+    const parts = new Map<string, number>();
+    const add = (k: string, v: number) => parts.set(k, (parts.get(k) ?? 0) + v);
+    const seenOfProc = new Map<number, number>();
+    for (const [key, c] of this.threadLast) {
+      const d = c - (this.threadFirst.get(key) ?? 0);
+      add(this.partOfThread.get(key)!, d);
+      const p = Number(key.slice(0, key.indexOf('/')));
+      seenOfProc.set(p, (seenOfProc.get(p) ?? 0) + d);
+    }
+    for (const [p, c] of this.procLast) {
+      const rest = c - (this.procFirst.get(p) ?? 0) - (seenOfProc.get(p) ?? 0);
+      if (rest > 0.005) add(`${this.partOfProc.get(p)} (ended threads)`, rest);
+    }
+    return [...parts].filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
   }
 }
 

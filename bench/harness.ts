@@ -114,7 +114,7 @@ export function cpuBusySeconds(): number[] {
 }
 
 /** CPU seconds (user + system) of process `pid`, 0 once it is gone. */
-export function processCpuSeconds(pid: number): number {
+export function processCpuSeconds(pid: number | string): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after the parenthesised command: state is field 3, utime 14, stime 15.

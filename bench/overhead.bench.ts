@@ -51,6 +51,8 @@ interface FixedRun {
   latP99: number;
   /** With capture: netrig CPU seconds, rows queryable, seconds until then after the load. */
   netrig?: number;
+  /** The same seconds by part (netrigPart). */
+  parts?: Map<string, number>;
   rows?: number;
   drainS?: number;
   caughtUp?: boolean;
@@ -68,12 +70,25 @@ async function rowCount(up: NetrigUp): Promise<number> {
   return Number((await up.query('SELECT count() FROM http_requests')).trim());
 }
 
+/**
+ * Which part of `netrig up` a thread's time goes to: its one node process runs the edge and
+ * the processor on the JavaScript thread, V8's helpers and libuv's pool (where the embedded
+ * engine's inserts and queries run) on threads named node, the engine's own pools on threads
+ * it names; nats-server is a process of its own.
+ */
+function netrigPart(pid: number, tid: number, comm: string): string {
+  if (comm === 'nats-server' || comm.startsWith('nats')) return 'nats-server';
+  if (pid === tid) return 'JS thread (edge + processor)';
+  if (comm === 'node' || comm.startsWith('libuv')) return 'node workers (GC, libuv: engine inserts and queries)';
+  return 'engine threads (chdb pools: parsing, merges)';
+}
+
 async function fixedRun(pair: HostPair, nginx: BenchNginx, capture: boolean, logs: ReturnType<typeof tempDir>): Promise<FixedRun> {
   let up: NetrigUp | null = null;
   try {
     if (capture) up = await startNetrigUp([NETRIG_CPU], [pair.client.netnsIno(), pair.server.netnsIno()]);
     await sleep(1000);
-    const tally = up ? new CpuTally(() => up!.pids()) : null;
+    const tally = up ? new CpuTally(() => up!.pids(), netrigPart) : null;
     const sampler = tally ? setInterval(() => tally.sample(), 500) : null;
     const ng0 = cpuOfAll(nginx.pids());
     const c0 = cpuBusySeconds()[LOAD_CPU];
@@ -90,6 +105,7 @@ async function fixedRun(pair: HostPair, nginx: BenchNginx, capture: boolean, log
       tally.sample();
       clearInterval(sampler!);
       run.netrig = tally.total();
+      run.parts = new Map(tally.byPart());
       run.rows = rows;
       run.drainS = (performance.now() - t) / 1000;
       run.caughtUp = rows >= want;
@@ -226,6 +242,15 @@ async function run(ctx: BenchContext): Promise<void> {
     );
     const perK = m(on, (r) => (r.netrig! / (r.caughtUp ? r.requests : r.rows! / 2)) * 1000);
     const caught = on.filter((r) => r.caughtUp).length;
+    const partNames = [...new Set(on.flatMap((r) => [...r.parts!.keys()]))];
+    const perReq = (r: FixedRun, secs: number) => usq(secs, r.caughtUp ? r.requests : r.rows! / 2);
+    const split = partNames
+      .map((name) => [name, m(on, (r) => perReq(r, r.parts!.get(name) ?? 0))] as const)
+      .sort((a, b) => b[1] - a[1]);
+    ctx.line(
+      `netrig's own cpu per request, by process and thread (medians): ${f(m(on, (r) => perReq(r, r.netrig!)), 1)} µs = ` +
+      split.map(([name, v]) => `${name} ${f(v, 1)}`).join(' + '),
+    );
     ctx.line(
       `netrig's own cpu: ${f(perK, 3)} cpu-s per 1000 requests (edge + processor + chdb + nats-server, until the rows are queryable; ` +
       `${caught} of ${on.length} runs caught up within ${DRAIN_S} s)` +
