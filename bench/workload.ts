@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { freePort } from '../test/helpers/nats-server.js';
 import type { Host } from '../test/helpers/netns.js';
 import { CLI } from '../test/helpers/paths.js';
+import { readEndpoint } from '../cli/endpoint-file.js';
 import { fileURLToPath } from 'node:url';
 
 /** bench/up-main.ts compiled beside this file. */
@@ -191,6 +192,13 @@ export async function startNetrigUp(cpus: number[], netns: number[], o: { extra?
     await sleep(50);
   }
   const endpoint = `http://127.0.0.1:${httpPort}`;
+  // The endpoint's reader credential, as `netrig query` finds it.
+  const found = readEndpoint(data.path);
+  if (!found) {
+    await stop();
+    throw new Error(`netrig up runs but its endpoint file under ${data.path} is missing`);
+  }
+  const authorization = `Basic ${Buffer.from(`default:${found.password}`).toString('base64')}`;
   return {
     child,
     endpoint,
@@ -198,7 +206,7 @@ export async function startNetrigUp(cpus: number[], netns: number[], o: { extra?
     pids: () => processTree(child.pid),
     disconnects: () => (child.stderr().match(/"nats":"disconnect"/g) ?? []).length,
     async query(sql: string) {
-      const res = await fetch(`${endpoint}/?query=${encodeURIComponent(sql)}`);
+      const res = await fetch(`${endpoint}/?query=${encodeURIComponent(sql)}`, { headers: { authorization } });
       const body = await res.text();
       if (!res.ok) throw new Error(`query failed (${res.status}): ${body.slice(0, 500)}`);
       return body;
