@@ -103,8 +103,12 @@ class StreamState {
   /** Bits of NAMES the name read so far is still a prefix of. */
   alive = 0;
   nameLen = 0;
-  /** Last bytes of the previous record (packed, oldest highest), for a marker split across records. */
-  tail = 0;
+  /**
+   * Last bytes of the previous record, for a marker split across records: up to TAIL (6)
+   * bytes packed three to an integer, newest lowest (small-integer arithmetic only).
+   */
+  tailLo = 0;
+  tailHi = 0;
   tailLen = 0;
 }
 
@@ -143,7 +147,8 @@ export function isStartLine(p: Buffer, end: number, complete: boolean): boolean 
 
 /** Byte `j` (0 oldest) of the stream's kept tail. */
 function tailByte(st: StreamState, j: number): number {
-  return Math.floor(st.tail / 256 ** (st.tailLen - 1 - j)) % 256;
+  const k = st.tailLen - 1 - j;
+  return k < 3 ? (st.tailLo >>> (8 * k)) & 0xff : (st.tailHi >>> (8 * (k - 3))) & 0xff;
 }
 
 /** Bytes the marker is made of: a tail ending in another byte cannot hold its start. */
@@ -153,7 +158,7 @@ for (const c of MARKER) IN_MARKER[c] = 1;
 /** The marker lies across the end of the previous record and the start of `p`. */
 function markerAcrossSeam(st: StreamState, p: Buffer): boolean {
   // Most records end in a line feed or body bytes: one look at the last byte rules them out.
-  if (!IN_MARKER[st.tail % 256]) return false;
+  if (!IN_MARKER[st.tailLo & 0xff]) return false;
   for (let s = 0; s < st.tailLen; s++) {
     const fromTail = st.tailLen - s;
     if (fromTail + p.length < MARKER.length) return false;
@@ -169,9 +174,14 @@ function markerAcrossSeam(st: StreamState, p: Buffer): boolean {
 /** Keep the last TAIL bytes seen (this record's, after the older ones) for the next record. */
 function keepTail(st: StreamState, p: Buffer): void {
   const n = p.length;
-  let t = n >= TAIL ? 0 : st.tail;
-  for (let j = Math.max(0, n - TAIL); j < n; j++) t = (t % 256 ** (TAIL - 1)) * 256 + p[j];
-  st.tail = t;
+  let lo = n >= TAIL ? 0 : st.tailLo;
+  let hi = n >= TAIL ? 0 : st.tailHi;
+  for (let j = Math.max(0, n - TAIL); j < n; j++) {
+    hi = ((hi << 8) | (lo >>> 16)) & 0xffffff;
+    lo = ((lo << 8) | p[j]) & 0xffffff;
+  }
+  st.tailLo = lo;
+  st.tailHi = hi;
   st.tailLen = Math.min(TAIL, st.tailLen + n);
 }
 
