@@ -21,6 +21,8 @@ const HDR_BYTES = 8;
  * One store per 64 KiB (~900 small records) costs nothing measurable (bench/drain.bench.ts).
  */
 const RELEASE_BYTES = 64 * 1024;
+/** Room for a wrapped record put together (see RingBufferReader.scratch). */
+const SCRATCH_BYTES = 64 * 1024;
 
 /** Called for each committed record: its bytes are data[off, off + len), valid until the callback returns. */
 export type RecordVisitor = (data: Uint8Array, off: number, len: number) => void;
@@ -32,8 +34,13 @@ export class RingBufferReader {
   private readonly producerPos: BigUint64Array;
   /** The data area, once. */
   readonly data: Uint8Array;
-  /** A record that wraps, in one piece (grown to the largest seen). */
-  private scratch = new Uint8Array(0);
+  /**
+   * A record that wraps, in one piece: larger than any record netrig's programs write (8 KiB
+   * chunks), and a whole number of 8-byte words, like the ring, since readers copy records by
+   * the word, padding included (a scratch of exactly a record's length cut the last bytes of
+   * short records off).
+   */
+  private scratch = new Uint8Array(SCRATCH_BYTES);
   private readonly words: Uint32Array;
   private readonly mask: number;
   /** Where this reader has consumed up to (bytes since the map was created). */
@@ -97,7 +104,7 @@ export class RingBufferReader {
 
   /** The record at data[start, start + len) that runs past the end and on from the start, in one piece. */
   private unwrap(start: number, len: number): Uint8Array {
-    if (this.scratch.length < len) this.scratch = new Uint8Array(len);
+    if (this.scratch.length < len + 8) this.scratch = new Uint8Array((len + 15) & ~7);
     const first = Math.max(0, this.size - start);
     const data = this.data;
     this.scratch.set(data.subarray(start & this.mask, (start & this.mask) + Math.min(first, len)), 0);
