@@ -137,7 +137,7 @@ function threadComm(pid: number, tid: number): string {
  * names the part each thread belongs to (from its process, thread id and name). Processes
  * and threads that exit between two samples keep their last value, so a short-lived one
  * still counts (up to the last sample); a process's time not seen on any of its threads
- * (threads that ended between samples) is its part `${process part} (ended threads)`.
+ * (threads that ended between samples) is the part `<process name>: ended threads`.
  */
 export class CpuTally {
   private readonly procFirst = new Map<number, number>();
@@ -160,7 +160,7 @@ export class CpuTally {
       const c = processCpuSeconds(p);
       if (!this.procFirst.has(p)) {
         this.procFirst.set(p, this.samples ? 0 : c);
-        this.partOfProc.set(p, this.partOf(p, p, commOf(p)));
+        this.partOfProc.set(p, commOf(p));
       }
       if (c > 0 || !this.procLast.has(p)) this.procLast.set(p, c);
       for (const t of threadsOf(p)) {
@@ -197,7 +197,7 @@ export class CpuTally {
     }
     for (const [p, c] of this.procLast) {
       const rest = c - (this.procFirst.get(p) ?? 0) - (seenOfProc.get(p) ?? 0);
-      if (rest > 0.005) add(`${this.partOfProc.get(p)} (ended threads)`, rest);
+      if (rest > 0.005) add(`${this.partOfProc.get(p)}: ended threads`, rest);
     }
     return [...parts].filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
   }

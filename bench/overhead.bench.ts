@@ -80,7 +80,7 @@ function netrigPart(pid: number, tid: number, comm: string): string {
   if (comm === 'nats-server' || comm.startsWith('nats')) return 'nats-server';
   if (pid === tid) return 'JS thread (edge + processor)';
   if (comm === 'node' || comm.startsWith('libuv')) return 'node workers (GC, libuv: engine inserts and queries)';
-  return 'engine threads (chdb pools: parsing, merges)';
+  return `engine ${comm.replace(/\d+$/, '')}`;
 }
 
 async function fixedRun(pair: HostPair, nginx: BenchNginx, capture: boolean, logs: ReturnType<typeof tempDir>): Promise<FixedRun> {
