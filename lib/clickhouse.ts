@@ -62,11 +62,16 @@ export interface ClickHouse {
  * ARGUMENT_OUT_OF_BOUND (69), CANNOT_CONVERT_TYPE (70), CANNOT_PARSE_NUMBER (72),
  * INCORRECT_DATA (117), CANNOT_READ_ARRAY_FROM_TEXT (130), TOO_LARGE_STRING_SIZE (131),
  * VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE (321), CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN (349),
- * INCORRECT_NUMBER_OF_COLUMNS (7), THERE_IS_NO_COLUMN (8); and TOO_MANY_BYTES (307), a block
- * larger than the server takes in one request (netrig up's endpoint caps insert bodies):
- * split, its halves go in.
+ * INCORRECT_NUMBER_OF_COLUMNS (7), THERE_IS_NO_COLUMN (8), CANNOT_PARSE_ESCAPE_SEQUENCE (25),
+ * CANNOT_PARSE_UUID (376), CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING (441), CANNOT_PARSE_BOOL
+ * (467), CANNOT_PARSE_IPV4 (675), CANNOT_PARSE_IPV6 (676), UNKNOWN_ELEMENT_OF_ENUM (691); and
+ * TOO_MANY_BYTES (307), a block larger than the server takes in one request (netrig up's
+ * endpoint caps insert bodies): split, its halves go in.
  */
-const REFUSED_INSERT_CODES = new Set(['6', '7', '8', '16', '26', '27', '38', '41', '53', '60', '69', '70', '72', '117', '130', '131', '307', '321', '349']);
+const REFUSED_INSERT_CODES = new Set([
+  '6', '7', '8', '16', '25', '26', '27', '38', '41', '53', '60', '69', '70', '72', '117', '130', '131', '307', '321', '349',
+  '376', '441', '467', '675', '676', '691',
+]);
 
 /**
  * The ClickHouse error code of `err`, or null for any other error. By shape, not class: the
@@ -139,11 +144,15 @@ export async function openClickHouse(target: ClickHouseTarget): Promise<ClickHou
       database: target.database,
       where: target.url,
       async insert(i) {
-        await client.insert({
-          table: i.table, columns: i.columns as [string, ...string[]], format: i.format, abort_signal: i.signal, clickhouse_settings: i.settings,
-          // Bytes, not objects: the client sends them as they are.
+        // The rows as the request body, as they are (the client's insert() wants objects to
+        // serialise itself for JSON formats); the settings go in the URL.
+        const r = await client.exec({
+          query: `INSERT INTO ${i.table} (${i.columns.join(', ')}) FORMAT ${i.format}`,
           values: Readable.from([i.body], { objectMode: false }),
+          clickhouse_settings: i.settings,
+          abort_signal: i.signal,
         });
+        r.stream.resume();
       },
       close: () => client.close(),
     };
