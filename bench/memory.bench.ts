@@ -26,6 +26,8 @@ import { envNumber, onlineCpus, pinProcess, type BenchContext, type Benchmark } 
 import { f, machineLoad, rssMiB, sleep, spawnChild, startBenchNats, tempDir, type BenchNats, type Child } from './common.js';
 import { runH2load, startBenchNginx, type BenchNginx } from './workload.js';
 
+/** The edge's resident memory, idle and under load. */
+const TARGET_EDGE_MIB = 64;
 const LOAD_CPU = 0;
 const NETRIG_CPU = 1;
 const SECONDS = envNumber('NETRIG_BENCH_SECONDS', 10);
@@ -59,6 +61,21 @@ async function committedRows(metricsPort: number): Promise<number> {
 }
 
 /** Kernel memory of the BPF maps a process holds open, MiB (from each map fd's fdinfo memlock). */
+/** Resident MiB of the BPF maps a process has mapped (the edge's ring buffer), from smaps. */
+function mappedBpfMiB(pid: number): number {
+  try {
+    let kb = 0;
+    let inMap = false;
+    for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+      if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inMap = line.endsWith('anon_inode:bpf-map');
+      else if (inMap && line.startsWith('Rss:')) kb += Number(/(\d+)/.exec(line)![1]);
+    }
+    return kb / 1024;
+  } catch {
+    return NaN;
+  }
+}
+
 function bpfMapMiB(pid: number): number {
   let bytes = 0;
   const seen = new Set<string>();
@@ -158,9 +175,10 @@ async function run(ctx: BenchContext): Promise<void> {
     const sampler = new Sampler(pids);
     await sleep(5000);
     const idle = sampler.now();
+    const ringRss = mappedBpfMiB(edge.pid);
     const bpf = bpfMapMiB(edge.pid);
     ctx.line(
-      `idle: edge ${f(idle.edge, 0)} MiB, processor ${f(idle.proc, 0)} MiB (all functions, embedded ClickHouse), nats-server ${f(idle.nats, 0)} MiB; ` +
+      `idle: edge ${f(idle.edge, 0)} MiB (of it the ring buffer's mapping ${f(ringRss, 0)} MiB), processor ${f(idle.proc, 0)} MiB (all functions, embedded ClickHouse), nats-server ${f(idle.nats, 0)} MiB; ` +
       `edge's BPF maps (kernel memory, not in RSS): ${Number.isFinite(bpf) ? `${f(bpf, 0)} MiB` : 'unknown'}`,
     );
     const d = (x: number, base: number) => `${f(x, 0)} MiB (${x >= base ? '+' : ''}${f(x - base, 0)}, ${f(x / base, 2)}x idle)`;
@@ -177,6 +195,11 @@ async function run(ctx: BenchContext): Promise<void> {
     ctx.line(
       `load (${r.succeeded} requests at ${f(r.reqPerS / 1000, 1)}k req/s, ${drained.rows} of ${2 * r.succeeded} rows committed ${f(drained.waited, 0)} s after it), max: ` +
       `edge ${d(load.edge, idle.edge)}, processor ${d(load.proc, idle.proc)}, nats-server ${f(load.nats, 0)} MiB`,
+    );
+    const edgeMax = Math.max(idle.edge, load.edge);
+    ctx.line(
+      `target edge RSS <= ${TARGET_EDGE_MIB} MiB idle and under load: ${edgeMax <= TARGET_EDGE_MIB ? 'met' : 'NOT met'} ` +
+      `(idle ${f(idle.edge, 0)}, load ${f(load.edge, 0)} MiB; without the ring's mapping ${f(idle.edge - ringRss, 0)} and ${f(load.edge - ringRss, 0)} MiB)`,
     );
     await nginx.stop();
     nginx = null;

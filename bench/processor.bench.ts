@@ -65,7 +65,7 @@ const OTHER_CPU = 0;
 /** The processor's default flush interval (processors/index.ts). */
 const FLUSH_MS = 500;
 const TARGET_PER_CORE = 50_000;
-const TARGET_RATIO = 5;
+const TARGET_RATIO = 8;
 /** Node time of the traffic and the wall clock its rows land on (about now). */
 const START_NS = 1000e9;
 const EPOCH_S = Math.floor(Date.now() / 1000) - 1000 - Math.ceil(EXCHANGES / 10_000) - 60;

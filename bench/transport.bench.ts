@@ -49,6 +49,8 @@ import { generateTraffic, kindsOf, recordBlob } from './http-traffic.js';
 const EXCHANGES = Math.round(envNumber('NETRIG_BENCH_TRANSPORT_EXCHANGES', 200_000));
 const ROUNDS = Math.round(envNumber('NETRIG_BENCH_ROUNDS', 3));
 const SHARDS = 16;
+/** The edge's records per CPU-second of its own process, ring to JetStream. */
+const TARGET_EDGE_PER_CORE = 1_000_000;
 const PREFIX = 'netrig.raw';
 const BOOT = '6c1f4a2e-8d3b-4c55-9e07-1b2a3c4d5e6f';
 const quiet = pino({ level: process.env.NETRIG_LOG_LEVEL ?? 'warn' }, pino.destination({ dest: 2, sync: true }));
@@ -352,6 +354,11 @@ async function run(ctx: BenchContext): Promise<void> {
     for (const k of ['js1', 'js32', 'core'] as const) {
       ctx.line(`    ${PUB_LABEL[k]}: ${desc(pubs[k])}  |  edge / ${k}: ${f(rate(pubs.edge) / rate(pubs[k]), 2)}x`);
     }
+    const edgePerCore = records / median(pubs.edge.map((m) => m.cpu));
+    ctx.line(
+      `target >= ${fmtCount(TARGET_EDGE_PER_CORE)} records per cpu-second from the ring into JetStream (the edge's process; nats-server apart): ` +
+      `${edgePerCore >= TARGET_EDGE_PER_CORE ? 'met' : 'NOT met'} (${fmtCount(edgePerCore)}/cpu-s, ${f(1e6 / edgePerCore, 2)} µs per record)`,
+    );
     ctx.line(`(b) JetStream -> processor  ${SUB_LABEL.processor}: ${desc(subs.processor)}`);
     for (const k of ['bare', 'bareDecode'] as const) {
       ctx.line(`    ${SUB_LABEL[k]}: ${desc(subs[k])}  |  processor / ${k}: ${f(rate(subs.processor) / rate(subs[k]), 2)}x`);
