@@ -6,11 +6,24 @@
 import { closeSync, openSync, readFileSync } from 'node:fs';
 
 const TRACEFS_KFREE_SKB_FORMAT = '/sys/kernel/tracing/events/skb/kfree_skb/format';
+const LF = 0x0a;
+const TAB = 0x09;
+const SP = 0x20;
+const T_LOWER = 0x74;
+const T_UPPER = 0x54;
 
-/** Sorted text symbols of the running kernel. */
+/**
+ * Sorted text symbols of the running kernel, packed: addresses as two 32-bit halves and the
+ * names in one buffer (about 2 MiB for 100k symbols). As JS strings and BigInts they held
+ * some 50 MiB of the edge's heap from the first drop on.
+ */
 export class KernelSymbols {
-  private addrs: BigUint64Array | null = null;
-  private names: string[] = [];
+  private hi = new Uint32Array(0);
+  private lo = new Uint32Array(0);
+  private nameOff = new Uint32Array(0);
+  private nameEnd = new Uint32Array(0);
+  private names = Buffer.alloc(0);
+  private loaded = false;
 
   /**
    * Opened now, read at the first lookup (reading takes about a second): the kernel decides
@@ -28,41 +41,74 @@ export class KernelSymbols {
   }
 
   private load(): void {
-    const entries: [bigint, string][] = [];
-    let text = '';
+    this.loaded = true;
+    let text = Buffer.alloc(0);
     try {
-      text = readFileSync(this.fd ?? this.path, 'latin1');
+      text = readFileSync(this.fd ?? this.path);
     } catch {
       // No symbols: locations stay hex.
     } finally {
       if (this.fd !== null) closeSync(this.fd);
       this.fd = null;
     }
-    for (const line of text.split('\n')) {
-      // "ffffffff81000000 T _text [module]": text symbols only.
-      const sp1 = line.indexOf(' ');
-      const type = line[sp1 + 1];
-      if (sp1 !== 16 || (type !== 't' && type !== 'T')) continue;
-      const rest = line.slice(sp1 + 3);
-      const tab = rest.indexOf('\t');
-      entries.push([BigInt('0x' + line.slice(0, sp1)), tab < 0 ? rest : rest.slice(0, tab)]);
+    // "ffffffff81000000 T _text\t[module]": text symbols only.
+    const hi: number[] = [];
+    const lo: number[] = [];
+    const start: number[] = [];
+    const end: number[] = [];
+    for (let pos = 0; pos < text.length;) {
+      let eol = text.indexOf(LF, pos);
+      if (eol < 0) eol = text.length;
+      const type = text[pos + 17];
+      if (eol - pos > 19 && text[pos + 16] === SP && (type === T_LOWER || type === T_UPPER) && text[pos + 18] === SP) {
+        let nameEnd = text.indexOf(TAB, pos + 19);
+        if (nameEnd < 0 || nameEnd > eol) nameEnd = eol;
+        hi.push(parseInt(text.toString('latin1', pos, pos + 8), 16));
+        lo.push(parseInt(text.toString('latin1', pos + 8, pos + 16), 16));
+        start.push(pos + 19);
+        end.push(nameEnd);
+      }
+      pos = eol + 1;
     }
-    entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    this.addrs = BigUint64Array.from(entries.map((e) => e[0]));
-    this.names = entries.map((e) => e[1]);
+    const order = Array.from({ length: hi.length }, (_, i) => i).sort((a, b) => hi[a] - hi[b] || lo[a] - lo[b]);
+    const n = order.length;
+    this.hi = new Uint32Array(n);
+    this.lo = new Uint32Array(n);
+    this.nameOff = new Uint32Array(n);
+    this.nameEnd = new Uint32Array(n);
+    let bytes = 0;
+    for (const i of order) bytes += end[i] - start[i];
+    this.names = Buffer.allocUnsafe(bytes);
+    let at = 0;
+    order.forEach((i, k) => {
+      this.hi[k] = hi[i];
+      this.lo[k] = lo[i];
+      this.nameOff[k] = at;
+      at += text.copy(this.names, at, start[i], end[i]);
+      this.nameEnd[k] = at;
+    });
   }
 
   /** "function+0xoffset" for a kernel text address, or its hex if unknown (or zeroed kallsyms). */
   resolve(addr: bigint): string {
-    if (!this.addrs) this.load();
-    const a = this.addrs!;
-    let lo = 0, hi = a.length - 1, best = -1;
+    if (!this.loaded) this.load();
+    const h = Number(addr >> 32n);
+    const l = Number(addr & 0xffff_ffffn);
+    let lo = 0;
+    let hi = this.hi.length - 1;
+    let best = -1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      if (a[mid] <= addr) { best = mid; lo = mid + 1; } else hi = mid - 1;
+      if (this.hi[mid] < h || (this.hi[mid] === h && this.lo[mid] <= l)) {
+        best = mid;
+        lo = mid + 1;
+      } else {
+        hi = mid - 1;
+      }
     }
-    if (best < 0 || a[best] === 0n) return `0x${addr.toString(16)}`;
-    return `${this.names[best]}+0x${(addr - a[best]).toString(16)}`;
+    if (best < 0 || (this.hi[best] === 0 && this.lo[best] === 0)) return `0x${addr.toString(16)}`;
+    const base = (BigInt(this.hi[best]) << 32n) | BigInt(this.lo[best]);
+    return `${this.names.toString('latin1', this.nameOff[best], this.nameEnd[best])}+0x${(addr - base).toString(16)}`;
   }
 }
 
