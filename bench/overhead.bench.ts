@@ -59,6 +59,8 @@ interface FixedRun {
   netrig?: number;
   /** The same seconds by part (netrigPart). */
   parts?: Map<string, number>;
+  /** Of the JS thread's, the edge's drain loop (its own thread CPU clock). */
+  edgeDrain?: number;
   rows?: number;
   drainS?: number;
   caughtUp?: boolean;
@@ -95,6 +97,7 @@ async function fixedRun(pair: HostPair, nginx: BenchNginx, capture: boolean, log
     if (capture) up = await startNetrigUp([NETRIG_CPU], [pair.client.netnsIno(), pair.server.netnsIno()]);
     await sleep(1000);
     const tally = up ? new CpuTally(() => up!.pids(), netrigPart) : null;
+    const drain0 = up ? await up.edgeDrainCpu() : 0;
     const sampler = tally ? setInterval(() => tally.sample(), 500) : null;
     const ng0 = cpuOfAll(nginx.pids());
     const c0 = cpuBusySeconds()[LOAD_CPU];
@@ -112,6 +115,7 @@ async function fixedRun(pair: HostPair, nginx: BenchNginx, capture: boolean, log
       clearInterval(sampler!);
       run.netrig = tally.total();
       run.parts = new Map(tally.byPart());
+      run.edgeDrain = (await up.edgeDrainCpu()) - drain0;
       run.rows = rows;
       run.drainS = (performance.now() - t) / 1000;
       run.caughtUp = rows >= want;
@@ -256,7 +260,8 @@ async function run(ctx: BenchContext): Promise<void> {
       .sort((a, b) => b[1] - a[1]);
     ctx.line(
       `netrig's own cpu per request, by process and thread (medians): ${f(m(on, (r) => perReq(r, r.netrig!)), 1)} µs = ` +
-      split.map(([name, v]) => `${name} ${f(v, 1)}`).join(' + '),
+      split.map(([name, v]) => `${name} ${f(v, 1)}`).join(' + ') +
+      `; of the JS thread, the edge's drain loop (ring, masking, batches, sealing) ${f(m(on, (r) => perReq(r, r.edgeDrain!)), 1)} µs`,
     );
     ctx.line(
       `netrig's own cpu: ${f(perK, 3)} cpu-s per 1000 requests (edge + processor + chdb + nats-server, until the rows are queryable; ` +

@@ -155,6 +155,8 @@ export interface NetrigUp {
   disconnects(): number;
   /** SELECT through the endpoint; the body as text. */
   query(sql: string): Promise<string>;
+  /** CPU seconds of the edge's drain loop so far (netrig_edge_drain_cpu_seconds_total). */
+  edgeDrainCpu(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -199,12 +201,24 @@ export async function startNetrigUp(cpus: number[], netns: number[], o: { extra?
     throw new Error(`netrig up runs but its endpoint file under ${data.path} is missing`);
   }
   const authorization = `Basic ${Buffer.from(`default:${found.password}`).toString('base64')}`;
+  // The edge's metrics: the port up logged, the password it generated.
+  const edgePort = /"edgeMetricsPort":(\d+)/.exec(child.stderr())?.[1];
+  const metricsAuth = `Basic ${Buffer.from(`netrig:${readFileSync(join(data.path, 'metrics', 'metrics.password'), 'utf8').trim()}`).toString('base64')}`;
   return {
     child,
     endpoint,
     natsUrl: `nats://127.0.0.1:${natsPort}`,
     pids: () => processTree(child.pid),
     disconnects: () => (child.stderr().match(/"nats":"disconnect"/g) ?? []).length,
+    async edgeDrainCpu() {
+      if (!edgePort) throw new Error('netrig up did not log its edge metrics port');
+      const res = await fetch(`http://127.0.0.1:${edgePort}/metrics`, { headers: { authorization: metricsAuth } });
+      const text = await res.text();
+      if (!res.ok) throw new Error(`edge metrics (${res.status}): ${text.slice(0, 200)}`);
+      const m = /^netrig_edge_drain_cpu_seconds_total (\S+)$/m.exec(text);
+      if (!m) throw new Error('no netrig_edge_drain_cpu_seconds_total in the edge metrics');
+      return Number(m[1]);
+    },
     async query(sql: string) {
       const res = await fetch(`${endpoint}/?query=${encodeURIComponent(sql)}`, { headers: { authorization } });
       const body = await res.text();

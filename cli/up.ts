@@ -127,6 +127,7 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     summary.start();
     undo.push(() => summary.stop());
     log.info({
+      edgeMetricsPort: edge.metricsPort, processorMetricsPort: processor.metricsPort,
       nats: natsUrl, natsAuth: nats ? join(dataDir, 'nats-auth') : undefined, natsTlsCa: nats?.tlsCa ?? undefined, clickhouse: endpointUrl ?? ch.where, dataDir,
       ...(endpoint ? { writer: WRITER_USER, writerPasswordFile: writerPasswordFile(dataDir) } : {}),
     }, 'netrig up: running; Ctrl-C stops it');

@@ -11,7 +11,7 @@ import type { Logger } from '../lib/logger.js';
 import { ENVELOPE_VERSION, type Envelope } from '../schemas/envelope.js';
 import { kindName, REC_KIND_MAX } from '../schemas/records.js';
 import { Batcher, type SealedBatch } from './batcher.js';
-import { CLOCK_MONOTONIC, CLOCK_REALTIME, clockNs } from './libc.js';
+import { CLOCK_MONOTONIC, CLOCK_REALTIME, CLOCK_THREAD_CPUTIME_ID, clockNs } from './libc.js';
 import { LossCause, LossLedger } from './losses.js';
 import { EdgeMetrics } from './metrics.js';
 import { Publisher } from './publisher.js';
@@ -135,6 +135,8 @@ export class Edge {
   private tick = (): void => {
     this.timer = null;
     if (this.stopping) return;
+    // The thread's own CPU clock: in `netrig up` the processor shares this thread.
+    const cpu0 = clockNs(CLOCK_THREAD_CPUTIME_ID);
     this.nowMs = performance.now();
     const n = this.source.poll(this.visit);
     this.batcher.flush(this.nowMs - this.opts.lingerMs);
@@ -144,6 +146,7 @@ export class Edge {
       this.sourceDone();
       this.sourceDone = null;
     }
+    this.metrics.drainCpu.inc(Number(clockNs(CLOCK_THREAD_CPUTIME_ID) - cpu0) / 1e9);
     this.timer = n >= BUSY_DRAIN_RECORDS ? setImmediate(this.tick) : setTimeout(this.tick, this.opts.pollIntervalMs);
   };
 

@@ -12,6 +12,8 @@ export const MAP_SHARED = 0x1;
 const MAP_FAILED = 0xffffffffffffffffn;
 export const CLOCK_REALTIME = 0;
 export const CLOCK_MONOTONIC = 1;
+/** CPU time of the calling thread. */
+export const CLOCK_THREAD_CPUTIME_ID = 3;
 const SC_PAGESIZE = 30;
 
 const timespec = koffi.struct('netrig_timespec', { tv_sec: 'int64_t', tv_nsec: 'int64_t' });

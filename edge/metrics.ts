@@ -17,5 +17,10 @@ export class EdgeMetrics {
   readonly ringFill = new Gauge({ name: 'netrig_edge_ringbuf_fill_ratio', help: 'Share of the ring buffer holding undrained records', registers: [this.registry] });
   readonly bufferedBytes = new Gauge({ name: 'netrig_edge_buffered_bytes', help: 'Envelope bytes waiting for NATS', registers: [this.registry] });
   readonly captureInfo = new Gauge({ name: 'netrig_edge_capture_info', help: 'How this kernel is captured: payload path and active features (value 1)', labelNames: ['path', 'features'] as const, registers: [this.registry] });
+  readonly drainCpu = new Counter({
+    name: 'netrig_edge_drain_cpu_seconds_total',
+    help: 'CPU time of the edge\'s drain loop on its thread: reading the ring, masking, batching, sealing and starting publishes (not acknowledgements)',
+    registers: [this.registry],
+  });
   readonly publishSeconds = new Histogram({ name: 'netrig_edge_publish_seconds', help: 'Publish latency until the JetStream acknowledgement', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [this.registry] });
 }
