@@ -11,11 +11,11 @@
  * stops or does not recognise the bytes in time, and the connection's reassembly goes with
  * the last one.
  *
- * Connections idle for a while (PARK_IDLE_NS) are parked: when every protocol still reading one can rebuild its
- * tracker from a resume point (L7Protocol.resume) and stands exactly there, between items,
- * the trackers and reassemblers are dropped and only the points and stream positions are
- * kept; the next data builds them again from there, as a processor resuming after a
- * restart would. Most connections of a busy node are idle keep-alive connections, and a
+ * Connections idle for a while (PARK_IDLE_NS; at once past MAX_UNPARKED) are parked: when
+ * every protocol still reading one can rebuild its tracker from a resume point
+ * (L7Protocol.resume) and stands exactly there, between items, the trackers and reassemblers
+ * are dropped and only the points and stream positions are kept; the next data builds them
+ * again from there, as a processor resuming after a restart would. Most connections of a busy node are idle keep-alive connections, and a
  * parked one costs a few hundred bytes instead of a few kilobytes of parser state.
  *
  * Pins, at message granularity: a connection idle before a message and busy after it is
@@ -69,6 +69,12 @@ const META_WAIT_NS = 15e9;
  * idle for far longer.
  */
 const PARK_IDLE_NS = 2e9;
+/**
+ * Past this many connections in a table that are not parked, an idle one is parked at once
+ * after its exchange, as before PARK_IDLE_NS: a burst of new connections would otherwise
+ * hold their parsers for two seconds each (100k sockets: over 400 MiB of heap at the peak).
+ */
+export const MAX_UNPARKED = 1024;
 /** Connections idle this long are forgotten (their resume points are remembered). */
 const IDLE_EVICT_NS = 600e9;
 /** Resume points remembered per protocol for forgotten or resumed connections. */
@@ -531,7 +537,7 @@ export class ConnectionTable implements FunctionLane {
       if (!this.busy(c)) {
         this.unpin(c);
         c.pinReleased = false;
-        if (now - c.lastTsNs >= PARK_IDLE_NS && this.parkable(c)) this.park(c);
+        if ((now - c.lastTsNs >= PARK_IDLE_NS || this.conns.size - this.parked > MAX_UNPARKED) && this.parkable(c)) this.park(c);
       } else if (!c.pinSeq && !c.pinReleased) {
         c.pinSeq = seq;
         c.pinTsNs = Math.min(c.lastTsNs, now);

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { logger } from '../../lib/logger.js';
 import { FUNCTIONS } from '../../processors/index.js';
-import { ConnectionBudget, CONN_TABLE_FULL } from '../../processors/l7/connection-table.js';
+import { ConnectionBudget, CONN_TABLE_FULL, MAX_UNPARKED } from '../../processors/l7/connection-table.js';
 import type { DeadLetters } from '../../processors/runtime/dlq.js';
 import type { ProcessingFunction, Row } from '../../processors/runtime/function.js';
 import { CONNECTION_TABLE_FN, Lane } from '../../processors/runtime/lane.js';
@@ -140,6 +140,25 @@ test('a keep-alive connection idle for a while is parked between exchanges and r
     h.feed([], late + 12e9);
     assert.equal(h.lane.lowWaterLag(), 0);
   }
+});
+
+test('past MAX_UNPARKED connections not parked, an idle one is parked right after its exchange', async () => {
+  const h = await harness([FUNCTIONS.http1]);
+  const n = MAX_UNPARKED + 100;
+  const sockets = Array.from({ length: n }, (_, i) => new Socket(1000 + i, { saddr: '10.0.0.1', sport: 20000 + i, daddr: '10.0.0.2', dport: 80 }, Role.Client));
+  const t = T0 + 1e9;
+  h.feed(sockets.map((s) => s.info(T0)), T0);
+  // Every connection's request, then every response: each idle between exchanges after it.
+  h.feed(sockets.map((s, i) => s.send(0, request(`/n/${i}`), t + i)), t + n);
+  h.feed(sockets.map((s, i) => s.send(1, response('ok'), t + n + i)), t + 2 * n);
+  const { tracked, parked } = h.lane.connections();
+  assert.equal(tracked, n);
+  assert.ok(tracked - parked <= MAX_UNPARKED, `${tracked - parked} connections not parked, at most ${MAX_UNPARKED}`);
+  assert.equal(h.table('http_requests').length, n);
+  // A parked connection's next exchange pairs from where it stood.
+  h.feed([sockets[0].send(0, request('/again'), t + 3 * n)], t + 3 * n + 1);
+  h.feed([sockets[0].send(1, response('ok'), t + 3 * n + 2)], t + 3 * n + 3);
+  assert.deepEqual(h.table('http_requests').slice(-1).map((r) => [r.path, r.status, r.req_pos]), [['/again', 200, request('/n/0').length]]);
 });
 
 test('past the budget the least recently used connection is forgotten, counted in capture_losses', async () => {
