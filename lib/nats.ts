@@ -44,10 +44,6 @@ export function natsConnectOptions(input: NatsClientInput, name: string): Connec
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     pingInterval: 10_000,
-    // No stack captured per request: every JetStream publish and pull is one, and the
-    // capture cost about 1 µs per request of the pipeline. Errors are told apart by their
-    // codes and classes, never by where the request was made.
-    noAsyncTraces: true,
   };
   if (input.natsCreds && input.natsUser) throw new ConfigError('nats-creds', 'give either --nats-creds or --nats-user/--nats-password, not both');
   if (input.natsCreds) {

@@ -111,11 +111,8 @@ interface HeldItem {
 }
 
 interface Conn extends ConnView {
-  /** `${prefix}${cookie}`, with TLS_SUFFIX for TLS plaintext. */
+  /** `${node prefix}${cookie}`, with TLS_SUFFIX for TLS plaintext. */
   key: string;
-  /** The node's connection prefix (EnvelopeContext.connPrefix) and the socket cookie. */
-  prefix: string;
-  cookie: number;
   /** Reassemblers, from the first data on while any protocol reads. */
   dirs: [StreamReassembler, StreamReassembler] | null;
   /** Trackers by member index, from the first data on. */
@@ -187,9 +184,13 @@ function roleHint(role: number): RoleHint {
 export class ConnectionTable implements FunctionLane {
   /** Every connection by key, least recently used first. */
   private readonly conns = new Map<string, Conn>();
-  /** The same connections by node prefix and socket cookie, socket bytes and TLS plaintext apart. */
-  private readonly plainIndex = new Map<string, Map<number, Conn>>();
-  private readonly tlsIndex = new Map<string, Map<number, Conn>>();
+  /**
+   * Keys made for the envelope being handled, by socket cookie: a key is built (and hashed)
+   * once per connection and envelope, not once per record (a fresh concatenation per record
+   * cost more than the lookup). Cleared when the prefix changes.
+   */
+  private keys = new Map<number, string>();
+  private keysPrefix = '';
   private readonly pins = new PinSet();
   private readonly touched = new Set<Conn>();
   private readonly stats: object[];
@@ -233,35 +234,43 @@ export class ConnectionTable implements FunctionLane {
 
   onRecord(rec: DecodedRecord, env: EnvelopeContext): void {
     this.clock = env.envelope.clock;
-    const prefix = env.connPrefix;
+    const key = this.keyOf(env.connPrefix, rec.connId);
     switch (rec.kind) {
       case RecordKind.ConnInfo:
-        this.owner(prefix, rec as ConnInfoRecord, env);
+        this.owner(key, rec as ConnInfoRecord, env);
         break;
       case RecordKind.SockData:
-        if (this.plainMembers) this.data(this.conn(prefix, false, rec.connId, env, rec.tsNs), rec as SockDataRecord);
+        if (this.plainMembers) this.data(this.conn(key, false, rec.connId, env, rec.tsNs), rec as SockDataRecord);
         break;
       case RecordKind.TlsData:
         if (this.tlsMembers) {
-          const t = this.conn(prefix, true, rec.connId, env, rec.tsNs);
-          t.meta ??= this.find(prefix, false, rec.connId)?.meta ?? null;
+          const t = this.conn(key + TLS_SUFFIX, true, rec.connId, env, rec.tsNs);
+          t.meta ??= this.conns.get(key)?.meta ?? null;
           this.data(t, rec as SockDataRecord);
         }
         break;
       case RecordKind.ConnClose:
-        for (const c of [this.find(prefix, false, rec.connId), this.find(prefix, true, rec.connId)]) {
+        for (const c of [this.conns.get(key), this.conns.get(key + TLS_SUFFIX)]) {
           if (c && !c.closedAtNs) this.close(c, (rec as ConnCloseRecord).tsNs);
         }
         break;
     }
   }
 
-  /**
-   * A tracked connection by node prefix and socket cookie, through the index: no key string
-   * is built per record (hashing a fresh concatenation cost more than the lookup).
-   */
-  private find(prefix: string, tls: boolean, cookie: number): Conn | undefined {
-    return (tls ? this.tlsIndex : this.plainIndex).get(prefix)?.get(cookie);
+  /** The connection key of `cookie` on the node of `prefix`, made once per envelope. */
+  private keyOf(prefix: string, cookie: number): string {
+    if (prefix !== this.keysPrefix) {
+      this.keys = new Map();
+      this.keysPrefix = prefix;
+    }
+    let key = this.keys.get(cookie);
+    if (key === undefined) {
+      key = `${prefix}${cookie}`;
+      // Flattened once, so every lookup hashes the same flat string (its hash is kept in it).
+      key.charCodeAt(0);
+      this.keys.set(cookie, key);
+    }
+    return key;
   }
 
   /**
@@ -269,12 +278,12 @@ export class ConnectionTable implements FunctionLane {
    * captured sockets of a transport some member reads will have data that matters: the
    * others are not tracked at all.
    */
-  private owner(prefix: string, r: ConnInfoRecord, env: EnvelopeContext): void {
+  private owner(key: string, r: ConnInfoRecord, env: EnvelopeContext): void {
     if (!(r.connFlags & ConnFlags.Captured)) return;
     const meta: ConnMeta = { tuple: r.tuple, role: r.role, tgid: r.tgid, comm: r.comm, connFlags: r.connFlags };
     if (!this.members.some((m) => this.speaks(m.p, meta))) return;
-    const c = this.find(prefix, false, r.connId) ?? (this.plainMembers ? this.conn(prefix, false, r.connId, env, r.tsNs) : undefined);
-    for (const x of [c, this.find(prefix, true, r.connId)]) {
+    const c = this.conns.get(key) ?? (this.plainMembers ? this.conn(key, false, r.connId, env, r.tsNs) : undefined);
+    for (const x of [c, this.conns.get(key + TLS_SUFFIX)]) {
       if (!x) continue;
       x.meta = meta;
       if (x.held) {
@@ -296,12 +305,12 @@ export class ConnectionTable implements FunctionLane {
     return (proto === 6 ? p.tcp : proto === 17 ? p.udp : false) && (!p.accepts || p.accepts(meta));
   }
 
-  private conn(prefix: string, tls: boolean, cookie: number, env: EnvelopeContext, tsNs: number): Conn {
-    let c = this.find(prefix, tls, cookie);
+  private conn(key: string, tls: boolean, cookie: number, env: EnvelopeContext, tsNs: number): Conn {
+    let c = this.conns.get(key);
     if (c) {
       if (this.moves - c.movedAt > this.conns.size >> 1) {
-        this.conns.delete(c.key);
-        this.conns.set(c.key, c);
+        this.conns.delete(key);
+        this.conns.set(key, c);
         c.movedAt = ++this.moves;
       }
       return c;
@@ -318,18 +327,13 @@ export class ConnectionTable implements FunctionLane {
         if (point !== undefined) (resumeAt ??= [])[i] = point;
       });
     }
-    const key = `${prefix}${cookie}${tls ? TLS_SUFFIX : ''}`;
     c = {
-      key, prefix, cookie, node: env.envelope.node, region: env.envelope.region, connId, tls, meta,
+      key, node: env.envelope.node, region: env.envelope.region, connId, tls, meta,
       dirs: null, trackers: null, sinks: null, live: tls ? this.tlsMembers : this.plainMembers, itemsSeen: 0,
       firstTsNs: tsNs, lastTsNs: tsNs, bytesSeen: 0, pinSeq: 0, pinTsNs: 0, pinReleased: false,
       metaPinSeq: 0, metaPinUntilNs: 0, closedAtNs: 0, resumeAt, parkedAt: null, held: null, movedAt: ++this.moves,
     };
     this.conns.set(key, c);
-    const index = tls ? this.tlsIndex : this.plainIndex;
-    let ofNode = index.get(prefix);
-    if (!ofNode) index.set(prefix, (ofNode = new Map()));
-    ofNode.set(cookie, c);
     this.budget.used++;
     return c;
   }
@@ -599,10 +603,6 @@ export class ConnectionTable implements FunctionLane {
     if (c.parkedAt) this.parked--;
     this.touched.delete(c);
     this.conns.delete(c.key);
-    const index = c.tls ? this.tlsIndex : this.plainIndex;
-    const ofNode = index.get(c.prefix);
-    ofNode?.delete(c.cookie);
-    if (ofNode?.size === 0) index.delete(c.prefix);
     this.budget.used--;
   }
 
@@ -647,7 +647,6 @@ export class ConnectionTable implements FunctionLane {
   release(): void {
     this.budget.used -= this.conns.size;
     this.conns.clear();
-    this.plainIndex.clear();
-    this.tlsIndex.clear();
+    this.keys.clear();
   }
 }
