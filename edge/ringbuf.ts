@@ -102,13 +102,15 @@ export class RingBufferReader {
     return n;
   }
 
-  /** The record at data[start, start + len) that runs past the end and on from the start, in one piece. */
+  /**
+   * The record at data[start, start + len) that runs past the end (start <= size) and on from
+   * offset 0, in one piece.
+   */
   private unwrap(start: number, len: number): Uint8Array {
     if (this.scratch.length < len + 8) this.scratch = new Uint8Array((len + 15) & ~7);
-    const first = Math.max(0, this.size - start);
-    const data = this.data;
-    this.scratch.set(data.subarray(start & this.mask, (start & this.mask) + Math.min(first, len)), 0);
-    if (first < len) this.scratch.set(data.subarray((start + first) & this.mask, ((start + first) & this.mask) + len - first), first);
+    const first = this.size - start;
+    this.scratch.set(this.data.subarray(start, this.size), 0);
+    this.scratch.set(this.data.subarray(0, len - first), first);
     return this.scratch;
   }
 
