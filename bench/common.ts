@@ -123,7 +123,7 @@ export function cpuOfAll(pids: readonly number[]): number {
 }
 
 /** CPU seconds of one thread of a process (0 once it is gone). */
-function threadCpuSeconds(pid: number, tid: number): number {
+export function threadCpuSeconds(pid: number, tid: number): number {
   return processCpuSeconds(`${pid}/task/${tid}`);
 }
 

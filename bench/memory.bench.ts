@@ -60,7 +60,6 @@ async function committedRows(metricsPort: number): Promise<number> {
   return m ? Number(m[1]) : 0;
 }
 
-/** Kernel memory of the BPF maps a process holds open, MiB (from each map fd's fdinfo memlock). */
 /** Resident MiB of the BPF maps a process has mapped (the edge's ring buffer), from smaps. */
 function mappedBpfMiB(pid: number): number {
   try {
@@ -76,6 +75,7 @@ function mappedBpfMiB(pid: number): number {
   }
 }
 
+/** Kernel memory of the BPF maps a process holds open, MiB (from each map fd's fdinfo memlock). */
 function bpfMapMiB(pid: number): number {
   let bytes = 0;
   const seen = new Set<string>();

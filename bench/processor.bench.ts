@@ -32,7 +32,7 @@
  * Rounds alternate netrig, tshark and lanes-only; medians are reported.
  * Environment: NETRIG_BENCH_EXCHANGES (100000), NETRIG_BENCH_ROUNDS (3).
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -50,7 +50,7 @@ import { Processor, consumerName } from '../processors/runtime/processor.js';
 import { migrate } from '../schemas/migrate.js';
 import { freshClickHouse, removeClickHouseData } from '../test/helpers/processor-run.js';
 import {
-  f, machineLoad, pinPid, runCmd, sleep, startBenchNats, tempDir, type BenchNats, type TempDir,
+  f, machineLoad, pinPid, runCmd, sleep, startBenchNats, tempDir, threadCpuSeconds, threadsOf, type BenchNats, type TempDir,
 } from './common.js';
 import { cpuSeconds, envNumber, fmtCount, median, onlineCpus, pinProcess, processCpuSeconds, type BenchContext, type Benchmark } from './harness.js';
 import { generateTraffic, recordBlob, sealEnvelopes, type EncodedEnvelope, type Traffic } from './http-traffic.js';
@@ -90,16 +90,11 @@ interface Prepared {
 function threadCpu(): { main: number; others: number } {
   let main = 0;
   let others = 0;
-  for (const t of readdirSync('/proc/self/task')) {
-    try {
-      const st = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
-      const fl = st.slice(st.lastIndexOf(')') + 2).split(' ');
-      const c = (Number(fl[11]) + Number(fl[12])) / 100;
-      if (Number(t) === process.pid) main += c;
-      else others += c;
-    } catch {
-      // Thread gone: its time is lost to both sides alike.
-    }
+  // A thread gone between the listing and its read counts 0: its time is lost to both sides alike.
+  for (const t of threadsOf(process.pid)) {
+    const c = threadCpuSeconds(process.pid, t);
+    if (t === process.pid) main += c;
+    else others += c;
   }
   return { main, others };
 }

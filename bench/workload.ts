@@ -12,6 +12,7 @@ import { freePort } from '../test/helpers/nats-server.js';
 import type { Host } from '../test/helpers/netns.js';
 import { CLI } from '../test/helpers/paths.js';
 import { readEndpoint } from '../cli/endpoint-file.js';
+import { readSecret } from '../lib/secret-file.js';
 import { fileURLToPath } from 'node:url';
 
 /** bench/up-main.ts compiled beside this file. */
@@ -203,7 +204,7 @@ export async function startNetrigUp(cpus: number[], netns: number[], o: { extra?
   const authorization = `Basic ${Buffer.from(`default:${found.password}`).toString('base64')}`;
   // The edge's metrics: the port up logged, the password it generated.
   const edgePort = /"edgeMetricsPort":(\d+)/.exec(child.stderr())?.[1];
-  const metricsAuth = `Basic ${Buffer.from(`netrig:${readFileSync(join(data.path, 'metrics', 'metrics.password'), 'utf8').trim()}`).toString('base64')}`;
+  const metricsAuth = `Basic ${Buffer.from(`netrig:${readSecret(join(data.path, 'metrics', 'metrics.password'))}`).toString('base64')}`;
   return {
     child,
     endpoint,
