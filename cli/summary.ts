@@ -2,8 +2,8 @@
  * The live summary of `netrig up`: records/s, rows/s per table, lost records, the
  * processors writing its database with their consumer lag and shards (from their
  * heartbeats, as `netrig status` shows them: more processors may have joined), and the
- * slowest endpoints by p99 (refreshed every 15 s). Redrawn in place on a terminal; one plain line per interval
- * otherwise (logs, CI).
+ * slowest endpoints by p99 (refreshed every 15 s). Redrawn in place on a terminal; one plain
+ * line per interval otherwise (logs, CI).
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Edge } from '../edge/edge.js';

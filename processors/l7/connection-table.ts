@@ -15,8 +15,9 @@
  * every protocol still reading one can rebuild its tracker from a resume point
  * (L7Protocol.resume) and stands exactly there, between items, the trackers and reassemblers
  * are dropped and only the points and stream positions are kept; the next data builds them
- * again from there, as a processor resuming after a restart would. Most connections of a busy node are idle keep-alive connections, and a
- * parked one costs a few hundred bytes instead of a few kilobytes of parser state.
+ * again from there, as a processor resuming after a restart would. Most connections of a
+ * busy node are idle keep-alive connections, and a parked one costs a few hundred bytes
+ * instead of a few kilobytes of parser state.
  *
  * Pins, at message granularity: a connection idle before a message and busy after it is
  * pinned there, so a re-read from there sees its unfinished item from the first byte. The
