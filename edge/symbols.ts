@@ -26,9 +26,9 @@ export class KernelSymbols {
   private loaded = false;
 
   /**
-   * Opened now, read at the first lookup (reading takes about a second): the kernel decides
-   * at open whether addresses show, by the opener's CAP_SYSLOG, which the edge drops once
-   * attached (edge/privileges.ts).
+   * Opened now, read at the first lookup (reading and sorting take about 0.2 s): the kernel
+   * decides at open whether addresses show, by the opener's CAP_SYSLOG, which the edge drops
+   * once attached (edge/privileges.ts).
    */
   private fd: number | null;
 
@@ -61,8 +61,10 @@ export class KernelSymbols {
       if (eol < 0) eol = text.length;
       const type = text[pos + 17];
       if (eol - pos > 19 && text[pos + 16] === SP && (type === T_LOWER || type === T_UPPER) && text[pos + 18] === SP) {
-        let nameEnd = text.indexOf(TAB, pos + 19);
-        if (nameEnd < 0 || nameEnd > eol) nameEnd = eol;
+        // Within the line: indexOf would scan on to the first module symbol's tab, past
+        // every core symbol after this one (seconds for the whole file).
+        let nameEnd = pos + 19;
+        while (nameEnd < eol && text[nameEnd] !== TAB) nameEnd++;
         hi.push(parseInt(text.toString('latin1', pos, pos + 8), 16));
         lo.push(parseInt(text.toString('latin1', pos + 8, pos + 16), 16));
         start.push(pos + 19);

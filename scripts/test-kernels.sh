@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 suites=(${SUITES:-bullseye bookworm trixie})
 # Per kernel: boot, node start and the check take 30-60 s under TCG alone, but 4-5 min for
 # the 6.12 guest after a full test run on this 2-core host (one run hit 300 s); this bounds a hang.
-TIMEOUT_S=600
+TIMEOUT_S=300
 check=dist/test/kernel/guest-check.js
 [[ -f $check ]] || { echo "test-kernels: $check is missing: run scripts/setup.sh first" >&2; exit 1; }
 work=$(mktemp -d /tmp/netrig-kernels.XXXXXX)
