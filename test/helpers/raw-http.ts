@@ -63,12 +63,22 @@ export async function rawHttpSession(client: Host, addr: string, port: number, r
   let stderr = '';
   child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
   const timeoutMs = opts.timeoutMs ?? 60_000;
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const started = Date.now();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
   try {
     const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
     const next = async (event: string) => {
       const l = await lines.next();
-      if (l.done) throw new Error(`raw client ended before '${event}' (exit ${child.exitCode}): ${stderr}`);
+      if (l.done) {
+        // Its output ends before its exit is reaped: wait a little to say how it ended.
+        await waitExit(child, 2000);
+        const how = timedOut ? `killed after the ${timeoutMs} ms timeout` : `exit ${child.exitCode}, signal ${child.signalCode}`;
+        throw new Error(`raw client ended before '${event}' after ${Date.now() - started} ms (${how}): ${stderr}`);
+      }
       const msg = JSON.parse(l.value) as { event: string } & Record<string, unknown>;
       if (msg.event !== event) throw new Error(`raw client said ${l.value}, expected '${event}'`);
       return msg;
