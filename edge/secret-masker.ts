@@ -26,9 +26,10 @@
  *   from position 0 whose first byte cannot begin HTTP/1 (not 'A'..'Z': TLS ciphertext,
  *   HTTP/2, DNS, databases).
  *
- * Cost: outside header blocks a record is one Buffer.indexOf for "HTTP/1." (native), so
- * bodies, ciphertext and HTTP/2 frames cost little; inside a block, one indexOf per line
- * plus a byte loop over header names while they may still be a secret one's.
+ * Records are scanned in place in the batch (no view per record). Cost: outside header
+ * blocks a record is one search for "HTTP/1." (native above 256 bytes), so bodies,
+ * ciphertext and HTTP/2 frames cost little; inside a block, a byte loop to each line's end
+ * and over header names while they may still be a secret one's.
  */
 import { SOCK_DATA_REC } from '../schemas/layouts.js';
 import { RecordKind } from '../schemas/records.js';
@@ -131,17 +132,40 @@ function startsWith(p: Buffer, at: number, end: number, s: Buffer): boolean {
 }
 
 /**
- * The line p[0, end) is a status line ("HTTP/1.x ...") or a request line ("METHOD target
+ * Where the next line feed in p[from, end) is, or -1. A byte loop: header lines are a few
+ * dozen bytes, shorter than what a native indexOf call costs to enter.
+ */
+function lineFeed(p: Buffer, from: number, end: number): number {
+  for (let j = from; j < end; j++) if (p[j] === LF) return j;
+  return -1;
+}
+
+/** Below this many bytes the marker is searched for by a byte loop, above by a native search. */
+const NATIVE_SEARCH_BYTES = 256;
+
+/** Where the marker starts in p[from, end), or -1. */
+function markerAt(p: Buffer, from: number, end: number): number {
+  if (end - from > NATIVE_SEARCH_BYTES) {
+    // A view bounds the native search: past `end` lie other records of the batch.
+    const m = p.subarray(from, end).indexOf(MARKER);
+    return m < 0 ? -1 : from + m;
+  }
+  for (let j = from; j + MARKER.length <= end; j++) if (p[j] === MARKER[0] && startsWith(p, j, end, MARKER)) return j;
+  return -1;
+}
+
+/**
+ * The line p[start, end) is a status line ("HTTP/1.x ...") or a request line ("METHOD target
  * HTTP/1.x"). `complete`: the line feed was seen at `end`; without it only a status line
  * can be recognised.
  */
-export function isStartLine(p: Buffer, end: number, complete: boolean): boolean {
-  if (startsWith(p, 0, end, MARKER)) return true;
+export function isStartLine(p: Buffer, start: number, end: number, complete: boolean): boolean {
+  if (startsWith(p, start, end, MARKER)) return true;
   if (!complete) return false;
-  let k = 0;
-  while (k < end && k <= 20 && p[k] >= 0x41 && p[k] <= 0x5a) k++;
-  if (k === 0 || k > 20 || p[k] !== SP) return false;
-  const e = end > 0 && p[end - 1] === CR ? end - 1 : end;
+  let k = start;
+  while (k < end && k - start <= 20 && p[k] >= 0x41 && p[k] <= 0x5a) k++;
+  if (k === start || k - start > 20 || k >= end || p[k] !== SP) return false;
+  const e = end > start && p[end - 1] === CR ? end - 1 : end;
   return e - 9 > k && p[e - 9] === SP && startsWith(p, e - 8, e - 1, MARKER);
 }
 
@@ -155,28 +179,28 @@ function tailByte(st: StreamState, j: number): number {
 const IN_MARKER = new Uint8Array(256);
 for (const c of MARKER) IN_MARKER[c] = 1;
 
-/** The marker lies across the end of the previous record and the start of `p`. */
-function markerAcrossSeam(st: StreamState, p: Buffer): boolean {
+/** The marker lies across the end of the previous record and the start of p[start, end). */
+function markerAcrossSeam(st: StreamState, p: Buffer, start: number, end: number): boolean {
   // Most records end in a line feed or body bytes: one look at the last byte rules them out.
   if (!IN_MARKER[st.tailLo & 0xff]) return false;
   for (let s = 0; s < st.tailLen; s++) {
     const fromTail = st.tailLen - s;
-    if (fromTail + p.length < MARKER.length) return false;
+    if (fromTail + end - start < MARKER.length) return false;
     let j = 0;
     while (j < fromTail && tailByte(st, s + j) === MARKER[j]) j++;
     if (j < fromTail) continue;
-    while (j < MARKER.length && p[j - fromTail] === MARKER[j]) j++;
+    while (j < MARKER.length && p[start + j - fromTail] === MARKER[j]) j++;
     if (j === MARKER.length) return true;
   }
   return false;
 }
 
-/** Keep the last TAIL bytes seen (this record's, after the older ones) for the next record. */
-function keepTail(st: StreamState, p: Buffer): void {
-  const n = p.length;
+/** Keep the last TAIL bytes seen (this record's p[start, end), after the older ones) for the next record. */
+function keepTail(st: StreamState, p: Buffer, start: number, end: number): void {
+  const n = end - start;
   let lo = n >= TAIL ? 0 : st.tailLo;
   let hi = n >= TAIL ? 0 : st.tailHi;
-  for (let j = Math.max(0, n - TAIL); j < n; j++) {
+  for (let j = Math.max(start, end - TAIL); j < end; j++) {
     hi = ((hi << 8) | (lo >>> 16)) & 0xffffff;
     lo = ((lo << 8) | p[j]) & 0xffffff;
   }
@@ -223,18 +247,19 @@ export class SecretMasker {
     const fresh = !st;
     if (!st) st = conn.s[slot] = new StreamState();
     if (cap === 0) return;
-    const p = buf.subarray(off + f.payload, off + f.payload + cap);
-    let i = 0;
+    // The payload is buf[start, end), scanned in place: no view per record.
+    const start = off + f.payload;
+    const end = start + cap;
     if (fresh && pos === 0) {
-      st.opaque = p[0] < 0x41 || p[0] > 0x5a;
+      st.opaque = buf[start] < 0x41 || buf[start] > 0x5a;
     } else if (fresh || pos !== st.expect) {
-      i = this.resync(st, p, fresh);
-    } else if (st.mode === Mode.Out && st.tailLen && markerAcrossSeam(st, p)) {
+      this.resync(st, buf, start, end, fresh);
+    } else if (st.mode === Mode.Out && st.tailLen && markerAcrossSeam(st, buf, start, end)) {
       st.mode = Mode.Line;
     }
     st.expect = pos + cap;
-    this.scan(st, p, i);
-    keepTail(st, p);
+    this.scan(st, buf, start, end);
+    keepTail(st, buf, start, end);
   }
 
   /** Forget a closed connection's streams. */
@@ -242,41 +267,40 @@ export class SecretMasker {
     if (this.conns.get(connLo)?.hi === connHi) this.conns.delete(connLo);
   }
 
-  /** Positions jumped: apply the gap rule; returns where scanning goes on. */
-  private resync(st: StreamState, p: Buffer, fresh: boolean): number {
+  /** Positions jumped: apply the gap rule to the record p[start, end); scanning goes on from its start. */
+  private resync(st: StreamState, p: Buffer, start: number, end: number, fresh: boolean): void {
     st.tailLen = 0;
     st.lastSecret = false;
     if (st.opaque || (!fresh && st.mode === Mode.Out)) {
       st.mode = Mode.Out;
-      return 0;
+      return;
     }
-    const lf = p.indexOf(LF);
-    const end = lf < 0 ? p.length : lf;
-    if (isStartLine(p, end, lf >= 0)) {
+    const lf = lineFeed(p, start, end);
+    const lineEnd = lf < 0 ? end : lf;
+    if (isStartLine(p, start, lineEnd, lf >= 0)) {
       st.mode = Mode.Line;
-      return 0;
+      return;
     }
     // Mask the unknown line whole, as if it were the tail of a secret value.
     st.mode = Mode.Secret;
     st.valueStarted = true;
-    if (end > 1 || (end === 1 && p[0] !== CR)) this.masked[MASKED_AFTER_GAP]++;
-    return 0;
+    if (lineEnd - start > 1 || (lineEnd - start === 1 && p[start] !== CR)) this.masked[MASKED_AFTER_GAP]++;
   }
 
-  private scan(st: StreamState, p: Buffer, from: number): void {
-    const n = p.length;
+  /** Scan (and mask) p[from, n), one record's payload, carrying the stream's state. */
+  private scan(st: StreamState, p: Buffer, from: number, n: number): void {
     let i = from;
     while (i < n) {
       switch (st.mode) {
         case Mode.Out: {
-          const m = p.indexOf(MARKER, i);
+          const m = markerAt(p, i, n);
           if (m < 0) return;
           st.mode = Mode.Line;
           i = m + MARKER.length;
           break;
         }
         case Mode.Line: {
-          const lf = p.indexOf(LF, i);
+          const lf = lineFeed(p, i, n);
           if (lf < 0) return;
           st.mode = Mode.LineStart;
           i = lf + 1;
@@ -348,7 +372,7 @@ export class SecretMasker {
           break;
         }
         case Mode.Secret: {
-          const lf = p.indexOf(LF, i);
+          const lf = lineFeed(p, i, n);
           const end = lf < 0 ? n : lf;
           let a = i;
           if (!st.valueStarted) {

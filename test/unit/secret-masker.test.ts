@@ -32,14 +32,22 @@ function recordBytes(r: Rec, kind: number, connId = CONN): Buffer {
   return b;
 }
 
+/**
+ * Bytes around each record while it is masked, as other records lie around it in a batch:
+ * a start line and a secret header, which the masker must neither read nor write.
+ */
+const GUARD = Buffer.from('HTTP/1.1 200 OK\r\nCookie: guard\r\n'.repeat(3), 'latin1');
+
 /** Each direction's bytes after masking every record in order. */
 function masked(recs: Rec[], o: { kind?: number; masker?: SecretMasker; connId?: number } = {}): [string, string] {
   const masker = o.masker ?? new SecretMasker();
   const out: string[] = ['', ''];
   for (const r of recs) {
-    const b = recordBytes(r, o.kind ?? RecordKind.SockData, o.connId);
-    masker.maskRecord(b, 0, b.length, o.kind ?? RecordKind.SockData, o.connId ?? CONN, 0);
-    out[r.dir] += b.subarray(SOCK_DATA_REC.size).toString('latin1');
+    const rec = recordBytes(r, o.kind ?? RecordKind.SockData, o.connId);
+    const b = Buffer.concat([GUARD, rec, GUARD]);
+    masker.maskRecord(b, GUARD.length, rec.length, o.kind ?? RecordKind.SockData, o.connId ?? CONN, 0);
+    assert.ok(b.subarray(0, GUARD.length).equals(GUARD) && b.subarray(GUARD.length + rec.length).equals(GUARD), 'bytes around the record untouched');
+    out[r.dir] += b.subarray(GUARD.length + SOCK_DATA_REC.size, GUARD.length + rec.length).toString('latin1');
   }
   return [out[0], out[1]];
 }
@@ -85,6 +93,16 @@ test('pipelined requests, a body, and a request after the body', () => {
   const b = 'GET /b HTTP/1.1\nCookie: k=v\n\nGET /c HTTP/1.1\r\nCookie: z\r\n\r\n';
   const out = 'POST /a HTTP/1.1\r\nContent-Length: 20\r\n\r\nAuthorization: body\nGET /b HTTP/1.1\nCookie: ***\n\nGET /c HTTP/1.1\r\nCookie: *\r\n\r\n';
   assertEverySplit(conversation([[0, a], [0, b]]), [out, '']);
+});
+
+test('a long body is searched for start lines within its record only', () => {
+  // Over 256 bytes: the native search, bounded to the record (the next record's bytes, or
+  // the guard's start line, must not be taken for this record's).
+  const head = 'HTTP/1.1 200 OK\r\nContent-Length: 700\r\n\r\n';
+  const body = 'x'.repeat(600);
+  const next = 'z\r\nCookie: visible\r\n' + 'y'.repeat(80);
+  const recs = conversation([[1, head + body], [1, next]]);
+  assert.deepEqual(masked(recs), ['', head + body + next]);
 });
 
 test('a body line containing HTTP/1. makes the next lines a candidate block (errs toward masking)', () => {
@@ -142,7 +160,7 @@ test('a forgotten stream (closed, or evicted past the limit) takes the gap rule 
 });
 
 test('start lines are recognised by their shape', () => {
-  const line = (s: string, complete = true) => isStartLine(Buffer.from(s), Buffer.byteLength(s), complete);
+  const line = (s: string, complete = true) => isStartLine(Buffer.from(s), 0, Buffer.byteLength(s), complete);
   assert.equal(line('HTTP/1.1 200 OK'), true);
   assert.equal(line('HTTP/1.', false), true);
   assert.equal(line('GET /x?a=b HTTP/1.1\r'), true);
