@@ -12,6 +12,14 @@ import type { SecretMasker } from './secret-masker.js';
 /** Records at or below this size are copied word by word; larger ones with one memcpy. */
 const SMALL_RECORD_BYTES = 256;
 
+/**
+ * Bytes free in front of a sealed batch's records, in the same memory, for the envelope's
+ * header (schemas/envelope.ts encodeEnvelopeInPlace): a header that fits is written there
+ * and the records are not copied again. Headers are some 200 bytes, more with loss counts,
+ * kernel symbols and drop reasons.
+ */
+export const ENVELOPE_HEADROOM = 4096;
+
 /** A sealed batch: the records and what is needed to account for them. */
 export interface SealedBatch {
   shard: number;
@@ -23,6 +31,10 @@ export interface SealedBatch {
   dropLocations: Set<bigint>;
   /** Drop reasons in this batch, for naming. */
   dropReasons: Set<number>;
+  /** Bytes in front of `records` that are the batch's own to write the envelope header into. */
+  headroom: number;
+  /** Memory the batch holds (records, headroom, the rest of a handed-over buffer). */
+  heldBytes: number;
 }
 
 /** Shard of a connection id given as its two 32-bit halves. */
@@ -33,19 +45,14 @@ export function shardOf(lo: number, hi: number, shards: number): number {
   return (shards & (shards - 1)) === 0 ? h & (shards - 1) : h % shards;
 }
 
-/**
- * A sealed batch's own copy of its records. Buffer.from(subarray) zero-fills its new
- * memory before copying into it; allocUnsafe + copy writes it once.
- */
-function copyOut(buf: Buffer, used: number): Buffer {
-  const out = Buffer.allocUnsafe(used);
-  buf.copy(out, 0, 0, used);
-  return out;
+/** Records in a buffer of their own with ENVELOPE_HEADROOM bytes in front. */
+function framed(bytes: number): Buffer {
+  return Buffer.allocUnsafeSlow(ENVELOPE_HEADROOM + bytes).subarray(ENVELOPE_HEADROOM);
 }
 
 class ShardBatch {
-  buf: Buffer;
-  words: Int32Array;
+  buf!: Buffer;
+  words!: Int32Array;
   used = 0;
   count = 0;
   openedAt = 0;
@@ -53,9 +60,30 @@ class ShardBatch {
   dropLocations = new Set<bigint>();
   dropReasons = new Set<number>();
 
-  constructor(capacity: number) {
-    this.buf = Buffer.allocUnsafeSlow(capacity);
-    this.words = new Int32Array(this.buf.buffer, this.buf.byteOffset, capacity >>> 2);
+  constructor(private readonly capacity: number) {
+    this.renew();
+  }
+
+  /** A new buffer: the last one went with its sealed batch. */
+  renew(): void {
+    this.buf = framed(this.capacity);
+    this.words = new Int32Array(this.buf.buffer, this.buf.byteOffset, this.capacity >>> 2);
+  }
+
+  /**
+   * The records, framed: a batch at least half full hands its buffer over (a new one is
+   * made for the next batch), a smaller one is copied into one of its own size, so a
+   * queue of small envelopes does not hold a full buffer each.
+   */
+  takeRecords(): Buffer {
+    if (this.used * 2 >= this.capacity) {
+      const records = this.buf.subarray(0, this.used);
+      this.renew();
+      return records;
+    }
+    const records = framed(this.used);
+    this.buf.copy(records, 0, 0, this.used);
+    return records;
   }
 
   reset(): void {
@@ -155,13 +183,16 @@ export class Batcher {
 
   private seal(b: ShardBatch, shard: number): void {
     if (b.count === 0) return;
+    const records = b.takeRecords();
     this.onSealed({
       shard,
-      records: copyOut(b.buf, b.used),
+      records,
       count: b.count,
       kinds: b.kinds,
       dropLocations: b.dropLocations,
       dropReasons: b.dropReasons,
+      headroom: ENVELOPE_HEADROOM,
+      heldBytes: records.buffer.byteLength,
     });
     b.reset();
   }

@@ -46,6 +46,8 @@ export interface EdgeOptions {
 /** A drain that yields this many records is followed at once by the next. */
 export const BUSY_DRAIN_RECORDS = 4096;
 const HOUSEKEEPING_MS = 1000;
+/** What an empty heartbeat envelope is counted as holding in the publish buffer. */
+const HEARTBEAT_BYTES = 256;
 
 /** Offset CLOCK_REALTIME − CLOCK_MONOTONIC as [seconds, nanoseconds]. */
 function clockOffset(): [number, number] {
@@ -187,7 +189,10 @@ export class Edge {
   }
 
   private heartbeat(shard: number): void {
-    this.seal({ shard, records: Buffer.alloc(0), count: 0, kinds: new Uint32Array(REC_KIND_MAX), dropLocations: new Set(), dropReasons: new Set() });
+    this.seal({
+      shard, records: Buffer.alloc(0), count: 0, kinds: new Uint32Array(REC_KIND_MAX), dropLocations: new Set(), dropReasons: new Set(),
+      headroom: 0, heldBytes: HEARTBEAT_BYTES,
+    });
   }
 
   private seal(b: SealedBatch): void {
@@ -217,7 +222,7 @@ export class Edge {
       this.drained[k] += b.kinds[k];
       this.metrics.recordsIn.inc({ kind: kindName(k) }, b.kinds[k]);
     }
-    if (!this.publisher.enqueue({ envelope, kinds: b.kinds, bytes: b.records.length + 256 })) {
+    if (!this.publisher.enqueue({ envelope, kinds: b.kinds, bytes: b.heldBytes, headroom: b.headroom })) {
       for (let k = 0; k < b.kinds.length; k++) {
         if (b.kinds[k]) this.metrics.lost.inc({ kind: kindName(k), cause: LossCause.BufferFull }, b.kinds[k]);
       }

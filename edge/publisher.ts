@@ -6,7 +6,7 @@
  * envelope that does not fit is dropped and its records are counted as lost.
  */
 import type { JetStreamClient } from '@nats-io/jetstream';
-import { encodeEnvelope, envelopeSubject, messageId, type Envelope, type LossCount } from '../schemas/envelope.js';
+import { encodeEnvelopeInPlace, envelopeSubject, messageId, type Envelope, type LossCount } from '../schemas/envelope.js';
 import type { Logger } from '../lib/logger.js';
 import { LossCause, type LossLedger } from './losses.js';
 import type { EdgeMetrics } from './metrics.js';
@@ -22,6 +22,8 @@ export interface PendingEnvelope {
   kinds: Uint32Array;
   /** Bytes it holds in the buffer. */
   bytes: number;
+  /** Bytes in front of the envelope's records that its header may be written into. */
+  headroom: number;
   encoded?: Buffer;
   /** Loss counts it took from the ledger when it was encoded. */
   lost?: LossCount[];
@@ -94,7 +96,7 @@ export class Publisher {
         const records = this.shardRecords[shard] ?? 0;
         this.shardSeq[shard] = seq;
         this.shardRecords[shard] = records + p.envelope.count;
-        p.encoded = encodeEnvelope({ ...p.envelope, shard_seq: seq, shard_records: records, lost: p.lost });
+        p.encoded = encodeEnvelopeInPlace({ ...p.envelope, shard_seq: seq, shard_records: records, lost: p.lost }, p.headroom);
       }
       const started = performance.now();
       try {

@@ -64,6 +64,32 @@ export function encodeEnvelope(e: Envelope): Buffer {
   return packr.pack(e);
 }
 
+const NO_RECORDS = Buffer.alloc(0);
+/** msgpack bin8 of length 0, and the bin32 header that replaces it: 0xc6 and a u32 length. */
+const EMPTY_BIN8 = [0xc4, 0x00];
+const BIN32_HEADER_BYTES = 5;
+
+/**
+ * The envelope encoded around its records where they lie: the map with `records` last is
+ * written into the `headroom` bytes in front of `e.records` (memory the caller owns), so a
+ * batch's records are not copied again. The same message as `encodeEnvelope` gives, but
+ * for key order and the records' bin32 length. Falls back to `encodeEnvelope` when the
+ * header does not fit.
+ */
+export function encodeEnvelopeInPlace(e: Envelope, headroom: number): Buffer {
+  const { records, ...header } = e;
+  if (headroom <= BIN32_HEADER_BYTES) return encodeEnvelope(e);
+  const head = packr.pack({ ...header, records: NO_RECORDS });
+  const keep = head.length - EMPTY_BIN8.length;
+  const frameBytes = keep + BIN32_HEADER_BYTES;
+  if (frameBytes > headroom || head[keep] !== EMPTY_BIN8[0] || head[keep + 1] !== EMPTY_BIN8[1]) return encodeEnvelope(e);
+  const out = Buffer.from(records.buffer, records.byteOffset - frameBytes, frameBytes + records.length);
+  head.copy(out, 0, 0, keep);
+  out[keep] = 0xc6;
+  out.writeUInt32BE(records.length, keep + 1);
+  return out;
+}
+
 /** Message id for JetStream de-duplication. */
 export function messageId(e: Pick<Envelope, 'node' | 'run' | 'seq'>): string {
   return `${e.node}.${e.run}.${e.seq}`;
