@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The netrig command line: up, edge, process, query, report.
+ * The netrig command line: up, edge, process, replay, configure, fanin, query, status, report.
  *
  * Each command loads its own modules when it runs: one `netrig` binary serves every role,
  * and an edge that loaded the processors, the ClickHouse client and the endpoint would hold
@@ -219,6 +219,32 @@ natsOption(program.command('configure'))
           for (const k of keys) if (opts[k] !== undefined) (o as Record<string, unknown>)[k] = opts[k];
           await kv.put(key, JSON.stringify(o));
         }
+      } finally {
+        await nc.close();
+      }
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+natsOption(program.command('fanin'))
+  .description('make the hub\'s raw stream source each region\'s (JetStream domains joined as leaf nodes), or show the sources')
+  .option('--source <region=domain>', 'a region and its JetStream domain (repeatable); sources already there are kept', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--show', 'print each source with its lag and last activity')
+  .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
+  .option('--stream <name>', 'the hub stream: named like the regions\' raw streams', 'NETRIG_RAW')
+  .option('--subject-prefix <prefix>', 'subjects the edges publish on: <prefix>.<region>.<node>.<shard>', 'netrig.raw')
+  .option('--stream-max-age <duration>', 'hub stream retention by age (e.g. 24h, 7d)', '24h')
+  .option('--stream-max-bytes <size>', 'hub stream retention by size (e.g. 8GiB)', '8GiB')
+  .option('--duplicate-window <duration>', 'message-id de-duplication window', '2m')
+  .action(async (opts) => {
+    try {
+      const { faninPlan, runFanin } = await import('./fanin.js');
+      const plan = faninPlan(opts);
+      const log = logger('fanin');
+      const nc = await connectNats(opts, 'netrig-fanin', log);
+      try {
+        await runFanin(nc, plan, process.stdout, log);
       } finally {
         await nc.close();
       }

@@ -8,19 +8,15 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../lib/errors.js';
 import { bytesValue, choiceValue, durationSeconds, intList, intValue, powerOfTwo, tokenValue } from '../lib/config.js';
 import type { NatsClientInput } from '../lib/nats.js';
+import { streamSettings, type StreamInput } from '../lib/raw-stream.js';
 import type { EdgeOptions } from './edge.js';
 import type { CaptureSettings, LibbpfSourceOptions } from './libbpf-source.js';
 
 /** Options as the CLI or a caller gives them; strings where a user types them. */
-export interface EdgeInput extends NatsClientInput, MetricsInput {
+export interface EdgeInput extends NatsClientInput, MetricsInput, StreamInput {
   region?: string;
   node?: string;
   shards?: number | string;
-  stream?: string;
-  subjectPrefix?: string;
-  streamMaxAge?: string;
-  streamMaxBytes?: string | number;
-  duplicateWindow?: string;
   captureBytes?: string | number;
   sampleRate?: string | number;
   ringBytes?: string | number;
@@ -104,14 +100,7 @@ export function edgeConfig(input: EdgeInput): EdgeConfig {
       region: tokenValue('region', input.region ?? 'default'),
       node: tokenValue('node', input.node ?? hostname().replace(/[^A-Za-z0-9_-]/g, '_')),
       shards: intValue('shards', input.shards ?? 16, 1, 1024),
-      stream: {
-        name: tokenValue('stream', input.stream ?? 'NETRIG_RAW'),
-        subjectPrefix: input.subjectPrefix ?? 'netrig.raw',
-        maxAgeSeconds: durationSeconds('stream-max-age', input.streamMaxAge ?? '24h', 0, 10 * 365 * 86400),
-        maxBytes: bytesValue('stream-max-bytes', input.streamMaxBytes ?? '8GiB', 1024 ** 2, 2 ** 50),
-        duplicateWindowSeconds: durationSeconds('duplicate-window', input.duplicateWindow ?? '2m', 1, 86400),
-        replicas: 1,
-      },
+      stream: streamSettings(input),
       maxBatchBytes: 256 * 1024,
       maxBatchRecords: 2048,
       lingerMs: intValue('linger-ms', input.lingerMs ?? 100, 1, 10_000),

@@ -5,6 +5,7 @@
  */
 import { JetStreamApiCodes, jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type StreamInfo } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { bytesValue, durationSeconds, tokenValue } from './config.js';
 import type { Logger } from './logger.js';
 import { isJsApiError } from './nats.js';
 
@@ -23,6 +24,27 @@ export interface StreamSettings {
 }
 
 const NS_PER_S = 1_000_000_000;
+
+/** The raw stream's settings as the CLI gives them (edge, fanin). */
+export interface StreamInput {
+  stream?: string;
+  subjectPrefix?: string;
+  streamMaxAge?: string;
+  streamMaxBytes?: string | number;
+  duplicateWindow?: string;
+}
+
+/** Validated stream settings with the defaults, naming the flag of any bad value. */
+export function streamSettings(input: StreamInput): StreamSettings {
+  return {
+    name: tokenValue('stream', input.stream ?? 'NETRIG_RAW'),
+    subjectPrefix: input.subjectPrefix ?? 'netrig.raw',
+    maxAgeSeconds: durationSeconds('stream-max-age', input.streamMaxAge ?? '24h', 0, 10 * 365 * 86400),
+    maxBytes: bytesValue('stream-max-bytes', input.streamMaxBytes ?? '8GiB', 1024 ** 2, 2 ** 50),
+    duplicateWindowSeconds: durationSeconds('duplicate-window', input.duplicateWindow ?? '2m', 1, 86400),
+    replicas: 1,
+  };
+}
 
 /** Wait until the stream exists (an edge creates it); logs once while waiting. */
 export async function waitForStream(nc: NatsConnection, name: string, log: Logger, signal?: AbortSignal): Promise<StreamInfo> {

@@ -28,9 +28,15 @@ import { prng } from './prng.js';
 
 export const SHARDS = 16;
 const CONNS = 320;
-const NODE = 'node-k1';
-const RUN = 'run-k1';
-const BOOT = '6f1c2b9a-0d4e-4c11-9a57-3b8e2f7d1c05';
+/** Where a generated stream comes from: its edge's region, node, run and boot. */
+export interface Origin {
+  region: string;
+  node: string;
+  run: string;
+  boot: string;
+}
+
+const DEFAULT_ORIGIN: Origin = { region: 'test', node: 'node-k1', run: 'run-k1', boot: '6f1c2b9a-0d4e-4c11-9a57-3b8e2f7d1c05' };
 /** The edge seals each shard's batch this often (node time). */
 const WINDOW_NS = 200e6;
 /** A shard quiet for this long gets a heartbeat envelope. */
@@ -38,9 +44,11 @@ const HEARTBEAT_NS = 10e9;
 const EGRESS = 0;
 const INGRESS = 1;
 
-function connUuid(cookie: number): string {
+/** The connection id a processor gives a socket cookie of a node booted as `boot`. */
+function connUuid(boot: string, cookie: number): string {
+  const b = boot.replaceAll('-', '');
   const c = cookie.toString(16).padStart(16, '0');
-  return `6f1c2b9a-0d4e-4c11-${c.slice(0, 4)}-${c.slice(4)}`;
+  return `${b.slice(0, 8)}-${b.slice(8, 12)}-${b.slice(12, 16)}-${c.slice(0, 4)}-${c.slice(4)}`;
 }
 
 interface TimedRecord {
@@ -66,7 +74,9 @@ export interface Generated {
 }
 
 /** The deterministic stream: records of every connection, sealed into envelopes. */
-export function generate(seed: number): Generated {
+export function generate(seed: number, origin: Origin = DEFAULT_ORIGIN): Generated {
+  const { node, run, boot } = origin;
+  const connId = (cookie: number) => connUuid(boot, cookie);
   const rng = prng(seed);
   const int = (lo: number, hi: number) => lo + Math.floor(rng() * (hi - lo + 1));
   const chance = (p: number) => rng() < p;
@@ -127,7 +137,7 @@ export function generate(seed: number): Generated {
         const method = m < 0.7 ? 'GET' : m < 0.85 ? 'POST' : 'HEAD';
         methods.push(method);
         const path = `/c${i}/r${k}?q=${int(0, 99999)}`;
-        expected.http.set(`${NODE}|${connUuid(cookie)}|${roleName}|${pos[reqDir] + batch.length}`, `shard ${shard} ${roleName}${pipelining ? ' pipelining' : ''} ${method} ${path}`);
+        expected.http.set(`${node}|${connId(cookie)}|${roleName}|${pos[reqDir] + batch.length}`, `shard ${shard} ${roleName}${pipelining ? ' pipelining' : ''} ${method} ${path}`);
         let req = `${method} ${path} HTTP/1.1\r\nHost: svc${i % 7}.test\r\nUser-Agent: gen/1.0\r\n`;
         if (method === 'POST') {
           const body = 'p'.repeat(int(10, 400));
@@ -191,14 +201,14 @@ export function generate(seed: number): Generated {
       // the client gives up.
       t += 1e6 + rng() * 400e6;
       const path = `/c${i}/unanswered`;
-      expected.http.set(`${NODE}|${connUuid(cookie)}|${roleName}|${pos[reqDir]}`, `shard ${shard} ${roleName} GET ${path} (times out)`);
+      expected.http.set(`${node}|${connId(cookie)}|${roleName}|${pos[reqDir]}`, `shard ${shard} ${roleName} GET ${path} (times out)`);
       send(reqDir, t, `GET ${path} HTTP/1.1\r\nHost: svc${i % 7}.test\r\n\r\n`);
       t += 40e9 + rng() * 20e9;
     }
     if (chance(0.8)) {
       t += 1e6 + rng() * 50e6;
       push(t, connClose(h(t), tuple, { role, comm, openTsNs: Math.round(openTs), txBytes: pos[0], rxBytes: pos[1], oldState: 1 }));
-      expected.connections.push(connUuid(cookie));
+      expected.connections.push(connId(cookie));
     }
   }
 
@@ -224,9 +234,9 @@ export function generate(seed: number): Generated {
       if (!records.length && mono - lastSent[s] < HEARTBEAT_NS) continue;
       lastSent[s] = mono;
       const lost: LossCount[] = chance(0.02) ? [{ kind: RecordKind.SockData, cause: chance(0.5) ? 'ringbuf_full' : 'buffer_full', records: int(1, 500) }] : [];
-      const e = envelope({ seq: ++seq, shard: s, node: NODE, run: RUN, boot: BOOT, mono, records: records.map((r) => r.buf), lost });
+      const e = envelope({ seq: ++seq, shard: s, region: origin.region, node, run, boot, mono, records: records.map((r) => r.buf), lost });
       envelopes.push(e);
-      for (const l of lost) expected.losses.push(`${RUN}|sock_data|${l.cause}|${l.records}|${wallNs(mono, e.clock)}`);
+      for (const l of lost) expected.losses.push(`${run}|sock_data|${l.cause}|${l.records}|${wallNs(mono, e.clock)}`);
     }
   }
   return { envelopes, expected };

@@ -4,7 +4,7 @@
  * killed (SIGKILL) and restarted on the same port and store, to test outages.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,10 @@ export interface NatsServerOptions {
   port?: number;
   /** JetStream store directory; a fresh temporary one (removed by cleanup()) by default. */
   storeDir?: string;
+  /** JetStream domain (a region's own, for fan-in through leaf nodes). */
+  domain?: string;
+  /** More configuration, as nats-server's config text (e.g. a `leafnodes { ... }` block). */
+  config?: string;
 }
 
 export interface NatsServerHandle {
@@ -78,6 +82,7 @@ class NatsServer implements NatsServerHandle {
     readonly storeDir: string,
     private readonly jetstream: boolean,
     private readonly ownStore: boolean,
+    private readonly extra: Pick<NatsServerOptions, 'domain' | 'config'> = {},
   ) {}
 
   get url(): string {
@@ -103,7 +108,17 @@ class NatsServer implements NatsServerHandle {
   /** Spawn and wait for "Server is ready"; rejects (with the log) if it exits first. */
   async start(): Promise<void> {
     const args = ['-a', '127.0.0.1', '-p', String(this.port)];
-    if (this.jetstream) args.push('-js', '-sd', this.storeDir);
+    if (this.extra.domain || this.extra.config) {
+      // A config file for what has no flag; the flags still give address, port and store.
+      const file = join(this.storeDir, 'netrig-test.conf');
+      writeFileSync(file, [
+        ...(this.jetstream ? [`jetstream { store_dir: ${JSON.stringify(this.storeDir)}${this.extra.domain ? `, domain: ${JSON.stringify(this.extra.domain)}` : ''} }`] : []),
+        this.extra.config ?? '',
+      ].join('\n'));
+      args.push('-c', file);
+    } else if (this.jetstream) {
+      args.push('-js', '-sd', this.storeDir);
+    }
     const child = spawn('nats-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     this.unregister?.();
@@ -182,7 +197,7 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
   let lastErr: unknown;
   for (let i = 0; i < attempts; i++) {
     const port = opts.port ?? (await freePort());
-    const server = new NatsServer(port, storeDir, opts.jetstream ?? true, ownStore);
+    const server = new NatsServer(port, storeDir, opts.jetstream ?? true, ownStore, { domain: opts.domain, config: opts.config });
     try {
       await server.start();
       const cleanup = server.cleanup.bind(server);
