@@ -79,6 +79,8 @@ function natsOption(cmd: Command): Command {
     .option('--nats-tls-ca <file>', 'CA certificate that signed the NATS server\'s (netrig up: <data-dir>/nats-tls/ca.pem)');
 }
 
+const REPLICAS_HELP = 'replicas of the raw stream and of netrig\'s KV buckets (leases, status, capture control) this command creates: 1, or 3 or 5 on a JetStream cluster';
+
 function edgeOptions(cmd: Command): Command {
   return cmd
     .option('--region <name>', 'region this node belongs to', 'default')
@@ -89,6 +91,7 @@ function edgeOptions(cmd: Command): Command {
     .option('--stream-max-age <duration>', 'stream retention by age (e.g. 24h, 7d)', '24h')
     .option('--stream-max-bytes <size>', 'stream retention by size (e.g. 8GiB)', '8GiB')
     .option('--duplicate-window <duration>', 'message-id de-duplication window', '2m')
+    .option('--stream-replicas <n>', REPLICAS_HELP, '1')
     .option('--capture-bytes <size>', 'payload bytes captured per syscall (max 64KiB)', '16KiB')
     .option('--sample-rate <share>', 'share of connections whose payload is captured (0..1)', '1')
     .option('--ring-bytes <size>', 'kernel ring buffer size (power of two)', '32MiB')
@@ -163,6 +166,7 @@ clickhouseOptions(processorOptions(natsOption(program.command('process'))))
   .option('--metrics-port <port>', 'Prometheus /metrics port (0 picks one)', '9465')
   .option('--metrics-host <addr>', 'address of the /metrics endpoint (beyond loopback only with --metrics-password-file)', '127.0.0.1')
   .option('--metrics-password-file <file>', 'require this password (Basic auth, user netrig) on /metrics')
+  .option('--stream-replicas <n>', REPLICAS_HELP, '1')
   .action(async (opts) => {
     const [{ runProcessor }, { withPasswordFile }] = await Promise.all([import('../processors/index.js'), import('./endpoint-file.js')]);
     const running = await Promise.resolve().then(() => runProcessor(withPasswordFile(opts))).catch(fail);
@@ -204,12 +208,14 @@ natsOption(program.command('configure'))
   .option('--report-noisy-drops', 'also report drops with reason NOT_SPECIFIED or QUEUE_PURGE')
   .option('--clear', 'remove the overrides of this scope')
   .option('--show', 'print the overrides of this scope')
+  .option('--stream-replicas <n>', REPLICAS_HELP, '1')
   .action(async (opts) => {
     try {
-      const { controlBucket, controlKey } = await import('../edge/control.js');
+      const [{ controlBucket, controlKey }, { replicasValue }] = await Promise.all([import('../edge/control.js'), import('../lib/raw-stream.js')]);
+      const replicas = replicasValue(opts.streamReplicas);
       const nc = await connectNats(opts, 'netrig-configure', logger('configure'));
       try {
-        const kv = await controlBucket(nc);
+        const kv = await controlBucket(nc, replicas);
         const key = controlKey(opts.region, opts.node);
         if (opts.clear) await kv.delete(key);
         else if (opts.show) process.stdout.write(`${(await kv.get(key))?.string() ?? '{}'}\n`);
@@ -237,6 +243,7 @@ natsOption(program.command('fanin'))
   .option('--stream-max-age <duration>', 'hub stream retention by age (e.g. 24h, 7d)', '24h')
   .option('--stream-max-bytes <size>', 'hub stream retention by size (e.g. 8GiB)', '8GiB')
   .option('--duplicate-window <duration>', 'message-id de-duplication window', '2m')
+  .option('--stream-replicas <n>', 'replicas of the hub stream: 1, or 3 or 5 on a JetStream cluster', '1')
   .action(async (opts) => {
     try {
       const { faninPlan, runFanin } = await import('./fanin.js');

@@ -5,9 +5,10 @@
  * rewrites its BPF config and filter maps, without reloading anything. The new settings
  * apply to sockets first seen afterwards (sampling is decided once per socket).
  */
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../lib/logger.js';
+import { kvBucket } from '../lib/nats.js';
 import { edgeConfig, type EdgeInput } from './config.js';
 import type { CaptureSettings, FilterSet } from './libbpf-source.js';
 
@@ -30,9 +31,9 @@ function overrides(v: unknown): CaptureOverrides {
   return out as CaptureOverrides;
 }
 
-/** Open the control bucket (created on first use). */
-export function controlBucket(nc: NatsConnection): Promise<KV> {
-  return new Kvm(nc).create(CONTROL_BUCKET, { history: 5 });
+/** Open the control bucket (created on first use, with `replicas`). */
+export function controlBucket(nc: NatsConnection, replicas = 1): Promise<KV> {
+  return kvBucket(nc, CONTROL_BUCKET, { history: 5, replicas });
 }
 
 /** The key for a scope: `default`, a region, or one node of a region. */
@@ -56,11 +57,11 @@ export class CaptureControl {
 
   /** Watch the keys of this edge's scope and apply every change. */
   static async start(nc: NatsConnection, o: {
-    base: EdgeInput; region: string; node: string; self: FilterSet; apply: (s: CaptureSettings) => void; log: Logger;
+    base: EdgeInput; region: string; node: string; self: FilterSet; apply: (s: CaptureSettings) => void; log: Logger; replicas: number;
   }): Promise<CaptureControl> {
     const keys = ['default', o.region, `${o.region}.${o.node}`];
     const c = new CaptureControl(o.base, keys, o.self, o.apply, o.log);
-    const kv = await controlBucket(nc);
+    const kv = await controlBucket(nc, o.replicas);
     const watch = await kv.watch();
     c.stopWatch = () => watch.stop();
     void (async () => {

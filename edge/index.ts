@@ -71,7 +71,7 @@ export async function runEdge(input: EdgeInput): Promise<RunningEdge> {
     const edge = await Edge.start(src, nc, { ...cfg.edge, bootId: bootId() }, log);
     control = await CaptureControl.start(nc, {
       base: input, region: cfg.edge.region, node: cfg.edge.node, self: cfg.source.settings.exclude, log,
-      apply: (s) => src.configure(s),
+      apply: (s) => src.configure(s), replicas: cfg.edge.stream.replicas,
     });
     const metrics = await serveMetrics(edge.metrics.registry, cfg.metrics);
     server = metrics.server;
@@ -81,7 +81,7 @@ export async function runEdge(input: EdgeInput): Promise<RunningEdge> {
       const perS = (now.records - seen.records) / Math.max(0.001, (now.at - seen.at) / 1000);
       seen = now;
       return { region: cfg.edge.region, node: cfg.edge.node, run: edge.runId, records_per_s: Math.round(perS), capture: edge.capture };
-    }, log);
+    }, log, { replicas: cfg.edge.stream.replicas });
     // Everything that needs root is done: keep only what the running edge uses.
     if (cfg.runAs && process.getuid?.() === 0) {
       const dropped = await dropPrivileges(cfg.runAs);

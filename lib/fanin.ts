@@ -11,12 +11,12 @@
  * Input: the hub's URL and REGION=DOMAIN pairs. Output: the hub stream, created or with the
  * missing sources added (what is there is kept), and each source's lag and last activity.
  */
-import { JetStreamApiCodes, jetstreamManager, DiscardPolicy, RetentionPolicy, StorageType, type ExternalStream, type StreamInfo, type StreamSource, type StreamSourceInfo } from '@nats-io/jetstream';
+import { JetStreamApiCodes, jetstreamManager, type ExternalStream, type StreamInfo, type StreamSource, type StreamSourceInfo } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ConfigError } from './errors.js';
 import type { Logger } from './logger.js';
 import { isJsApiError } from './nats.js';
-import type { StreamSettings } from './raw-stream.js';
+import { rawStreamConfig, type StreamSettings } from './raw-stream.js';
 
 /** One region's raw stream as the hub reaches it. */
 export interface FaninSource {
@@ -35,7 +35,6 @@ export interface FaninSourceState extends FaninSource {
   error?: string;
 }
 
-const NS_PER_S = 1_000_000_000;
 const NS_PER_MS = 1_000_000;
 /** Region names and domains: what a subject token or a JetStream domain may hold. */
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -91,17 +90,7 @@ export async function ensureHubStream(nc: NatsConnection, s: StreamSettings, sou
     if (!isJsApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
   }
   if (!info) {
-    await jsm.streams.add({
-      name: s.name,
-      storage: StorageType.File,
-      retention: RetentionPolicy.Limits,
-      discard: DiscardPolicy.Old,
-      max_age: s.maxAgeSeconds * NS_PER_S,
-      max_bytes: s.maxBytes,
-      duplicate_window: s.duplicateWindowSeconds * NS_PER_S,
-      num_replicas: s.replicas,
-      sources: sources.map((f) => sourceConfig(s, f)),
-    });
+    await jsm.streams.add({ ...rawStreamConfig(s), sources: sources.map((f) => sourceConfig(s, f)) });
     log.info({ stream: s.name, sources }, 'hub stream created');
     return { created: true, added: sources };
   }

@@ -6,9 +6,10 @@
  */
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from './logger.js';
+import { kvBucket } from './nats.js';
 
 export const STATUS_BUCKET = 'netrig_status';
 export const HEARTBEAT_MS = 5000;
@@ -50,9 +51,9 @@ export interface EdgeStatus extends StatusCommon {
 export type NetrigStatus = ProcessorStatus | EdgeStatus;
 type Detail<S extends NetrigStatus> = Omit<S, keyof StatusCommon>;
 
-/** The status bucket, created on first use. */
-export function statusBucket(nc: NatsConnection): Promise<KV> {
-  return new Kvm(nc).create(STATUS_BUCKET, { history: 1, ttl: STATUS_TTL_MS });
+/** The status bucket, created on first use (with `replicas`). */
+export function statusBucket(nc: NatsConnection, replicas = 1): Promise<KV> {
+  return kvBucket(nc, STATUS_BUCKET, { history: 1, ttl: STATUS_TTL_MS, replicas });
 }
 
 /** `<host>-<pid>-<random>`: an id unique to one start of one netrig process part. */
@@ -71,8 +72,8 @@ export class Heartbeat<S extends NetrigStatus> {
     this.common = { kind, id, host: hostname(), pid: process.pid, started: new Date().toISOString() };
   }
 
-  static async start<S extends NetrigStatus>(nc: NatsConnection, kind: S['kind'], describe: () => Promise<Detail<S>>, log: Logger, id = instanceId()): Promise<Heartbeat<S>> {
-    const hb = new Heartbeat<S>(await statusBucket(nc), kind, id, describe, log);
+  static async start<S extends NetrigStatus>(nc: NatsConnection, kind: S['kind'], describe: () => Promise<Detail<S>>, log: Logger, o: { replicas?: number; id?: string } = {}): Promise<Heartbeat<S>> {
+    const hb = new Heartbeat<S>(await statusBucket(nc, o.replicas), kind, o.id ?? instanceId(), describe, log);
     await hb.beat();
     hb.timer = setInterval(() => void hb.beat(), HEARTBEAT_MS).unref();
     return hb;

@@ -4,7 +4,8 @@
  * refused first connection into a clear error.
  */
 import { readFileSync } from 'node:fs';
-import { JetStreamApiError, type JetStreamApiCodes } from '@nats-io/jetstream';
+import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import { Kvm, type KV, type KvOptions } from '@nats-io/kv';
 import {
   AuthorizationError, connect, credsAuthenticator, PermissionViolationError, UserAuthenticationExpiredError,
   type ConnectionOptions, type NatsConnection,
@@ -128,4 +129,19 @@ export function isPermissionDenied(err: unknown): boolean {
 export function natsPermissionError(err: unknown): NatsPermissionError | null {
   const pe = causeOf(err, PermissionViolationError);
   return pe ? new NatsPermissionError(pe.operation === 'publish' ? 'publish' : 'subscribe', pe.subject, { cause: err }) : null;
+}
+
+/**
+ * A KV bucket of netrig's: the existing one as it is (another part of netrig may have made
+ * it, with other replicas), else created with `opts`.
+ */
+export async function kvBucket(nc: NatsConnection, name: string, opts: Partial<KvOptions>): Promise<KV> {
+  try {
+    const kv = await new Kvm(nc).open(name);
+    await kv.status();
+    return kv;
+  } catch (err) {
+    if (!isJsApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
+  }
+  return new Kvm(nc).create(name, opts);
 }

@@ -13,6 +13,7 @@
 import type { Server } from 'node:http';
 import { openClickHouse, type ClickHouse, type ClickHouseTarget } from '../lib/clickhouse.js';
 import { intValue } from '../lib/config.js';
+import { replicasValue } from '../lib/raw-stream.js';
 import { ConfigError } from '../lib/errors.js';
 import { logger } from '../lib/logger.js';
 import { Heartbeat, instanceId, type ProcessorStatus } from '../lib/heartbeat.js';
@@ -68,6 +69,8 @@ export interface ProcessInput extends NatsClientInput, MetricsInput {
   maxConnections?: string | number;
   /** Keep query parameter values in `path` (masked by default). */
   keepQueryValues?: boolean;
+  /** Replicas of the KV buckets this processor creates (leases, status): 1, 3 or 5. */
+  streamReplicas?: string | number;
 }
 
 /** The functions named in a comma-separated list ("all" or empty: every function). */
@@ -108,6 +111,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
   const log = logger('processor');
   const functions = selectFunctions(input.functions);
   const shardCount = intValue('shards', input.shards ?? 16, 1, 1024);
+  const replicas = replicasValue(input.streamReplicas);
   // Metrics first: a port in use is an error before the processor touches NATS or any lane.
   const metrics = new ProcessorMetrics();
   const m = await serveMetrics(metrics.registry, metricsAccess(input, input.metricsPort ?? 9465));
@@ -124,6 +128,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
       leases: {
         shardCount,
         ttlMs: intValue('lease-ttl', input.leaseTtl ?? DEFAULT_LEASE_TTL_MS / 1000, 1, 300) * 1000,
+        replicas,
         member: { id, host: hostname(), pid: process.pid, functions: functions.map((f) => f.name) },
       },
       stream: input.stream ?? 'NETRIG_RAW',
@@ -142,7 +147,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
       lanes: processor.shards(),
       lag: await processor.metrics.totalLag(),
       last_commit: processor.lastCommit?.toISOString() ?? null,
-    }), log, id);
+    }), log, { id, replicas });
     const ownCh = !shared?.ch;
     const ncRef = nc;
     return {

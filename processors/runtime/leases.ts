@@ -47,6 +47,8 @@ export interface ShardLeasesOptions {
   shardCount: number;
   member: LeaseMember;
   ttlMs: number;
+  /** Replicas of the lease bucket if this processor creates it. */
+  replicas: number;
   log: Logger;
   /** The lease of `shard` is held: start its lanes. A rejection hands the lease back. */
   take(shard: number): Promise<void>;
@@ -75,9 +77,9 @@ async function openLeaseBucket(nc: NatsConnection): Promise<KV | null> {
 }
 
 /** The lease bucket, created if missing; its max age is the lease ttl, which every processor must share. */
-async function leaseBucket(nc: NatsConnection, ttlMs: number): Promise<KV> {
+async function leaseBucket(nc: NatsConnection, ttlMs: number, replicas: number): Promise<KV> {
   const kv = await openLeaseBucket(nc);
-  if (!kv) return new Kvm(nc).create(LEASE_BUCKET, { history: 1, ttl: ttlMs });
+  if (!kv) return new Kvm(nc).create(LEASE_BUCKET, { history: 1, ttl: ttlMs, replicas });
   const ttl = (await kv.status()).ttl;
   if (ttl !== ttlMs) throw new ConfigError('lease-ttl', `the processors sharing this NATS use leases of ${ttl / 1000} s (bucket ${LEASE_BUCKET}): pass --lease-ttl ${ttl / 1000}`);
   return kv;
@@ -104,7 +106,7 @@ export class ShardLeases {
 
   /** Join: register as a member, wait a renewal period so members starting together see each other, then take a share. */
   static async start(o: ShardLeasesOptions): Promise<ShardLeases> {
-    const leases = new ShardLeases(o, await leaseBucket(o.nc, o.ttlMs));
+    const leases = new ShardLeases(o, await leaseBucket(o.nc, o.ttlMs, o.replicas));
     const clash = (await leases.view()).others.find((m) => m.functions.some((f) => o.member.functions.includes(f)));
     if (clash) {
       throw new ConfigError('functions', `processor ${clash.id} (pid ${clash.pid} on ${clash.host}) writes ${o.database} with functions ${clash.functions.join(',')}: `

@@ -45,7 +45,7 @@ export interface ProcessorOptions {
    * Own shards by lease, sharing them with the other processors of the database; without
    * it the processor reads `shards` alone.
    */
-  leases?: { ttlMs: number; shardCount: number; member: LeaseMember };
+  leases?: { ttlMs: number; shardCount: number; member: LeaseMember; replicas?: number };
   /** Shards to read without leases. */
   shards?: number[];
   stream: string;
@@ -184,7 +184,7 @@ export class Processor {
     const l = this.o.leases;
     if (l) {
       this.leases = await ShardLeases.start({
-        nc, database: ch.database, shardCount: l.shardCount, member: l.member, ttlMs: l.ttlMs, log,
+        nc, database: ch.database, shardCount: l.shardCount, member: l.member, ttlMs: l.ttlMs, replicas: l.replicas ?? 1, log,
         take: (shard) => this.openShard(shard),
         handBack: (shards) => this.closeShards(shards, true),
         drop: (shard) => void this.closeShards([shard], false),

@@ -21,7 +21,7 @@ import { cleanupAll, sleep } from '../helpers/cleanup-all.js';
 import { runCli } from '../helpers/cli.js';
 import { startEdge, type EdgeRun } from '../helpers/edge-run.js';
 import { startTestEndpoint } from '../helpers/endpoint.js';
-import { freePort, startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
+import { freePort, startNatsServer, waitForDomain, type NatsServerHandle } from '../helpers/nats-server.js';
 import { createHostPair, run, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
 import { ProcessorChild } from '../helpers/processor-child.js';
@@ -73,16 +73,7 @@ before(async () => {
       input: { region: r.region, node: `node-${r.region}`, subjectPrefix: 'netrig.raw', includePorts: String(r.nginx.port) },
     });
   }
-  for (const r of regions) {
-    await waitFor(`region ${r.region}'s JetStream through the hub`, async () => {
-      try {
-        await hubNc!.request(`$JS.${r.domain}.API.INFO`, '', { timeout: 1000 });
-        return true;
-      } catch {
-        return false;
-      }
-    }, 30_000, () => hub!.log());
-  }
+  for (const r of regions) await waitForDomain(hubNc, r.domain, hub);
   ch = await freshClickHouse('fanin_e2e');
   endpoint = await startTestEndpoint(ch, PASSWORD);
 });

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { killSync, onExit } from './cleanup.js';
 
 export interface NatsServerOptions {
@@ -216,3 +217,18 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
   unregisterStore();
   throw lastErr;
 }
+
+/** Wait until JetStream domain `domain` answers through `nc` (a region's leaf node has joined its hub). */
+export async function waitForDomain(nc: NatsConnection, domain: string, hub: NatsServerHandle, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await nc.request(`$JS.${domain}.API.INFO`, '', { timeout: 1000 });
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`JetStream domain ${domain} not reachable through the hub after ${timeoutMs} ms:\n${hub.log()}`, { cause: err });
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+

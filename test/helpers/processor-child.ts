@@ -24,6 +24,8 @@ export interface ProcessorChildOptions {
   leaseTtl?: number;
   /** --max-connections (default: the processor's). */
   maxConnections?: number;
+  /** --stream-replicas (default: the processor's). */
+  streamReplicas?: number;
 }
 
 /** A lease event from a processor's log. */
@@ -53,6 +55,7 @@ export class ProcessorChild {
       CLI, 'process', '--nats', o.natsUrl, ...store, '--database', o.database, '--lease-ttl', String(o.leaseTtl ?? 3),
       '--functions', o.functions.join(','), '--flush-interval-ms', '50', '--metrics-port', '0', '--ttl-days', '3650',
       ...(o.maxConnections ? ['--max-connections', String(o.maxConnections)] : []),
+      ...(o.streamReplicas ? ['--stream-replicas', String(o.streamReplicas)] : []),
     ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NETRIG_LOG_LEVEL: 'info' } });
     const pid = this.child.pid;
     this.unregister = onExit(`netrig process ${pid}`, () => killSync(pid));

@@ -17,7 +17,7 @@ import { cleanupAll } from '../helpers/cleanup-all.js';
 import { runCli } from '../helpers/cli.js';
 import { startTestEndpoint } from '../helpers/endpoint.js';
 import { assertExactlyOnce, generate, publish, type Expected, type Origin } from '../helpers/http1-stream.js';
-import { freePort, startNatsServer, type NatsServerHandle } from '../helpers/nats-server.js';
+import { freePort, startNatsServer, waitForDomain, type NatsServerHandle } from '../helpers/nats-server.js';
 import { ProcessorChild } from '../helpers/processor-child.js';
 import { freshClickHouse, removeClickHouseData, rows, waitFor } from '../helpers/processor-run.js';
 
@@ -43,16 +43,7 @@ before(async () => {
   }
   hubNc = await connect({ servers: hub.url });
   // The hub reaches a region's JetStream once its leaf node has joined.
-  for (const r of REGIONS) {
-    await waitFor(`region ${r.region}'s JetStream through the hub`, async () => {
-      try {
-        await hubNc.request(`$JS.${r.domain}.API.INFO`, '', { timeout: 1000 });
-        return true;
-      } catch {
-        return false;
-      }
-    }, 30_000, () => hub.log());
-  }
+  for (const r of REGIONS) await waitForDomain(hubNc, r.domain, hub);
   ch = await freshClickHouse('fanin');
   endpoint = await startTestEndpoint(ch, PASSWORD);
 });

@@ -113,9 +113,9 @@ describe('roles on one server', () => {
     const cfg = edgeConfig({ node, shards: SHARDS, stream: STREAM, subjectPrefix: PREFIX });
     const edge = await Edge.start(new FileSource(blob(closes)), nc, { ...cfg.edge, bootId: 'b'.repeat(32) }, log);
     const applied: CaptureSettings[] = [];
-    const control = await CaptureControl.start(nc, { base: {}, region: 'default', node, self: cfg.source.settings.exclude, log, apply: (c) => applied.push(c) });
+    const control = await CaptureControl.start(nc, { base: {}, region: 'default', node, self: cfg.source.settings.exclude, log, apply: (c) => applied.push(c), replicas: 1 });
     const id = uniqueToken('edge');
-    const hb = await Heartbeat.start<EdgeStatus>(nc, 'edge', async () => ({ region: 'default', node, run: edge.runId, records_per_s: 0, capture: edge.capture }), log, id);
+    const hb = await Heartbeat.start<EdgeStatus>(nc, 'edge', async () => ({ region: 'default', node, run: edge.runId, records_per_s: 0, capture: edge.capture }), log, { id });
     try {
       await edge.whenSourceDone();
       const info = await adminJsm.streams.info(STREAM);

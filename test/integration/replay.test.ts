@@ -111,7 +111,7 @@ test('a replay into a database a processor holds leases on is refused, even befo
   const member = { id: `leaser-${process.pid}`, host: 'test', pid: process.pid, functions: ['tcp'] };
   const taken: number[] = [];
   const leases = await ShardLeases.start({
-    nc, database: ch.database, shardCount: 4, member, ttlMs: 3000, log: testLogger('leases'),
+    nc, database: ch.database, shardCount: 4, member, ttlMs: 3000, replicas: 1, log: testLogger('leases'),
     take: async (shard) => {
       taken.push(shard);
     },
