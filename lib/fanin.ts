@@ -13,7 +13,7 @@
  */
 import { JetStreamApiCodes, jetstreamManager, type ExternalStream, type StreamInfo, type StreamSource, type StreamSourceInfo } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { ConfigError } from './errors.js';
+import { ConfigError, PrerequisiteError } from './errors.js';
 import type { Logger } from './logger.js';
 import { isJsApiError } from './nats.js';
 import { rawStreamConfig, type StreamSettings } from './raw-stream.js';
@@ -110,10 +110,16 @@ export async function ensureHubStream(nc: NatsConnection, s: StreamSettings, sou
   return { created: false, added };
 }
 
-/** Each source of the hub stream with its lag and last activity, in the order configured. */
+/** Each source of the hub stream with its lag and last activity, as the server lists them. */
 export async function hubSources(nc: NatsConnection, s: StreamSettings): Promise<FaninSourceState[]> {
   const jsm = await jetstreamManager(nc);
-  const info = await jsm.streams.info(s.name);
+  let info: StreamInfo;
+  try {
+    info = await jsm.streams.info(s.name);
+  } catch (err) {
+    if (!isJsApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
+    throw new PrerequisiteError(`the hub has no stream ${s.name}: make it with netrig fanin --source REGION=DOMAIN`, { cause: err });
+  }
   const out: FaninSourceState[] = [];
   for (const src of (info.sources ?? []) as SourceInfo[]) {
     // Servers before 2.10 do not report a source's filter: it is in the configuration.

@@ -132,7 +132,7 @@ test('the hub stream sources both regions through their domains; every exchange 
   assert.deepEqual(byRegion.map((r) => [r.region, r.node, Number(r.n)]), REGIONS.map((r, i) => [r.region, r.node, published[i].expected.http.size]).sort());
 });
 
-test('a domain already sourced under another region name, bad pairs and no source are refused', async () => {
+test('a domain already sourced under another region name, bad pairs, no source and no hub stream are refused', async () => {
   const taken = await fanin('--source', 'asia=dom-eu');
   assert.equal(taken.code, 1);
   assert.match(taken.stderr, /already sources region eu from domain dom-eu/);
@@ -141,6 +141,9 @@ test('a domain already sourced under another region name, bad pairs and no sourc
     assert.equal(r.code, 1, bad);
     assert.match(r.stderr, /source: expected REGION=DOMAIN/, bad);
   }
+  const missing = await fanin('--show', '--stream', 'NETRIG_NONE');
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /the hub has no stream NETRIG_NONE: make it with netrig fanin --source/);
   const none = await fanin();
   assert.equal(none.code, 1);
   assert.match(none.stderr, /name at least one REGION=DOMAIN, or --show/);
