@@ -11,6 +11,8 @@ import { openClickHouse, type ClickHouse } from '../lib/clickhouse.js';
 import { lockDataDir } from '../lib/data-dir.js';
 import { ClickHouseEndpoint, WRITER_USER } from '../lib/clickhouse-endpoint.js';
 import { intValue } from '../lib/config.js';
+import { ConfigError } from '../lib/errors.js';
+import { replicasValue } from '../lib/raw-stream.js';
 import { logger } from '../lib/logger.js';
 import type { NatsClientInput } from '../lib/nats.js';
 import { startOwnedNatsServer, type OwnedNatsServer } from '../lib/nats-server.js';
@@ -61,6 +63,9 @@ function localPort(url: string | undefined): number[] {
 
 export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdout): Promise<Up> {
   const log = logger('up');
+  if (!input.nats && replicasValue(input.streamReplicas) > 1) {
+    throw new ConfigError('stream-replicas', "netrig up's own nats-server is one server, which holds one replica: give --nats with a JetStream cluster for 3 or 5");
+  }
   const dataDir = resolve(input.dataDir ?? './.netrig');
   // Created 0700 and locked before anything is written under it.
   const unlock = lockDataDir(dataDir);

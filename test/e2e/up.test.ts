@@ -283,6 +283,11 @@ describe('netrig up as a user runs it', () => {
     assertOneLineError(r, new RegExp(`data dir ${dataDir.replace(/[.]/g, '\\.')} is held by another netrig process \\(pid ${up!.pid}\\)`), 'data dir held');
   });
 
+  test('more than one replica on `netrig up`\'s own single nats-server: one line saying why', async () => {
+    const r = await runCli(['up', '--data-dir', dataDir, '--stream-replicas', '3']);
+    assertOneLineError(r, /stream-replicas: netrig up's own nats-server is one server, which holds one replica: give --nats with a JetStream cluster/, 'replicas on one server');
+  });
+
   test('ClickHouse unreachable: `netrig process` says it cannot reach ClickHouse', async () => {
     const closed = await freePort();
     const r = await runCli(['process', '--nats', `nats://127.0.0.1:${natsPort}`, ...processorCredential(), '--clickhouse-url', `http://127.0.0.1:${closed}`,
