@@ -131,17 +131,22 @@ export function natsPermissionError(err: unknown): NatsPermissionError | null {
   return pe ? new NatsPermissionError(pe.operation === 'publish' ? 'publish' : 'subscribe', pe.subject, { cause: err }) : null;
 }
 
-/**
- * A KV bucket of netrig's: the existing one as it is (another part of netrig may have made
- * it, with other replicas), else created with `opts`.
- */
-export async function kvBucket(nc: NatsConnection, name: string, opts: Partial<KvOptions>): Promise<KV> {
+/** A KV bucket that exists, or null when nothing has created it yet. */
+export async function openKvBucket(nc: NatsConnection, name: string): Promise<KV | null> {
   try {
     const kv = await new Kvm(nc).open(name);
     await kv.status();
     return kv;
   } catch (err) {
-    if (!isJsApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
+    if (isJsApiError(err, JetStreamApiCodes.StreamNotFound)) return null;
+    throw err;
   }
-  return new Kvm(nc).create(name, opts);
+}
+
+/**
+ * A KV bucket of netrig's: the existing one as it is (another part of netrig may have made
+ * it, with other replicas), else created with `opts`.
+ */
+export async function kvBucket(nc: NatsConnection, name: string, opts: Partial<KvOptions>): Promise<KV> {
+  return (await openKvBucket(nc, name)) ?? new Kvm(nc).create(name, opts);
 }

@@ -22,11 +22,11 @@
  * what was committed, so an insert has a whole ttl to land (10 s by default).
  */
 import { JetStreamApiCodes } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ConfigError, NatsStalledError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
-import { isJsApiError } from '../../lib/nats.js';
+import { isJsApiError, kvBucket, openKvBucket } from '../../lib/nats.js';
 import { functionGroup } from './lane.js';
 
 export const LEASE_BUCKET = 'netrig_leases';
@@ -64,22 +64,9 @@ interface Held {
   validUntil: number;
 }
 
-/** The lease bucket, or null when no processor has created it yet. */
-async function openLeaseBucket(nc: NatsConnection): Promise<KV | null> {
-  try {
-    const kv = await new Kvm(nc).open(LEASE_BUCKET);
-    await kv.status();
-    return kv;
-  } catch (err) {
-    if (isJsApiError(err, JetStreamApiCodes.StreamNotFound)) return null;
-    throw err;
-  }
-}
-
 /** The lease bucket, created if missing; its max age is the lease ttl, which every processor must share. */
 async function leaseBucket(nc: NatsConnection, ttlMs: number, replicas: number): Promise<KV> {
-  const kv = await openLeaseBucket(nc);
-  if (!kv) return new Kvm(nc).create(LEASE_BUCKET, { history: 1, ttl: ttlMs, replicas });
+  const kv = await kvBucket(nc, LEASE_BUCKET, { history: 1, ttl: ttlMs, replicas });
   const ttl = (await kv.status()).ttl;
   if (ttl !== ttlMs) throw new ConfigError('lease-ttl', `the processors sharing this NATS use leases of ${ttl / 1000} s (bucket ${LEASE_BUCKET}): pass --lease-ttl ${ttl / 1000}`);
   return kv;
@@ -87,7 +74,7 @@ async function leaseBucket(nc: NatsConnection, ttlMs: number, replicas: number):
 
 /** Ids of the live members writing `database` (none when no processor does). */
 export async function liveMembers(nc: NatsConnection, database: string): Promise<string[]> {
-  const kv = await openLeaseBucket(nc);
+  const kv = await openKvBucket(nc, LEASE_BUCKET);
   if (!kv) return [];
   const out: string[] = [];
   for await (const k of await kv.keys(`${database}.m.*`)) out.push(k.slice(`${database}.m.`.length));
