@@ -81,17 +81,22 @@ function natsOption(cmd: Command): Command {
 
 const REPLICAS_HELP = 'replicas of the raw stream and of netrig\'s KV buckets (leases, status, capture control) this command creates: 1, or 3 or 5 on a JetStream cluster';
 
-function edgeOptions(cmd: Command): Command {
+/** The raw stream a command creates (the edge's, or a hub's): lib/raw-stream.ts streamSettings reads these. */
+function streamOptions(cmd: Command): Command {
   return cmd
-    .option('--region <name>', 'region this node belongs to', 'default')
-    .option('--node <name>', 'node name (default: hostname)')
-    .option('--shards <n>', 'shards per node', '16')
-    .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
+    .option('--stream <name>', 'JetStream stream name (a hub\'s is named like its regions\')', 'NETRIG_RAW')
     .option('--subject-prefix <prefix>', 'subjects are <prefix>.<region>.<node>.<shard>', 'netrig.raw')
     .option('--stream-max-age <duration>', 'stream retention by age (e.g. 24h, 7d)', '24h')
     .option('--stream-max-bytes <size>', 'stream retention by size (e.g. 8GiB)', '8GiB')
     .option('--duplicate-window <duration>', 'message-id de-duplication window', '2m')
-    .option('--stream-replicas <n>', REPLICAS_HELP, '1')
+    .option('--stream-replicas <n>', REPLICAS_HELP, '1');
+}
+
+function edgeOptions(cmd: Command): Command {
+  return streamOptions(cmd)
+    .option('--region <name>', 'region this node belongs to', 'default')
+    .option('--node <name>', 'node name (default: hostname)')
+    .option('--shards <n>', 'shards per node', '16')
     .option('--capture-bytes <size>', 'payload bytes captured per syscall (max 64KiB)', '16KiB')
     .option('--sample-rate <share>', 'share of connections whose payload is captured (0..1)', '1')
     .option('--ring-bytes <size>', 'kernel ring buffer size (power of two)', '32MiB')
@@ -233,17 +238,11 @@ natsOption(program.command('configure'))
     }
   });
 
-natsOption(program.command('fanin'))
+streamOptions(natsOption(program.command('fanin')))
   .description('make the hub\'s raw stream source each region\'s (JetStream domains joined as leaf nodes), or show the sources')
   .option('--source <region=domain>', 'a region and its JetStream domain (repeatable); sources already there are kept', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--show', 'print each source with its lag and last activity')
   .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
-  .option('--stream <name>', 'the hub stream: named like the regions\' raw streams', 'NETRIG_RAW')
-  .option('--subject-prefix <prefix>', 'subjects the edges publish on: <prefix>.<region>.<node>.<shard>', 'netrig.raw')
-  .option('--stream-max-age <duration>', 'hub stream retention by age (e.g. 24h, 7d)', '24h')
-  .option('--stream-max-bytes <size>', 'hub stream retention by size (e.g. 8GiB)', '8GiB')
-  .option('--duplicate-window <duration>', 'message-id de-duplication window', '2m')
-  .option('--stream-replicas <n>', 'replicas of the hub stream: 1, or 3 or 5 on a JetStream cluster', '1')
   .action(async (opts) => {
     try {
       const { faninPlan, runFanin } = await import('./fanin.js');
