@@ -76,6 +76,7 @@ function natsOption(cmd: Command): Command {
     .option('--nats-creds <file>', 'NATS credentials file (.creds)')
     .option('--nats-user <user>', 'NATS user (netrig up: edge, processor or admin)')
     .addOption(new Option('--nats-password <password>', 'password of --nats-user').env('NETRIG_NATS_PASSWORD'))
+    .option('--nats-password-file <file>', 'read the password of --nats-user from this file (e.g. a mounted secret)')
     .option('--nats-tls-ca <file>', 'CA certificate that signed the NATS server\'s (netrig up: <data-dir>/nats-tls/ca.pem)');
 }
 

@@ -12,6 +12,7 @@ import {
 } from '@nats-io/transport-node';
 import { ConfigError, NatsAuthError, NatsPermissionError, NatsTlsError, PrerequisiteError } from './errors.js';
 import type { Logger } from './logger.js';
+import { secretOfFlag } from './secret-file.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 
@@ -23,6 +24,8 @@ export interface NatsClientInput {
   natsCreds?: string;
   natsUser?: string;
   natsPassword?: string;
+  /** A file holding the password (a mounted secret), read when no password is given. */
+  natsPasswordFile?: string;
   /** PEM file of the CA that signed the server's certificate; TLS is used when the server asks for it. */
   natsTlsCa?: string;
 }
@@ -57,9 +60,9 @@ export function natsConnectOptions(input: NatsClientInput, name: string): Connec
     o.authenticator = credsAuthenticator(creds);
   } else if (input.natsUser) {
     o.user = input.natsUser;
-    o.pass = input.natsPassword ?? '';
+    o.pass = input.natsPassword ?? (input.natsPasswordFile === undefined ? '' : secretOfFlag('nats-password-file', input.natsPasswordFile));
     o.inboxPrefix = inboxPrefix(input.natsUser);
-  } else if (input.natsPassword) {
+  } else if (input.natsPassword || input.natsPasswordFile) {
     throw new ConfigError('nats-password', 'a password needs its user: add --nats-user');
   }
   if (input.natsTlsCa) o.tls = { caFile: input.natsTlsCa };

@@ -2,6 +2,9 @@
  * The NATS connect options every command builds (lib/nats.ts natsConnectOptions) and the
  * configuration the owned nats-server runs from (lib/nats-config.ts).
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigError } from '../../lib/errors.js';
@@ -15,6 +18,19 @@ test('a user and password: sent as given, with inboxes under the user\'s own pre
   assert.equal(o.pass, 'pw');
   assert.equal(o.inboxPrefix, '_INBOX_edge');
   assert.deepEqual(o.tls, { caFile: '/ca.pem' });
+});
+
+test('a password file: read when no password is given, its trailing newline dropped; a missing file names the flag', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'netrig-nats-pw-'));
+  try {
+    writeFileSync(join(dir, 'edge.password'), 's3cret\n', { mode: 0o600 });
+    assert.equal(natsConnectOptions({ natsUser: 'edge', natsPasswordFile: join(dir, 'edge.password') }, 'n').pass, 's3cret');
+    assert.equal(natsConnectOptions({ natsUser: 'edge', natsPassword: 'given', natsPasswordFile: join(dir, 'edge.password') }, 'n').pass, 'given');
+    assert.throws(() => natsConnectOptions({ natsUser: 'edge', natsPasswordFile: join(dir, 'absent') }, 'n'), (err: Error) => err instanceof ConfigError && err.key === 'nats-password-file');
+    assert.throws(() => natsConnectOptions({ natsPasswordFile: join(dir, 'edge.password') }, 'n'), (err: Error) => err instanceof ConfigError && err.key === 'nats-password');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('no credentials: none sent, default inboxes, no TLS options', () => {
