@@ -24,12 +24,12 @@ export interface EndpointInfo {
   pid: number;
 }
 
-/** The endpoint's two credentials: generated at first start, the reader's password overridable. */
-export function endpointCredentials(dataDir: string, user: string, password?: string): { reader: Credentials; writer: Credentials } {
+/** The endpoint's two credentials: generated at first start unless given (then written there). */
+export function endpointCredentials(dataDir: string, user: string, password?: string, writerPassword?: string): { reader: Credentials; writer: Credentials } {
   const dir = join(dataDir, SECRETS_DIR);
   return {
     reader: { user, password: secretFile(dir, READER_FILE, password).value },
-    writer: { user: WRITER_USER, password: secretFile(dir, WRITER_FILE).value },
+    writer: { user: WRITER_USER, password: secretFile(dir, WRITER_FILE, writerPassword).value },
   };
 }
 

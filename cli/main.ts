@@ -154,6 +154,39 @@ clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up'))
     untilSignal(() => running.stop());
   });
 
+program.command('nats')
+  .description("run netrig's nats-server alone (as netrig up does): JetStream, its store encrypted, a password per role in <data dir>/nats-auth/; for fan-in a domain and leaf nodes")
+  .option('--data-dir <dir>', 'data directory (the JetStream store, nats-auth/ with the passwords)', './.netrig')
+  .option('--nats-host <addr>', 'listen address; beyond loopback it speaks TLS only', '127.0.0.1')
+  .option('--nats-port <port>', 'client port', '4222')
+  .option('--nats-tls', 'TLS even on loopback')
+  .option('--stream <name>', 'the raw stream the roles may use', 'NETRIG_RAW')
+  .option('--subject-prefix <prefix>', 'subjects the edge role may publish on: <prefix>.>', 'netrig.raw')
+  .option('--domain <name>', "JetStream domain (a region's own, which its hub sources as $JS.<domain>.API)")
+  .option('--leafnode-port <port>', 'a hub: accept regions as leaf nodes on this port (password generated into <data dir>/nats-auth/leaf.password)')
+  .option('--leaf-remote <url>', "a region: join the hub at this URL (nats-leaf://hub:7422) as a leaf node")
+  .option('--leaf-password-file <file>', "the hub's leaf password (its nats-auth/leaf.password)")
+  .option('--nats-tls-ca <file>', "CA certificate of the hub's, when the hub speaks TLS")
+  .action(async (opts) => {
+    const { runNats } = await import('./nats.js');
+    const running = await runNats(opts).catch(fail);
+    untilSignal(() => running.stop());
+  });
+
+program.command('store')
+  .description('serve the embedded ClickHouse engine under --data-dir on the HTTP endpoint (127.0.0.1), for processors of this host to write to (--clickhouse-url, user netrig_writer)')
+  .option('--data-dir <dir>', 'data directory of the engine', './.netrig')
+  .option('--database <name>', 'ClickHouse database', 'netrig')
+  .option('--http-port <port>', 'port of the endpoint on 127.0.0.1', '8123')
+  .option('--user <name>', 'user the endpoint reads as', 'default')
+  .option('--password <password>', "the reader's password (default: generated at first start into <data dir>/endpoint/reader.password)")
+  .option('--writer-password-file <file>', "the writer's password, from this file (default: generated at first start into <data dir>/endpoint/writer.password)")
+  .action(async (opts) => {
+    const { runStore } = await import('./store.js');
+    const running = await runStore(opts).catch(fail);
+    untilSignal(() => running.stop());
+  });
+
 edgeOptions(natsOption(program.command('edge')))
   .description('load the eBPF programs and publish what they capture to NATS JetStream')
   .option('--run-as <user>', 'user the edge becomes once its programs are attached, keeping only CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE on its main thread (root: stay root)', 'nobody')

@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { runEdge, type EdgeInput, type RunningEdge } from '../edge/index.js';
 import { openClickHouse, type ClickHouse } from '../lib/clickhouse.js';
 import { lockDataDir } from '../lib/data-dir.js';
-import { ClickHouseEndpoint, WRITER_USER } from '../lib/clickhouse-endpoint.js';
+import { WRITER_USER, type ClickHouseEndpoint } from '../lib/clickhouse-endpoint.js';
 import { intValue } from '../lib/config.js';
 import { ConfigError } from '../lib/errors.js';
 import { replicasValue } from '../lib/raw-stream.js';
@@ -19,7 +19,8 @@ import { startOwnedNatsServer, type OwnedNatsServer } from '../lib/nats-server.j
 import { secretFile } from '../lib/secret-file.js';
 import { metricsPasswordOfFile } from '../lib/metrics-server.js';
 import { clickhouseTarget, runProcessor, type RunningProcessor } from '../processors/index.js';
-import { endpointCredentials, writeEndpoint, writerPasswordFile } from './endpoint-file.js';
+import { writerPasswordFile } from './endpoint-file.js';
+import { serveStore } from './store.js';
 import { natsRoles, type NatsRole } from './nats-roles.js';
 import { Summary } from './summary.js';
 
@@ -93,19 +94,17 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     const natsUrl = nats?.url ?? input.nats!;
 
     // ClickHouse: the embedded engine (served over HTTP) unless a server is given.
-    const ch: ClickHouse = await openClickHouse(clickhouseTarget({ ...input, dataDir }));
-    undo.push(() => ch.close());
+    let ch: ClickHouse;
     let endpoint: ClickHouseEndpoint | null = null;
     let endpointUrl: string | null = null;
-    if (ch.connection) {
-      endpoint = new ClickHouseEndpoint({
-        connection: ch.connection, database: ch.database, ...endpointCredentials(dataDir, input.user ?? 'default', input.password),
-        host: input.httpHost ?? '127.0.0.1', port: intValue('http-port', input.httpPort ?? 8123, 0, 65535), log,
-      });
-      await endpoint.start();
-      undo.push(() => endpoint!.stop());
-      endpointUrl = `http://${input.httpHost ?? '127.0.0.1'}:${endpoint.port}`;
-      undo.push(writeEndpoint(dataDir, { url: endpointUrl, user: input.user ?? 'default', database: ch.database, pid: process.pid }));
+    if (input.clickhouseUrl) {
+      const server = await openClickHouse(clickhouseTarget({ ...input, dataDir }));
+      undo.push(() => server.close());
+      ch = server;
+    } else {
+      const store = await serveStore({ ...input, dataDir }, log);
+      undo.push(() => store.close());
+      ({ ch, endpoint, url: endpointUrl } = store);
     }
 
     // Its Prometheus endpoints (edge, processor) take one password, generated at first start.

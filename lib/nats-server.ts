@@ -15,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { PortInUseError, PrerequisiteError } from './errors.js';
+import { ConfigError, PortInUseError, PrerequisiteError } from './errors.js';
 import type { Logger } from './logger.js';
 import { renderNatsConfig, type NatsGrants } from './nats-config.js';
 import { privateDir, secretFile } from './secret-file.js';
@@ -35,6 +35,12 @@ export interface OwnedNatsOptions {
   tls?: boolean;
   /** Users by role name, with what each may publish and subscribe to. */
   roles: Record<string, NatsGrants>;
+  /** JetStream domain (a region's, for fan-in). */
+  domain?: string;
+  /** A hub: accept leaf nodes on this port (user `leaf`, password generated into nats-auth/leaf.password). */
+  leafnodePort?: number;
+  /** A region: join the hub at this URL (nats-leaf://host:port) as user `leaf` with this password. */
+  leafRemote?: { url: string; password: string; tlsCa?: string };
   log: Logger;
 }
 
@@ -58,6 +64,23 @@ export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 }
 
+/** The user leaf nodes (regions) join a hub as; accepted on the leaf node port only. */
+export const LEAF_USER = 'leaf';
+
+/** `url` (nats-leaf://host:port) carrying the leaf user and its password. */
+function leafUrl(url: string, password: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch (err) {
+    throw new ConfigError('leaf-remote', `expected a URL like nats-leaf://hub:7422, got ${JSON.stringify(url)}`, { cause: err });
+  }
+  if (!['nats-leaf:', 'nats:', 'tls:'].includes(u.protocol) || !u.port) throw new ConfigError('leaf-remote', `expected nats-leaf://host:port, got ${JSON.stringify(url)}`);
+  u.username = LEAF_USER;
+  u.password = password;
+  return u.toString();
+}
+
 /** Start nats-server as `o` describes; resolves when it accepts clients. */
 export async function startOwnedNatsServer(o: OwnedNatsOptions): Promise<OwnedNatsServer> {
   if (!has('nats-server')) {
@@ -76,10 +99,13 @@ export async function startOwnedNatsServer(o: OwnedNatsOptions): Promise<OwnedNa
     : null;
   const configFile = join(o.dataDir, 'nats.conf');
   writeFileSync(configFile, renderNatsConfig({
-    serverName: 'netrig', host, port: o.port === 0 ? -1 : o.port, storeDir,
+    serverName: o.domain ? `netrig-${o.domain}` : 'netrig', host, port: o.port === 0 ? -1 : o.port, storeDir,
     encryptionKey: secretFile(authDir, 'jetstream.key', undefined, 32).value,
     users: Object.entries(o.roles).map(([role, grants]) => ({ user: role, password: passwords[role], ...grants })),
     tls: tls ? { cert: tls.cert, key: tls.key } : undefined,
+    domain: o.domain,
+    leafListen: o.leafnodePort === undefined ? undefined : { port: o.leafnodePort, user: LEAF_USER, password: secretFile(authDir, `${LEAF_USER}.password`).value },
+    leafRemote: o.leafRemote && { url: leafUrl(o.leafRemote.url, o.leafRemote.password), tlsCa: o.leafRemote.tlsCa },
   }), { mode: 0o600 });
 
   const args = ['-c', configFile];
