@@ -118,14 +118,28 @@ function edgeOptions(cmd: Command): Command {
     .option('--metrics-password-file <file>', 'require this password (Basic auth, user netrig) on /metrics');
 }
 
+/**
+ * Where a command's rows are: the embedded engine or a server (processors/index.ts
+ * clickhouseTarget reads these). --clickhouse-cluster is checked before the command starts
+ * anything: up and process would otherwise meet it only after starting NATS.
+ */
 function clickhouseOptions(cmd: Command, database: { help: string; default?: string } = { help: 'ClickHouse database', default: 'netrig' }): Command {
   return cmd
     .option('--clickhouse-url <url>', 'a ClickHouse server (default: the embedded engine under --data-dir)')
     .option('--clickhouse-user <user>', 'ClickHouse user')
     .option('--clickhouse-password <password>', 'ClickHouse password')
     .option('--clickhouse-password-file <file>', 'read the ClickHouse password from this file (e.g. <data dir>/endpoint/writer.password)')
+    .option('--clickhouse-cluster <name>', 'a cluster of the --clickhouse-url server\'s remote_servers to create the tables on: ON CLUSTER DDL, replicated tables behind Distributed ones')
     .option('--database <name>', database.help, database.default)
-    .option('--data-dir <dir>', 'data directory (embedded ClickHouse, NATS store)', './.netrig');
+    .option('--data-dir <dir>', 'data directory (embedded ClickHouse, NATS store)', './.netrig')
+    .hook('preAction', async (c) => {
+      const { clickhouseCluster } = await import('../schemas/cluster-ddl.js');
+      try {
+        clickhouseCluster(c.opts());
+      } catch (err) {
+        fail(err);
+      }
+    });
 }
 
 function processorOptions(cmd: Command): Command {

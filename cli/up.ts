@@ -34,6 +34,8 @@ export interface UpInput extends EdgeInput {
   clickhouseUrl?: string;
   clickhouseUser?: string;
   clickhousePassword?: string;
+  /** A cluster of the --clickhouse-url server's remote_servers to spread the tables over. */
+  clickhouseCluster?: string;
   database?: string;
   httpHost?: string;
   httpPort?: string | number;

@@ -12,9 +12,12 @@ import { loadChdbConnection } from './chdb.js';
 import { lockDataDir } from './data-dir.js';
 import { NetrigError, PrerequisiteError } from './errors.js';
 
-/** Where the rows live: a server by URL, or the embedded engine under a directory. */
+/**
+ * Where the rows live: a server by URL (`cluster`: a cluster of its remote_servers the tables
+ * are spread over, schemas/cluster-ddl.ts), or the embedded engine under a directory.
+ */
 export type ClickHouseTarget =
-  | { url: string; user?: string; password?: string; database: string }
+  | { url: string; user?: string; password?: string; database: string; cluster?: string }
   | { dataDir: string; database: string };
 
 /** The server answered but refused the credentials. */
@@ -47,6 +50,12 @@ export interface ClickHouse {
    */
   insert(i: RowsInsert): Promise<void>;
   database: string;
+  /**
+   * The cluster the tables are spread over (a server target given one): migrations emit
+   * cluster DDL, inserts go through the Distributed tables synchronously, resuming reads
+   * every replica (schemas/cluster-ddl.ts).
+   */
+  cluster?: string;
   /** Human description for logs: the URL or the data dir. */
   where: string;
   /** The embedded engine's connection (embedded targets only), for the HTTP endpoint. */
@@ -142,6 +151,7 @@ export async function openClickHouse(target: ClickHouseTarget): Promise<ClickHou
     return {
       client,
       database: target.database,
+      cluster: target.cluster,
       where: target.url,
       async insert(i) {
         // The rows as the request body, as they are (the client's insert() wants objects to

@@ -139,3 +139,18 @@ export class NatsStalledError extends NetrigError {
     super('ERR_NATS_STALLED', `NATS: ${operation} gave no answer within ${boundMs} ms; retried at the next attempt`, options);
   }
 }
+
+/**
+ * A migration statement has a shape schemas/cluster-ddl.ts does not know how to turn into
+ * cluster DDL: refused, so that no statement runs on one server of a cluster only.
+ */
+export class ClusterDdlError extends NetrigError {
+  /** The statement refused, as the migration gives it. */
+  readonly statement: string;
+  constructor(statement: string, reason: string, options?: ErrorOptions) {
+    const flat = statement.replace(/\s+/g, ' ');
+    const head = flat.length > 80 ? `${flat.slice(0, 80)}…` : flat;
+    super('ERR_CLUSTER_DDL', `--clickhouse-cluster: cannot emit cluster DDL for "${head}" (${reason}): teach schemas/cluster-ddl.ts this statement's shape`, options);
+    this.statement = statement;
+  }
+}

@@ -22,6 +22,7 @@ import { metricsAccess, serveMetrics, type MetricsInput } from '../lib/metrics-s
 import type { NatsConnection } from '@nats-io/transport-node';
 import { connectNats, type NatsClientInput } from '../lib/nats.js';
 import { identifier } from '../schemas/migrate.js';
+import { clickhouseCluster } from '../schemas/cluster-ddl.js';
 import { dnsFunction } from './dns/index.js';
 import { http1Function } from './http1/index.js';
 import { http2Function } from './http2/index.js';
@@ -58,6 +59,8 @@ export interface ProcessInput extends NatsClientInput, MetricsInput {
   clickhouseUrl?: string;
   clickhouseUser?: string;
   clickhousePassword?: string;
+  /** A cluster of the server's remote_servers to spread the tables over (needs clickhouseUrl). */
+  clickhouseCluster?: string;
   database?: string;
   dataDir?: string;
   ttlDays?: string | number;
@@ -88,11 +91,12 @@ export function rowOptions(input: ProcessInput): RowOptions {
   return { keepQueryValues: input.keepQueryValues === true };
 }
 
-/** Where rows go: a server URL if given, else the embedded engine under the data dir. */
+/** Where rows go: a server URL if given (and its cluster), else the embedded engine under the data dir. */
 export function clickhouseTarget(input: ProcessInput): ClickHouseTarget {
   const database = identifier('database', input.database ?? 'netrig');
+  const cluster = clickhouseCluster(input);
   if (input.clickhouseUrl) {
-    return { url: input.clickhouseUrl, user: input.clickhouseUser, password: input.clickhousePassword, database };
+    return { url: input.clickhouseUrl, user: input.clickhouseUser, password: input.clickhousePassword, database, ...(cluster === undefined ? {} : { cluster }) };
   }
   return { dataDir: input.dataDir ?? './.netrig', database };
 }

@@ -8,6 +8,7 @@
  * gets them again.
  */
 import type { ClickHouse } from '../../lib/clickhouse.js';
+import { allReplicas } from '../../schemas/cluster-ddl.js';
 import { PARTITION_COLUMN } from '../../schemas/partitions.js';
 import type { Row } from './function.js';
 
@@ -37,13 +38,21 @@ export class CommittedSeqs {
   }
 }
 
+/**
+ * Where a resuming processor reads `table`: the table, or on a cluster every replica of it
+ * (allReplicas: a row counts once one replica has it).
+ */
+export function resumeSource(ch: Pick<ClickHouse, 'database' | 'cluster'>, table: string): string {
+  return ch.cluster === undefined ? `${ch.database}.${table}` : allReplicas(ch.database, table, ch.cluster);
+}
+
 /** Committed sequences of the functions (by `_fn`) on `shard` for `tables` of one stream; `signal` aborts the read. */
 export async function readCommitted(ch: ClickHouse, tables: string[], streamId: string, shard: number, signal?: AbortSignal): Promise<Map<string, CommittedSeqs>> {
   const out = new Map<string, CommittedSeqs>();
   for (const table of tables) {
     const rs = await ch.client.query({
       query: `SELECT _fn, toUInt32(toDate(${PARTITION_COLUMN[table]})) AS day, max(_seq) AS seq
-              FROM ${ch.database}.${table} WHERE _stream = {stream:String} AND _shard = {shard:UInt16} GROUP BY _fn, day`,
+              FROM ${resumeSource(ch, table)} WHERE _stream = {stream:String} AND _shard = {shard:UInt16} GROUP BY _fn, day`,
       query_params: { stream: streamId, shard },
       format: 'JSONEachRow',
       abort_signal: signal,

@@ -33,7 +33,7 @@ import type { ProcessingFunction } from './function.js';
 import { functionGroup, Lane, laneTables } from './lane.js';
 import { ConnectionBudget, DEFAULT_MAX_CONNECTIONS } from '../l7/connection-table.js';
 import { ProcessorMetrics } from './metrics.js';
-import { readCommitted } from './committed.js';
+import { readCommitted, resumeSource } from './committed.js';
 import { ShardLeases, type LeaseMember } from './leases.js';
 import { ClickHouseSink, type CommitFence } from './sink.js';
 
@@ -174,7 +174,7 @@ export class Processor {
 
   private async init(): Promise<void> {
     const { nc, ch, log } = this.o;
-    await migrate(ch.client, { database: ch.database, ttlDays: this.o.ttlDays });
+    await migrate(ch.client, { database: ch.database, ttlDays: this.o.ttlDays, cluster: ch.cluster });
     this.jsm = await jetstreamManager(nc);
     const info = await waitForStream(nc, this.o.stream, log);
     this.streamId = `${info.config.name}@${info.created}`;
@@ -248,8 +248,10 @@ export class Processor {
     }
   }
 
+  /** A lane's query of what was committed: `{db}.table` read where a resuming processor reads it (resumeSource). */
   private async query<T>(sql: string, params?: Record<string, unknown>): Promise<T[]> {
-    const rs = await this.o.ch.client.query({ query: sql.replaceAll('{db}', this.o.ch.database), query_params: params, format: 'JSONEachRow', abort_signal: this.abandon.signal });
+    const query = sql.replace(/\{db\}\.([A-Za-z_][A-Za-z0-9_]*)/g, (_, table: string) => resumeSource(this.o.ch, table)).replaceAll('{db}', this.o.ch.database);
+    const rs = await this.o.ch.client.query({ query, query_params: params, format: 'JSONEachRow', abort_signal: this.abandon.signal });
     return rs.json<T>();
   }
 

@@ -67,6 +67,19 @@ export function compactRows(rows: readonly Row[], columns: readonly string[]): B
 }
 
 /**
+ * The settings of a block's insert: its deduplication token, and a block size above its rows
+ * so it is parsed as one block. On a cluster (`cluster`) the insert goes through a Distributed
+ * table and must be synchronous (distributed_foreground_insert, alias insert_distributed_sync):
+ * it then succeeds only once every shard's part is written, and a failure reaches the sink to
+ * be retried (schemas/cluster-ddl.ts); in the default background mode it would return once
+ * queued on the receiving host.
+ */
+export function insertSettings(token: string, rows: number, cluster?: string): Record<string, string | number> {
+  const settings = { insert_deduplication_token: token, insert_deduplicate: 1, max_insert_block_size: Math.max(1_048_576, rows + 1) };
+  return cluster === undefined ? settings : { ...settings, distributed_foreground_insert: 1 };
+}
+
+/**
  * Insert `rows` into `table` as one block (it lands whole or not at all) carrying the
  * deduplication `token`; `signal` aborts it. Every function's rows for a table carry every
  * column (in any order).
@@ -79,7 +92,7 @@ export async function insertBlock(ch: ClickHouse, table: string, rows: Row[], to
     body: compactRows(rows, columns),
     format: 'JSONCompactEachRow',
     signal,
-    settings: { insert_deduplication_token: token, insert_deduplicate: 1, max_insert_block_size: Math.max(1_048_576, rows.length + 1) },
+    settings: insertSettings(token, rows.length, ch.cluster),
   });
 }
 
