@@ -11,14 +11,17 @@
  * request; a poll's interval bounds the error (rows are seen up to POLL_MS late).
  *
  * Runs: the defaults (edge linger 100 ms, processor flush every 500 ms), and for context the
- * same with the smallest batching delays (linger 5 ms, flush 50 ms, through bench/up-main.ts).
+ * same with the smallest batching delays (linger 5 ms, flush 50 ms, through bench/up-main.ts);
+ * then per region of a fan-in deployment (two regions and a hub, bench/fanin-stack.ts), half
+ * the rate to each region's nginx.
  * Target: p99 <= 1 s.
  */
 import { fileURLToPath } from 'node:url';
 import { createHostPair, type HostPair } from '../test/helpers/netns.js';
 import { envNumber, onlineCpus, pinProcess, type BenchContext, type Benchmark } from './harness.js';
 import { f, machineLoad, percentile, sleep, spawnChild } from './common.js';
-import { startBenchNginx, startNetrigUp, type BenchNginx, type NetrigUp } from './workload.js';
+import { startBenchNginx, startNetrigUp, type BenchNginx } from './workload.js';
+import { startFaninStack } from './fanin-stack.js';
 
 const LOAD_CPU = 0;
 const NETRIG_CPU = 1;
@@ -43,10 +46,11 @@ interface Result {
 
 let runs = 0;
 
-async function measure(pair: HostPair, nginx: BenchNginx, up: NetrigUp): Promise<Result> {
+/** Freshness of requests to `url` at `rate` per second, rows read through `query`. */
+async function measure(pair: HostPair, url: string, rate: number, query: (sql: string) => Promise<string>): Promise<Result> {
   const run = `r${process.pid}x${++runs}`;
   const client = spawnChild('ip', [
-    'netns', 'exec', pair.client.ns, 'taskset', '-c', String(LOAD_CPU), process.execPath, CLIENT, nginx.url, String(RATE), String(SECONDS), run,
+    'netns', 'exec', pair.client.ns, 'taskset', '-c', String(LOAD_CPU), process.execPath, CLIENT, url, String(rate), String(SECONDS), run,
   ]);
   const seen = new Map<string, number>();
   const started = Date.now();
@@ -55,13 +59,13 @@ async function measure(pair: HostPair, nginx: BenchNginx, up: NetrigUp): Promise
   let clientDone = false;
   void client.done.then(() => (clientDone = true));
   let lastNew = Date.now();
-  const expected = Math.round(RATE * SECONDS) * 2;
+  const expected = Math.round(rate * SECONDS) * 2;
   // Poll until every row is seen, the client is done and rows stop coming, or the bound.
   while (seen.size < expected) {
     const t = Date.now();
     // Only rows of requests sent in the last GIVE_UP_S s (ts is the request's first byte).
     const fromS = Math.max(started, t - GIVE_UP_S * 1000) / 1000 - 5;
-    const text = await up.query(
+    const text = await query(
       `SELECT path, toString(role) FROM http_requests WHERE ts >= toDateTime64(${fromS.toFixed(3)}, 3) AND startsWith(path, '/fresh/${run}/') FORMAT TSV`,
     );
     const at = Date.now();
@@ -99,6 +103,30 @@ async function measure(pair: HostPair, nginx: BenchNginx, up: NetrigUp): Promise
 
 const q = (xs: number[]) => `p50 ${f(percentile(xs, 50) * 1000, 0)} ms, p99 ${f(percentile(xs, 99) * 1000, 0)} ms, max ${f(Math.max(...xs) * 1000, 0)} ms`;
 
+/**
+ * The same traffic split between two regions fanned into a hub (bench/fanin-stack.ts): a
+ * request's rows cross its region's NATS, the leaf node and the hub's stream sourcing it.
+ */
+async function fanin(ctx: BenchContext, pair: HostPair, euNginx: BenchNginx): Promise<void> {
+  const usNginx = await startBenchNginx(pair.server, [LOAD_CPU], euNginx.port + 1);
+  try {
+    const regions = [{ region: 'eu', port: euNginx.port, url: euNginx.url }, { region: 'us', port: usNginx.port, url: usNginx.url }];
+    const stack = await startFaninStack([NETRIG_CPU], [pair.client.netnsIno(), pair.server.netnsIno()], regions);
+    try {
+      await sleep(1000);
+      const results = await Promise.all(regions.map((r) => measure(pair, r.url, RATE / 2, (sql) => stack.query(sql))));
+      for (const [i, r] of results.entries()) {
+        ctx.line(`fan-in, region ${regions[i].region} (${RATE / 2} req/s, its NATS -> leaf node -> hub stream -> processor): ${r.sent} requests, `
+          + `${r.sent * 2 - r.missing} of ${r.sent * 2} rows seen; both rows ${q(r.both)}`);
+      }
+    } finally {
+      await stack.stop();
+    }
+  } finally {
+    await usNginx.stop();
+  }
+}
+
 async function run(ctx: BenchContext): Promise<void> {
   if (!onlineCpus().includes(LOAD_CPU) || !onlineCpus().includes(NETRIG_CPU)) throw new Error(`needs cpus ${LOAD_CPU} and ${NETRIG_CPU}`);
   ctx.line(`before: ${await machineLoad()}`);
@@ -114,7 +142,7 @@ async function run(ctx: BenchContext): Promise<void> {
       const up = await startNetrigUp([NETRIG_CPU], [pair.client.netnsIno(), pair.server.netnsIno()], variant === 'tuned' ? { tuned: { lingerMs: 5, flushIntervalMs: 50 } } : {});
       try {
         await sleep(1000);
-        const r = await measure(pair, nginx, up);
+        const r = await measure(pair, nginx.url, RATE, (sql) => up.query(sql));
         const label = variant === 'default' ? 'defaults (linger 100 ms, flush 500 ms)' : 'baseline: smallest delays (linger 5 ms, flush 50 ms)';
         ctx.line(
           `${label}: ${r.sent} requests, ${r.sent * 2 - r.missing} of ${r.sent * 2} rows seen; both rows ${q(r.both)}  |  nginx's row ${q(r.server)}  |  client's row ${q(r.client)}; ` +
@@ -127,6 +155,7 @@ async function run(ctx: BenchContext): Promise<void> {
         await up.stop();
       }
     }
+    await fanin(ctx, pair, nginx);
     ctx.line(`target p99 <= ${TARGET_P99_S} s (defaults, both rows of a request): ${p99 <= TARGET_P99_S ? 'met' : 'NOT met'} (${Number.isFinite(p99) ? `${f(p99 * 1000, 0)} ms` : 'rows missing'})`);
     ctx.line(`after: ${await machineLoad()}`);
   } finally {
