@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The netrig command line: up, edge, process, replay, configure, fanin, query, status, report.
+ * The netrig command line: up, edge, process, nats, store, replay, configure, fanin, query, status, report.
  *
  * Each command loads its own modules when it runs: one `netrig` binary serves every role,
  * and an edge that loaded the processors, the ClickHouse client and the endpoint would hold
