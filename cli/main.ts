@@ -179,7 +179,8 @@ program.command('nats')
   .option('--domain <name>', "JetStream domain (a region's own, which its hub sources as $JS.<domain>.API)")
   .option('--leafnode-port <port>', 'a hub: accept regions as leaf nodes on this port (password generated into <data dir>/nats-auth/leaf.password)')
   .option('--leaf-remote <url>', "a region: join the hub at this URL (nats-leaf://hub:7422) as a leaf node")
-  .option('--leaf-password-file <file>', "the hub's leaf password (its nats-auth/leaf.password)")
+  .option('--leaf-password-file <file>', "the leaf password: a region's to join its hub (the hub's nats-auth/leaf.password), or a hub's own instead of a generated one")
+  .option('--user-password-file <role=file>', 'a role\'s password (edge, processor, admin) from a file instead of generated, e.g. a mounted secret (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--nats-tls-ca <file>', "CA certificate of the hub's, when the hub speaks TLS")
   .action(async (opts) => {
     const { runNats } = await import('./nats.js');

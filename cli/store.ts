@@ -45,7 +45,13 @@ export async function serveStore(o: StoreInput, log: Logger): Promise<ServedStor
     });
     await endpoint.start();
     const url = `http://${host}:${endpoint.port}`;
-    const removeEndpointFile = writeEndpoint(o.dataDir, { url, user: o.user ?? 'default', database: ch.database, pid: process.pid });
+    let removeEndpointFile: () => void;
+    try {
+      removeEndpointFile = writeEndpoint(o.dataDir, { url, user: o.user ?? 'default', database: ch.database, pid: process.pid });
+    } catch (err) {
+      await endpoint.stop();
+      throw err;
+    }
     log.info({ url, database: ch.database, writer: WRITER_USER, writerPasswordFile: writerPasswordFile(o.dataDir) }, 'ClickHouse endpoint serving the embedded engine');
     return {
       ch, endpoint, url,

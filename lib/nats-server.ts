@@ -37,8 +37,11 @@ export interface OwnedNatsOptions {
   roles: Record<string, NatsGrants>;
   /** JetStream domain (a region's, for fan-in). */
   domain?: string;
-  /** A hub: accept leaf nodes on this port (user `leaf`, password generated into nats-auth/leaf.password). */
+  /** Passwords by role given instead of generated (mounted secrets); written to nats-auth/ too. */
+  passwords?: Record<string, string>;
+  /** A hub: accept leaf nodes on this port as user `leaf`, with `leafPassword` or one generated into nats-auth/leaf.password. */
   leafnodePort?: number;
+  leafPassword?: string;
   /** A region: join the hub at this URL (nats-leaf://host:port) as user `leaf` with this password. */
   leafRemote?: { url: string; password: string; tlsCa?: string };
   log: Logger;
@@ -90,7 +93,7 @@ export async function startOwnedNatsServer(o: OwnedNatsOptions): Promise<OwnedNa
   // Encrypted or not, stream names and subjects (regions, nodes) are no one else's business.
   const storeDir = privateDir(join(o.dataDir, 'nats'));
   const authDir = join(o.dataDir, 'nats-auth');
-  const passwords = Object.fromEntries(Object.keys(o.roles).map((role) => [role, secretFile(authDir, `${role}.password`).value]));
+  const passwords = Object.fromEntries(Object.keys(o.roles).map((role) => [role, secretFile(authDir, `${role}.password`, o.passwords?.[role]).value]));
   const wildcard = host === '0.0.0.0' || host === '::';
   // Clients of this host reach a wildcard listener through loopback.
   const connectHost = wildcard ? '127.0.0.1' : host;
@@ -104,7 +107,7 @@ export async function startOwnedNatsServer(o: OwnedNatsOptions): Promise<OwnedNa
     users: Object.entries(o.roles).map(([role, grants]) => ({ user: role, password: passwords[role], ...grants })),
     tls: tls ? { cert: tls.cert, key: tls.key } : undefined,
     domain: o.domain,
-    leafListen: o.leafnodePort === undefined ? undefined : { port: o.leafnodePort, user: LEAF_USER, password: secretFile(authDir, `${LEAF_USER}.password`).value },
+    leafListen: o.leafnodePort === undefined ? undefined : { port: o.leafnodePort, user: LEAF_USER, password: secretFile(authDir, `${LEAF_USER}.password`, o.leafPassword).value },
     leafRemote: o.leafRemote && { url: leafUrl(o.leafRemote.url, o.leafRemote.password), tlsCa: o.leafRemote.tlsCa },
   }), { mode: 0o600 });
 
@@ -146,7 +149,7 @@ export async function startOwnedNatsServer(o: OwnedNatsOptions): Promise<OwnedNa
     tlsCa: tls?.ca ?? null,
     client(role: string): NatsClientInput {
       if (!(role in passwords)) throw new Error(`no NATS role ${role}`);
-      return { nats: url, natsUser: role, natsPassword: passwords[role], natsTlsCa: tls?.ca, natsCreds: undefined };
+      return { nats: url, natsUser: role, natsPassword: passwords[role], natsTlsCa: tls?.ca, natsCreds: undefined, natsPasswordFile: undefined };
     },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;

@@ -59,6 +59,10 @@ export function natsConnectOptions(input: NatsClientInput, name: string): Connec
     }
     o.authenticator = credsAuthenticator(creds);
   } else if (input.natsUser) {
+    if (input.natsPassword !== undefined && input.natsPasswordFile !== undefined) {
+      // A stale NETRIG_NATS_PASSWORD must not silently beat the mounted secret.
+      throw new ConfigError('nats-password-file', 'give either --nats-password (or NETRIG_NATS_PASSWORD) or --nats-password-file, not both');
+    }
     o.user = input.natsUser;
     o.pass = input.natsPassword ?? (input.natsPasswordFile === undefined ? '' : secretOfFlag('nats-password-file', input.natsPasswordFile));
     o.inboxPrefix = inboxPrefix(input.natsUser);

@@ -2,8 +2,10 @@
  * `netrig nats` and `netrig store`, the parts of `netrig up` that deployments run in
  * separate processes or containers (deploy/compose/). A hub and a region started by
  * `netrig nats`: the region's JetStream domain answers through the hub once its leaf node
- * has joined with the hub's generated leaf password; no role connects without its password;
- * a region without the leaf password is refused at start. `netrig store`: the writer takes
+ * has joined with the hub's generated leaf password, and a region with a wrong one never
+ * joins; a role's password given from a file is the one the server takes; no role connects
+ * without its password, nor does anything its role is not granted; a region without the
+ * leaf password is refused at start. `netrig store`: the writer takes
  * the password from --writer-password-file, creates netrig's tables (its migrations) and
  * inserts; the reader sees the row; neither works without its password.
  */
@@ -18,7 +20,7 @@ import { cleanupAll, pollUntil } from '../helpers/cleanup-all.js';
 import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
 import { freePort } from '../helpers/nats-server.js';
 import { WRITER_USER } from '../../lib/clickhouse-endpoint.js';
-import { inboxPrefix } from '../../lib/nats.js';
+import { inboxPrefix, isPermissionDenied } from '../../lib/nats.js';
 import { migrate } from '../../schemas/migrate.js';
 
 const password = (dir: string, role: string) => readFileSync(join(dir, 'nats-auth', `${role}.password`), 'utf8').trim();
@@ -32,13 +34,15 @@ describe('netrig nats: a hub and a region joined as a leaf node', () => {
   let hubPort = 0;
   let regionPort = 0;
   let nc: NatsConnection | null = null;
+  let leafPort = 0;
 
   before(async () => {
     [hubPort, regionPort] = [await freePort(), await freePort()];
-    const leafPort = await freePort();
+    leafPort = await freePort();
     hub = spawnCli(['nats', '--data-dir', hubDir, '--nats-port', String(hubPort), '--domain', 'hub', '--leafnode-port', String(leafPort)]);
     await hub.waitLog('the hub ready', (l) => l.msg === 'nats-server started', 30_000);
-    region = spawnCli(['nats', '--data-dir', regionDir, '--nats-port', String(regionPort), '--domain', 'dom-eu',
+    writeFileSync(join(tmp, 'edge.password'), 'given-edge-pw\n', { mode: 0o600 });
+    region = spawnCli(['nats', '--data-dir', regionDir, '--nats-port', String(regionPort), '--domain', 'dom-eu', '--user-password-file', `edge=${join(tmp, 'edge.password')}`,
       '--leaf-remote', `nats-leaf://127.0.0.1:${leafPort}`, '--leaf-password-file', join(hubDir, 'nats-auth', 'leaf.password')]);
     await region.waitLog('the region ready', (l) => l.msg === 'nats-server started', 30_000);
   });
@@ -60,14 +64,37 @@ describe('netrig nats: a hub and a region joined as a leaf node', () => {
     assert.equal(info.domain, 'dom-eu');
   });
 
-  test('no role connects without its password; the edge may not use the admin API', async () => {
+  test('the given edge password is the server\'s; no role connects without its password; the edge may not use the admin API', async () => {
+    assert.equal(password(regionDir, 'edge'), 'given-edge-pw');
     await assert.rejects(connect({ servers: `nats://127.0.0.1:${regionPort}`, reconnect: false }), /Authorization/i);
     await assert.rejects(connect({ servers: `nats://127.0.0.1:${regionPort}`, user: 'edge', pass: 'wrong', reconnect: false }), /Authorization/i);
-    const edge = await connect({ servers: `nats://127.0.0.1:${regionPort}`, user: 'edge', pass: password(regionDir, 'edge'), inboxPrefix: inboxPrefix('edge') });
+    const edge = await connect({ servers: `nats://127.0.0.1:${regionPort}`, user: 'edge', pass: 'given-edge-pw', inboxPrefix: inboxPrefix('edge') });
     try {
-      await assert.rejects(edge.request('$JS.API.STREAM.DELETE.NETRIG_RAW', '', { timeout: 2000 }), /permission|timeout/i);
+      // The server answers the request's publish with a permissions violation (no timeout).
+      await assert.rejects(edge.request('$JS.API.STREAM.DELETE.NETRIG_RAW', '', { timeout: 5000 }), (err: Error) => isPermissionDenied(err));
     } finally {
       await edge.close();
+    }
+  });
+
+  test('a region with a wrong leaf password never joins the hub', async () => {
+    writeFileSync(join(tmp, 'wrong-leaf.password'), 'not-the-hub-password\n', { mode: 0o600 });
+    const stray = spawnCli(['nats', '--data-dir', join(tmp, 'stray'), '--nats-port', String(await freePort()), '--domain', 'dom-stray',
+      '--leaf-remote', `nats-leaf://127.0.0.1:${leafPort}`, '--leaf-password-file', join(tmp, 'wrong-leaf.password')]);
+    try {
+      await stray.waitLog('the stray region ready', (l) => l.msg === 'nats-server started', 30_000);
+      // Its leaf node retries every second; ten seconds of refusals.
+      const joined = await pollUntil(async () => {
+        try {
+          await nc!.request('$JS.dom-stray.API.INFO', '', { timeout: 500 });
+          return true;
+        } catch {
+          return false;
+        }
+      }, 10_000, 500);
+      assert.equal(joined, false, 'the stray region answered through the hub');
+    } finally {
+      await stray.kill();
     }
   });
 

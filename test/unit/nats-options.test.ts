@@ -20,12 +20,13 @@ test('a user and password: sent as given, with inboxes under the user\'s own pre
   assert.deepEqual(o.tls, { caFile: '/ca.pem' });
 });
 
-test('a password file: read when no password is given, its trailing newline dropped; a missing file names the flag', () => {
+test('a password file: read, its trailing newline dropped; with a password too, or missing, a configuration error naming the flag', () => {
   const dir = mkdtempSync(join(tmpdir(), 'netrig-nats-pw-'));
   try {
     writeFileSync(join(dir, 'edge.password'), 's3cret\n', { mode: 0o600 });
     assert.equal(natsConnectOptions({ natsUser: 'edge', natsPasswordFile: join(dir, 'edge.password') }, 'n').pass, 's3cret');
-    assert.equal(natsConnectOptions({ natsUser: 'edge', natsPassword: 'given', natsPasswordFile: join(dir, 'edge.password') }, 'n').pass, 'given');
+    assert.throws(() => natsConnectOptions({ natsUser: 'edge', natsPassword: 'from-env', natsPasswordFile: join(dir, 'edge.password') }, 'n'),
+      (err: Error) => err instanceof ConfigError && err.key === 'nats-password-file', 'a password and a password file: refused, neither wins silently');
     assert.throws(() => natsConnectOptions({ natsUser: 'edge', natsPasswordFile: join(dir, 'absent') }, 'n'), (err: Error) => err instanceof ConfigError && err.key === 'nats-password-file');
     assert.throws(() => natsConnectOptions({ natsPasswordFile: join(dir, 'edge.password') }, 'n'), (err: Error) => err instanceof ConfigError && err.key === 'nats-password');
   } finally {
