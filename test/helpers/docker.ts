@@ -3,12 +3,13 @@
  * the host's firewall or bridges (`--iptables=false --bridge=none`: containers use the
  * host's network), stopped when the test ends. Its images live under a data root kept
  * between runs (a cache, like npm's: the base image and unchanged build layers are not
- * rebuilt); what is dangling is pruned at stop.
+ * rebuilt); what is dangling is pruned at stop. Containers are the test's alone: every one
+ * is removed at start (an earlier run that died) and when the test process exits.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { pollUntil } from './cleanup-all.js';
 import { killSync, onExit } from './cleanup.js';
 import { run, type ExecOptions, type ExecResult } from './netns.js';
@@ -52,8 +53,17 @@ export async function startDockerEngine(): Promise<DockerEngine> {
   };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
-  const unregister = onExit(`dockerd ${child.pid}`, () => killSync(child.pid));
   const env = { ...process.env, DOCKER_HOST: host };
+  // A test that dies leaves no container running: containers outlive a killed dockerd (their
+  // shims go on), and `restart: unless-stopped` would start them again with the next engine.
+  const removeAllSync = () => {
+    const ids = spawnSync('docker', ['ps', '--all', '--quiet'], { env, timeout: 10_000 }).stdout?.toString().split('\n').filter(Boolean) ?? [];
+    if (ids.length) spawnSync('docker', ['rm', '--force', '--volumes', ...ids], { env, timeout: 60_000, stdio: 'ignore' });
+  };
+  const unregister = onExit(`dockerd ${child.pid}`, () => {
+    removeAllSync();
+    killSync(child.pid);
+  });
   const docker = (args: string[], opts: ExecOptions = {}) => run('docker', args, { ...opts, env: { ...env, ...opts.env } });
   const engine: DockerEngine = {
     host,
@@ -82,5 +92,7 @@ export async function startDockerEngine(): Promise<DockerEngine> {
     await engine.stop();
     throw new Error(`dockerd did not come up within ${READY_MS} ms:\n${log.slice(-3000)}`);
   }
+  // What an earlier run left (it died before its cleanup) goes before anything starts.
+  removeAllSync();
   return engine;
 }
