@@ -276,6 +276,26 @@ export function spawnChild(cmd: string, args: string[], opts: SpawnOptions & { g
   };
 }
 
+/** Wait (bounded) for `re` in `c`'s stderr; throws with its tail if it exits first or time runs out. */
+export async function waitForStderr(c: Child, what: string, re: RegExp, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!re.test(c.stderr())) {
+    if (c.exited() || Date.now() > deadline) throw new Error(`${what} did not start: ${c.stderr().slice(-3000)}`);
+    await sleep(50);
+  }
+}
+
+/** SQL through a ClickHouse HTTP endpoint (netrig up's or netrig store's) as `user`: the body as text. */
+export function endpointQuery(url: string, user: string, password: string): (sql: string) => Promise<string> {
+  const authorization = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+  return async (sql: string) => {
+    const res = await fetch(`${url}/?query=${encodeURIComponent(sql)}`, { headers: { authorization } });
+    const body = await res.text();
+    if (!res.ok) throw new Error(`query failed (${res.status}): ${body.slice(0, 500)}`);
+    return body;
+  };
+}
+
 /** Run a command to its end (killed after `timeoutMs`); output and exit code. */
 export async function runCmd(cmd: string, args: string[], timeoutMs = 60_000, opts: SpawnOptions = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const c = spawnChild(cmd, args, opts);

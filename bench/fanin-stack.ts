@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { readEndpoint } from '../cli/endpoint-file.js';
 import { CLI } from '../test/helpers/paths.js';
 import { freePort } from '../test/helpers/nats-server.js';
-import { runCmd, sleep, spawnChild, tempDir, type Child } from './common.js';
+import { endpointQuery, runCmd, sleep, spawnChild, tempDir, waitForStderr, type Child } from './common.js';
 
 export interface FaninRegion {
   region: string;
@@ -21,16 +21,6 @@ export interface FaninRegion {
 export interface FaninStack {
   query(sql: string): Promise<string>;
   stop(): Promise<void>;
-}
-
-const READY_MS = 60_000;
-
-async function waitLog(c: Child, what: string, re: RegExp): Promise<void> {
-  const deadline = Date.now() + READY_MS;
-  while (!re.test(c.stderr())) {
-    if (c.exited() || Date.now() > deadline) throw new Error(`${what} did not start: ${c.stderr().slice(-2000)}`);
-    await sleep(50);
-  }
 }
 
 export async function startFaninStack(cpus: number[], netns: number[], regions: FaninRegion[]): Promise<FaninStack> {
@@ -51,15 +41,15 @@ export async function startFaninStack(cpus: number[], netns: number[], regions: 
     const hubPort = await freePort();
     const leafPort = await freePort();
     const hub = netrig(['nats', '--data-dir', dir('hub'), '--nats-port', String(hubPort), '--domain', 'hub', '--leafnode-port', String(leafPort)]);
-    await waitLog(hub, 'the hub', /nats-server started/);
+    await waitForStderr(hub, 'the hub', /nats-server started/);
     for (const r of regions) {
       const port = await freePort();
       const nats = netrig(['nats', '--data-dir', dir(r.region), '--nats-port', String(port), '--domain', r.region,
         '--leaf-remote', `nats-leaf://127.0.0.1:${leafPort}`, '--leaf-password-file', password('hub', 'leaf')]);
-      await waitLog(nats, `${r.region}'s nats`, /nats-server started/);
+      await waitForStderr(nats, `${r.region}'s nats`, /nats-server started/);
       const edge = netrig(['edge', '--nats', `nats://127.0.0.1:${port}`, '--nats-user', 'edge', '--nats-password-file', password(r.region, 'edge'),
         '--region', r.region, '--node', `${r.region}-1`, '--metrics-port', '0', '--include-netns', netns.join(','), '--include-ports', String(r.port)]);
-      await waitLog(edge, `${r.region}'s edge`, /edge running/);
+      await waitForStderr(edge, `${r.region}'s edge`, /edge running/);
     }
     // The regions' domains answer once their leaf nodes have joined: retry until then.
     const sources = regions.flatMap((r) => ['--source', `${r.region}=${r.region}`]);
@@ -71,23 +61,14 @@ export async function startFaninStack(cpus: number[], netns: number[], regions: 
     }
     const httpPort = await freePort();
     const store = netrig(['store', '--data-dir', dir('store'), '--http-port', String(httpPort)]);
-    await waitLog(store, 'the store', /ClickHouse endpoint serving/);
+    await waitForStderr(store, 'the store', /ClickHouse endpoint serving/);
     const processor = netrig(['process', '--nats', `nats://127.0.0.1:${hubPort}`, '--nats-user', 'processor', '--nats-password-file', password('hub', 'processor'),
       '--clickhouse-url', `http://127.0.0.1:${httpPort}`, '--clickhouse-user', 'netrig_writer', '--clickhouse-password-file', join(dir('store'), 'endpoint', 'writer.password'),
       '--metrics-port', '0', '--functions', 'http1']);
-    await waitLog(processor, 'the processor', /processor running/);
+    await waitForStderr(processor, 'the processor', /processor running/);
     const found = readEndpoint(dir('store'));
     if (!found) throw new Error('netrig store runs but its endpoint file is missing');
-    const authorization = `Basic ${Buffer.from(`default:${found.password}`).toString('base64')}`;
-    return {
-      async query(sql: string) {
-        const res = await fetch(`http://127.0.0.1:${httpPort}/?query=${encodeURIComponent(sql)}`, { headers: { authorization } });
-        const body = await res.text();
-        if (!res.ok) throw new Error(`query failed (${res.status}): ${body.slice(0, 500)}`);
-        return body;
-      },
-      stop,
-    };
+    return { query: endpointQuery(found.url, 'default', found.password), stop };
   } catch (err) {
     await stop();
     throw err;

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 /** bench/up-main.ts compiled beside this file. */
 const UP_MAIN = fileURLToPath(new URL('./up-main.js', import.meta.url));
 import {
-  mean, percentile, pinPid, processTree, sleep, spawnChild, tempDir, type Child, type TempDir,
+  endpointQuery, mean, percentile, pinPid, processTree, sleep, spawnChild, tempDir, waitForStderr, type Child, type TempDir,
 } from './common.js';
 
 export interface BenchNginx {
@@ -185,14 +185,11 @@ export async function startNetrigUp(cpus: number[], netns: number[], o: { extra?
     await child.stop('SIGTERM', 30_000);
     data.remove();
   };
-  const deadline = Date.now() + 60_000;
-  while (!/netrig up: running/.test(child.stderr())) {
-    if (child.exited() || Date.now() > deadline) {
-      const err = child.stderr().slice(-3000);
-      await stop();
-      throw new Error(`netrig up did not start: ${err}`);
-    }
-    await sleep(50);
+  try {
+    await waitForStderr(child, 'netrig up', /netrig up: running/);
+  } catch (err) {
+    await stop();
+    throw err;
   }
   const endpoint = `http://127.0.0.1:${httpPort}`;
   // The endpoint's reader credential, as `netrig query` finds it.
@@ -201,7 +198,6 @@ export async function startNetrigUp(cpus: number[], netns: number[], o: { extra?
     await stop();
     throw new Error(`netrig up runs but its endpoint file under ${data.path} is missing`);
   }
-  const authorization = `Basic ${Buffer.from(`default:${found.password}`).toString('base64')}`;
   // The edge's metrics: the port up logged, the password it generated.
   const edgePort = /"edgeMetricsPort":(\d+)/.exec(child.stderr())?.[1];
   const metricsAuth = `Basic ${Buffer.from(`netrig:${readSecret(join(data.path, 'metrics', 'metrics.password'))}`).toString('base64')}`;
@@ -220,12 +216,7 @@ export async function startNetrigUp(cpus: number[], netns: number[], o: { extra?
       if (!m) throw new Error('no netrig_edge_drain_cpu_seconds_total in the edge metrics');
       return Number(m[1]);
     },
-    async query(sql: string) {
-      const res = await fetch(`${endpoint}/?query=${encodeURIComponent(sql)}`, { headers: { authorization } });
-      const body = await res.text();
-      if (!res.ok) throw new Error(`query failed (${res.status}): ${body.slice(0, 500)}`);
-      return body;
-    },
+    query: endpointQuery(endpoint, 'default', found.password),
     stop,
   };
 }
