@@ -269,9 +269,55 @@ function seen(msg: Http1Message, ts: number): void {
   if (ts > msg.lastTsNs) msg.lastTsNs = ts;
 }
 
-/** Comma-separated list members, trimmed and lowercased (short header values only). */
-function listMembers(b: Buffer, from: number, to: number): string[] {
-  return b.toString('latin1', from, to).toLowerCase().split(',').map((s) => s.trim());
+const CLOSE = Buffer.from('close', 'latin1');
+const KEEP_ALIVE = Buffer.from('keep-alive', 'latin1');
+const CHUNKED = Buffer.from('chunked', 'latin1');
+const CONTINUE_100 = Buffer.from('100-continue', 'latin1');
+
+/** Whether b[from, to) is `token` (lowercase letters, digits, '-'), ignoring letter case. */
+function tokenAt(b: Buffer, from: number, to: number, token: Buffer): boolean {
+  if (to - from !== token.length) return false;
+  // OR-ing 0x20 lowercases letters and leaves digits and '-' alone; kept values hold no controls.
+  for (let i = 0; i < token.length; i++) if ((b[from + i] | 0x20) !== token[i]) return false;
+  return true;
+}
+
+/** Bounds of the list member nextMember found last (module state: no object per member). */
+let memberStart = 0;
+let memberEnd = 0;
+
+/**
+ * The member of the comma-separated list b[.., to) starting at `i`, spaces around it trimmed,
+ * into memberStart/memberEnd; returns where the next member starts, past `to` after the last.
+ * Lists are read in place: these headers come with nearly every message.
+ */
+function nextMember(b: Buffer, i: number, to: number): number {
+  let j = i;
+  while (j < to && b[j] !== 44) j++;
+  let m0 = i;
+  let m1 = j;
+  while (m0 < m1 && (b[m0] === SP || b[m0] === HT)) m0++;
+  while (m1 > m0 && (b[m1 - 1] === SP || b[m1 - 1] === HT)) m1--;
+  memberStart = m0;
+  memberEnd = m1;
+  return j + 1;
+}
+
+/** Whether `token` is a member of the list b[from, to) (letter case ignored). */
+function hasMember(b: Buffer, from: number, to: number, token: Buffer): boolean {
+  for (let i = from; i <= to; ) {
+    i = nextMember(b, i, to);
+    if (tokenAt(b, memberStart, memberEnd, token)) return true;
+  }
+  return false;
+}
+
+/** Whether the last member of the list b[from, to) is `token` (letter case ignored). */
+function lastMemberIs(b: Buffer, from: number, to: number, token: Buffer): boolean {
+  for (let i = from; ; ) {
+    i = nextMember(b, i, to);
+    if (i > to) return tokenAt(b, memberStart, memberEnd, token);
+  }
 }
 
 /** Incremental parser of one direction. Never throws on input bytes. */
@@ -673,23 +719,20 @@ export class Http1Parser {
       case H_USER_AGENT: msg.userAgent = this.value(v0, v1); break;
       case H_UPGRADE: msg.upgrade = this.value(v0, v1); break;
       case H_EXPECT:
-        if (!truncated && listMembers(b, v0, v1).includes('100-continue')) msg.expectContinue = true;
+        if (!truncated && hasMember(b, v0, v1, CONTINUE_100)) msg.expectContinue = true;
         break;
       case H_CONNECTION:
         if (truncated) break;
-        for (const t of listMembers(b, v0, v1)) {
-          if (t === 'close') this.connClose = true;
-          else if (t === 'keep-alive') this.connKeepAlive = true;
-        }
+        if (hasMember(b, v0, v1, CLOSE)) this.connClose = true;
+        if (hasMember(b, v0, v1, KEEP_ALIVE)) this.connKeepAlive = true;
         break;
       case H_TRANSFER_ENCODING: {
         if (truncated) {
           this.loseSync('parse_error', 'transfer_encoding', ts);
           return;
         }
-        const codings = listMembers(b, v0, v1);
         this.transferEncoding = true;
-        this.chunked = codings[codings.length - 1] === 'chunked';
+        this.chunked = lastMemberIs(b, v0, v1, CHUNKED);
         break;
       }
       case H_CONTENT_LENGTH:

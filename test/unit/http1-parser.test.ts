@@ -92,6 +92,20 @@ test('HTTP/1.0 keep-alive and HTTP/1.1 close', () => {
   assert.ok(!has(msgs[1], MessageFlags.KeepAlive));
 });
 
+test('list headers are read member by member: case, spaces and empty members ignored, the last transfer coding decides', () => {
+  const { msgs } = parse([
+    'GET /a HTTP/1.0\r\nConnection: Upgrade ,\tKEEP-ALIVE , \r\n\r\n'
+    + 'GET /b HTTP/1.1\r\nConnection: keep-alives, closed\r\n\r\n'
+    + 'GET /c HTTP/1.1\r\nConnection: ,close\r\n\r\n',
+  ]);
+  assert.deepEqual(msgs.map((m) => has(m, MessageFlags.KeepAlive)), [true, true, false]);
+  // "chunked," ends with an empty member: not chunked, so this request's framing is an error.
+  const trailing = parse(['POST / HTTP/1.1\r\nTransfer-Encoding: chunked,\r\n\r\n']);
+  assert.equal(trailing.parser.stats.parseErrors.transfer_encoding, 1);
+  const upper = parse(['POST / HTTP/1.1\r\nTransfer-Encoding: Gzip ,CHUNKED\r\n\r\n2\r\nab\r\n0\r\n\r\n']);
+  assert.equal(upper.msgs[0].bodyBytes, 2);
+});
+
 test('the request target is kept up to MAX_TARGET_BYTES', () => {
   const target = `/${'a'.repeat(3000)}`;
   const { msgs } = parse([`GET ${target} HTTP/1.1\r\n\r\n`]);
