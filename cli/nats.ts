@@ -9,7 +9,7 @@
  */
 import { resolve } from 'node:path';
 import { intValue, tokenValue } from '../lib/config.js';
-import { lockDataDir } from '../lib/data-dir.js';
+import { holdingDataDir } from '../lib/data-dir.js';
 import { ConfigError } from '../lib/errors.js';
 import { logger } from '../lib/logger.js';
 import { startOwnedNatsServer } from '../lib/nats-server.js';
@@ -57,25 +57,13 @@ export async function runNats(input: NatsInput): Promise<{ stop(): Promise<void>
     throw new ConfigError('leaf-password-file', "--leaf-remote needs the hub's leaf password (its <data dir>/nats-auth/leaf.password)");
   }
   const dataDir = resolve(input.dataDir ?? './.netrig');
-  const unlock = lockDataDir(dataDir);
-  try {
-    const server = await startOwnedNatsServer({
-      dataDir, host: input.natsHost, port: intValue('nats-port', input.natsPort ?? 4222, 0, 65535), tls: input.natsTls,
-      roles, passwords,
-      domain: input.domain === undefined ? undefined : tokenValue('domain', input.domain),
-      leafnodePort: input.leafnodePort === undefined ? undefined : intValue('leafnode-port', input.leafnodePort, 1, 65535),
-      leafPassword: input.leafnodePort === undefined ? undefined : leafPassword,
-      leafRemote: input.leafRemote === undefined ? undefined : { url: input.leafRemote, password: leafPassword!, tlsCa: input.natsTlsCa },
-      log: logger('nats'),
-    });
-    return {
-      async stop() {
-        await server.stop();
-        unlock();
-      },
-    };
-  } catch (err) {
-    unlock();
-    throw err;
-  }
+  return holdingDataDir(dataDir, () => startOwnedNatsServer({
+    dataDir, host: input.natsHost, port: intValue('nats-port', input.natsPort ?? 4222, 0, 65535), tls: input.natsTls,
+    roles, passwords,
+    domain: input.domain === undefined ? undefined : tokenValue('domain', input.domain),
+    leafnodePort: input.leafnodePort === undefined ? undefined : intValue('leafnode-port', input.leafnodePort, 1, 65535),
+    leafPassword: input.leafnodePort === undefined ? undefined : leafPassword,
+    leafRemote: input.leafRemote === undefined ? undefined : { url: input.leafRemote, password: leafPassword!, tlsCa: input.natsTlsCa },
+    log: logger('nats'),
+  }));
 }

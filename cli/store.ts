@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { ClickHouseEndpoint, WRITER_USER } from '../lib/clickhouse-endpoint.js';
 import { openClickHouse, type ClickHouse } from '../lib/clickhouse.js';
 import { intValue } from '../lib/config.js';
-import { lockDataDir } from '../lib/data-dir.js';
+import { holdingDataDir } from '../lib/data-dir.js';
 import { logger, type Logger } from '../lib/logger.js';
 import { secretOfFlag } from '../lib/secret-file.js';
 import { identifier } from '../schemas/migrate.js';
@@ -71,17 +71,8 @@ export async function serveStore(o: StoreInput, log: Logger): Promise<ServedStor
 export async function runStore(input: Omit<StoreInput, 'dataDir'> & { dataDir?: string; writerPasswordFile?: string }): Promise<{ stop(): Promise<void> }> {
   const dataDir = resolve(input.dataDir ?? './.netrig');
   const writerPassword = input.writerPasswordFile === undefined ? undefined : secretOfFlag('writer-password-file', input.writerPasswordFile);
-  const unlock = lockDataDir(dataDir);
-  try {
+  return holdingDataDir(dataDir, async () => {
     const store = await serveStore({ ...input, dataDir, writerPassword }, logger('store'));
-    return {
-      async stop() {
-        await store.close();
-        unlock();
-      },
-    };
-  } catch (err) {
-    unlock();
-    throw err;
-  }
+    return { stop: () => store.close() };
+  });
 }

@@ -120,6 +120,29 @@ export function dataDirHolder(dataDir: string): number | null {
 const held = new Map<string, { fd: number; holds: number }>();
 
 /**
+ * Start what `start` starts holding `dataDir`'s lock (`netrig nats`, `netrig store`): the lock
+ * goes when it stops, or at once if it fails to start.
+ */
+export async function holdingDataDir(dataDir: string, start: () => Promise<{ stop(): Promise<void> }>): Promise<{ stop(): Promise<void> }> {
+  const unlock = lockDataDir(dataDir);
+  try {
+    const running = await start();
+    return {
+      async stop() {
+        try {
+          await running.stop();
+        } finally {
+          unlock();
+        }
+      },
+    };
+  } catch (err) {
+    unlock();
+    throw err;
+  }
+}
+
+/**
  * Take `dataDir` for this process (preparing it first), or fail naming the process that
  * holds it; returns the release. Holds within one process nest (`netrig up` holds the dir
  * and opens the engine under it, which holds it too); the last release lets go.
