@@ -21,7 +21,7 @@ if ldd "$(readlink -f "$node")" | grep -q libnode; then
 fi
 root=$(mktemp -d /var/tmp/netrig-docker-base.XXXXXX)
 # debootstrap mounts proc and sys inside the root while it runs; a stopped run leaves them.
-trap 'umount -R "$root/proc" "$root/sys" 2>/dev/null; rm -rf --one-file-system "$root" "$root.log"' EXIT
+trap 'umount -R "$root/proc" "$root/sys" 2>/dev/null || true; rm -rf --one-file-system "$root" "$root.log"' EXIT
 debootstrap --variant=minbase --include=ca-certificates,libstdc++6 bookworm "$root" http://deb.debian.org/debian >"$root.log" 2>&1 \
   || { tail -20 "$root.log" >&2; echo "docker-base: debootstrap of bookworm failed" >&2; exit 1; }
 install -m 0755 "$(readlink -f "$node")" "$root/usr/bin/node"
