@@ -16,7 +16,7 @@ import { ClickHouseEndpoint, WRITER_USER } from '../../lib/clickhouse-endpoint.j
 import { cleanupAll } from '../helpers/cleanup-all.js';
 import { runCli } from '../helpers/cli.js';
 import { startTestEndpoint } from '../helpers/endpoint.js';
-import { assertExactlyOnce, generate, publish, type Expected, type Origin } from '../helpers/http1-stream.js';
+import { assertExactlyOnce, committedRows, generate, publish, type Expected, type Origin } from '../helpers/http1-stream.js';
 import { freePort, startNatsServer, waitForDomain, type NatsServerHandle } from '../helpers/nats-server.js';
 import { ProcessorChild } from '../helpers/processor-child.js';
 import { freshClickHouse, removeClickHouseData, rows, waitFor } from '../helpers/processor-run.js';
@@ -123,10 +123,9 @@ test('the hub stream sources both regions through their domains; every exchange 
     losses: published.flatMap((p) => p.expected.losses),
   };
   const query = <T>(sql: string) => rows<T>(ch, sql);
-  await waitFor('every exchange of both regions', async () => {
-    const [r] = await query<{ n: string }>(`SELECT count() AS n FROM ${database}.http_requests`);
-    return Number(r.n) >= want.http.size;
-  }, 120_000, () => processor!.log());
+  // Every table's rows: each is its own insert, so exchanges can be in before losses are.
+  const rowsWanted = want.http.size + want.connections.length + want.losses.length;
+  await waitFor('every row of both regions', async () => (await committedRows(query, database)) >= rowsWanted, 120_000, () => processor!.log());
   await assertExactlyOnce(query, database, want, 'from two regions through the hub');
   const byRegion = await query<{ region: string; node: string; n: string }>(`SELECT region, node, count() AS n FROM ${database}.http_requests GROUP BY region, node ORDER BY region`);
   assert.deepEqual(byRegion.map((r) => [r.region, r.node, Number(r.n)]), REGIONS.map((r, i) => [r.region, r.node, published[i].expected.http.size]).sort());
