@@ -73,7 +73,7 @@ before(async () => {
       input: { region: r.region, node: `node-${r.region}`, subjectPrefix: 'netrig.raw', includePorts: String(r.nginx.port) },
     });
   }
-  for (const r of regions) await waitForDomain(hubNc, r.domain, hub);
+  for (const r of regions) await waitForDomain(hubNc, r.domain, () => hub!.log());
   ch = await freshClickHouse('fanin_e2e');
   endpoint = await startTestEndpoint(ch, PASSWORD);
 });

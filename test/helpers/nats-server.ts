@@ -218,15 +218,17 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
   throw lastErr;
 }
 
-/** Wait until JetStream domain `domain` answers through `nc` (a region's leaf node has joined its hub). */
-export async function waitForDomain(nc: NatsConnection, domain: string, hub: NatsServerHandle, timeoutMs = 30_000): Promise<void> {
+/**
+ * Wait until JetStream domain `domain` answers through `nc` (a region's leaf node has joined
+ * its hub); its account info, as it answered. `log` tells why when it never does.
+ */
+export async function waitForDomain(nc: NatsConnection, domain: string, log: () => string, timeoutMs = 30_000): Promise<{ domain?: string }> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      await nc.request(`$JS.${domain}.API.INFO`, '', { timeout: 1000 });
-      return;
+      return (await nc.request(`$JS.${domain}.API.INFO`, '', { timeout: 1000 })).json<{ domain?: string }>();
     } catch (err) {
-      if (Date.now() > deadline) throw new Error(`JetStream domain ${domain} not reachable through the hub after ${timeoutMs} ms:\n${hub.log()}`, { cause: err });
+      if (Date.now() > deadline) throw new Error(`JetStream domain ${domain} not reachable through the hub after ${timeoutMs} ms:\n${log()}`, { cause: err });
     }
     await new Promise((r) => setTimeout(r, 200));
   }

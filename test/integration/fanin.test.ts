@@ -43,7 +43,7 @@ before(async () => {
   }
   hubNc = await connect({ servers: hub.url });
   // The hub reaches a region's JetStream once its leaf node has joined.
-  for (const r of REGIONS) await waitForDomain(hubNc, r.domain, hub);
+  for (const r of REGIONS) await waitForDomain(hubNc, r.domain, () => hub.log());
   ch = await freshClickHouse('fanin');
   endpoint = await startTestEndpoint(ch, PASSWORD);
 });

@@ -18,7 +18,7 @@ import { createClient } from '@clickhouse/client';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { cleanupAll, pollUntil } from '../helpers/cleanup-all.js';
 import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
-import { freePort } from '../helpers/nats-server.js';
+import { freePort, waitForDomain } from '../helpers/nats-server.js';
 import { WRITER_USER } from '../../lib/clickhouse-endpoint.js';
 import { inboxPrefix, isPermissionDenied } from '../../lib/nats.js';
 import { migrate } from '../../schemas/migrate.js';
@@ -51,16 +51,7 @@ describe('netrig nats: a hub and a region joined as a leaf node', () => {
 
   test("the region's JetStream domain answers through the hub, to the hub's admin", async () => {
     nc = await connect({ servers: `nats://127.0.0.1:${hubPort}`, user: 'admin', pass: password(hubDir, 'admin'), inboxPrefix: inboxPrefix('admin') });
-    let info: { domain?: string } = {};
-    const joined = await pollUntil(async () => {
-      try {
-        info = (await nc!.request('$JS.dom-eu.API.INFO', '', { timeout: 1000 })).json();
-        return true;
-      } catch {
-        return false;
-      }
-    }, 30_000, 250);
-    assert.ok(joined, `domain dom-eu never answered through the hub:\n${region.tail()}\n${hub.tail()}`);
+    const info = await waitForDomain(nc, 'dom-eu', () => `${region.tail()}\n${hub.tail()}`, 30_000);
     assert.equal(info.domain, 'dom-eu');
   });
 
