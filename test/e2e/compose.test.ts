@@ -41,9 +41,12 @@ let nginx: NginxHandle | undefined;
 let usNginx: NginxHandle | undefined;
 let env: NodeJS.ProcessEnv = {};
 let clickhousePort = 0;
-/** The stack up now (its compose file, before embedded.yml), taken down at the end. */
-let upStack: string | null = null;
+/** The stack's compose file (embedded.yml goes after it). */
 let stackFile = 'docker-compose.yml';
+/** A stack is up, to be taken down at the end. */
+let stackUp = false;
+/** The store's reader password, read from its volume once per stack. */
+let readerPassword: string | null = null;
 
 function compose(args: string[], timeoutMs = 120_000): Promise<ExecResult> {
   return run('docker-compose', ['-f', join(COMPOSE_DIR, stackFile), '-f', join(COMPOSE_DIR, 'embedded.yml'), '--project-directory', COMPOSE_DIR, ...args], { env, timeoutMs });
@@ -58,8 +61,9 @@ async function composeOk(args: string[], timeoutMs?: number): Promise<ExecResult
 const logsOf = async (service: string) => (await compose(['logs', '--no-color', '--tail', '200', service])).stdout;
 
 async function down(): Promise<void> {
-  if (!upStack) return;
-  upStack = null;
+  if (!stackUp) return;
+  stackUp = false;
+  readerPassword = null;
   const r = await compose(['down', '--volumes', '--remove-orphans', '--timeout', '20'], 180_000);
   if (r.code === 0) return;
   // Whatever compose could not take down, by the project's label: nothing may start again
@@ -76,15 +80,15 @@ async function down(): Promise<void> {
 async function upWith(file: string): Promise<void> {
   await down();
   stackFile = file;
-  upStack = file;
+  stackUp = true;
   await composeOk(['up', '--detach'], 300_000);
 }
 
 /** Rows of `query` through the store's endpoint (its reader password is in its volume). */
 async function sql<T>(query: string): Promise<T[]> {
-  const password = (await composeOk(['exec', '-T', 'clickhouse', 'cat', '/var/lib/netrig/endpoint/reader.password'])).stdout.trim();
+  readerPassword ??= (await composeOk(['exec', '-T', 'clickhouse', 'cat', '/var/lib/netrig/endpoint/reader.password'])).stdout.trim();
   const res = await fetch(`http://127.0.0.1:${clickhousePort}/?database=netrig`, {
-    method: 'POST', signal: AbortSignal.timeout(10_000), body: `${query} FORMAT JSONEachRow`, headers: { authorization: `Basic ${Buffer.from(`default:${password}`).toString('base64')}` },
+    method: 'POST', signal: AbortSignal.timeout(10_000), body: `${query} FORMAT JSONEachRow`, headers: { authorization: `Basic ${Buffer.from(`default:${readerPassword}`).toString('base64')}` },
   });
   const text = await res.text();
   if (!res.ok) throw new Error(`query failed (${res.status}): ${text}`);
