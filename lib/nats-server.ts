@@ -58,7 +58,8 @@ export interface OwnedNatsServer {
   stop(): Promise<void>;
 }
 
-function has(cmd: string): boolean {
+/** Whether `cmd` is on the PATH. */
+export function commandExists(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
 
@@ -86,7 +87,7 @@ function leafUrl(url: string, password: string): string {
 
 /** Start nats-server as `o` describes; resolves when it accepts clients. */
 export async function startOwnedNatsServer(o: OwnedNatsOptions): Promise<OwnedNatsServer> {
-  if (!has('nats-server')) {
+  if (!commandExists('nats-server')) {
     throw new PrerequisiteError("nats-server is not installed: run 'scripts/setup.sh' (it installs Debian's nats-server) or pass --nats to use a running one");
   }
   const host = o.host ?? '127.0.0.1';
@@ -112,7 +113,7 @@ export async function startOwnedNatsServer(o: OwnedNatsOptions): Promise<OwnedNa
   }), { mode: 0o600 });
 
   const args = ['-c', configFile];
-  const child: ChildProcess = has('setpriv')
+  const child: ChildProcess = commandExists('setpriv')
     ? spawn('setpriv', ['--pdeathsig', 'SIGTERM', 'nats-server', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn('nats-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';

@@ -13,6 +13,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { pollUntil } from './cleanup-all.js';
 import { killSync, onExit } from './cleanup.js';
 import { run, type ExecOptions, type ExecResult } from './netns.js';
+import { commandExists } from '../../lib/nats-server.js';
 import { waitExit } from './nats-server.js';
 
 /** Where the test engine keeps its images between runs. */
@@ -30,15 +31,13 @@ export interface DockerEngine {
 }
 
 /** Fail naming what is missing: scripts/setup.sh installs these. */
-export async function requireCommands(cmds: string[]): Promise<void> {
-  for (const cmd of cmds) {
-    const r = await run('sh', ['-c', `command -v ${cmd}`]);
-    if (r.code !== 0) throw new Error(`${cmd} is not installed: scripts/setup.sh installs it (Debian's docker.io, docker-compose and debootstrap)`);
-  }
+function requireCommands(cmds: string[]): void {
+  const missing = cmds.find((cmd) => !commandExists(cmd));
+  if (missing) throw new Error(`${missing} is not installed: scripts/setup.sh installs it (Debian's docker.io, docker-compose and debootstrap)`);
 }
 
 export async function startDockerEngine(): Promise<DockerEngine> {
-  await requireCommands(['dockerd', 'docker', 'docker-compose', 'debootstrap']);
+  requireCommands(['dockerd', 'docker', 'docker-compose', 'debootstrap']);
   const runDir = mkdtempSync(join(tmpdir(), 'netrig-dockerd-'));
   const host = `unix://${runDir}/docker.sock`;
   const lines: string[] = [];
