@@ -69,6 +69,9 @@ async function queryAndPrint(opts: QueryTargetInput & { format: string }, sql: (
   }
 }
 
+/** Commander's collector of an option given more than once: every value, in order. */
+const repeatable = (v: string, acc: string[]): string[] => [...acc, v];
+
 /** How a command reaches NATS: URL, credentials (lib/nats.ts natsConnectOptions builds the connect options). */
 function natsOption(cmd: Command): Command {
   return cmd
@@ -180,7 +183,7 @@ program.command('nats')
   .option('--leafnode-port <port>', 'a hub: accept regions as leaf nodes on this port (password generated into <data dir>/nats-auth/leaf.password)')
   .option('--leaf-remote <url>', "a region: join the hub at this URL (nats-leaf://hub:7422) as a leaf node")
   .option('--leaf-password-file <file>', "the leaf password: a region's to join its hub (the hub's nats-auth/leaf.password), or a hub's own instead of a generated one")
-  .option('--user-password-file <role=file>', 'a role\'s password (edge, processor, admin) from a file instead of generated, e.g. a mounted secret (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--user-password-file <role=file>', 'a role\'s password (edge, processor, admin) from a file instead of generated, e.g. a mounted secret (repeatable)', repeatable, [] as string[])
   .option('--nats-tls-ca <file>', "CA certificate of the hub's, when the hub speaks TLS")
   .action(async (opts) => {
     const { runNats } = await import('./nats.js');
@@ -289,7 +292,7 @@ natsOption(program.command('configure'))
 
 streamOptions(natsOption(program.command('fanin')))
   .description('make the hub\'s raw stream source each region\'s (JetStream domains joined as leaf nodes), or show the sources')
-  .option('--source <region=domain>', 'a region and its JetStream domain (repeatable); sources already there are kept', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--source <region=domain>', 'a region and its JetStream domain (repeatable); sources already there are kept', repeatable, [] as string[])
   .option('--show', 'print each source with its lag and last activity')
   .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
   .action(async (opts) => {

@@ -8,9 +8,10 @@
  * leaf nodes on its own port with the password in `nats-auth/leaf.password` (or given).
  */
 import { resolve } from 'node:path';
-import { intValue, tokenValue } from '../lib/config.js';
+import { intValue } from '../lib/config.js';
 import { holdingDataDir } from '../lib/data-dir.js';
 import { ConfigError } from '../lib/errors.js';
+import { domainName } from '../lib/fanin.js';
 import { logger } from '../lib/logger.js';
 import { startOwnedNatsServer } from '../lib/nats-server.js';
 import { secretOfFlag } from '../lib/secret-file.js';
@@ -60,7 +61,7 @@ export async function runNats(input: NatsInput): Promise<{ stop(): Promise<void>
   return holdingDataDir(dataDir, () => startOwnedNatsServer({
     dataDir, host: input.natsHost, port: intValue('nats-port', input.natsPort ?? 4222, 0, 65535), tls: input.natsTls,
     roles, passwords,
-    domain: input.domain === undefined ? undefined : tokenValue('domain', input.domain),
+    domain: input.domain === undefined ? undefined : domainName('domain', input.domain),
     leafnodePort: input.leafnodePort === undefined ? undefined : intValue('leafnode-port', input.leafnodePort, 1, 65535),
     leafPassword: input.leafnodePort === undefined ? undefined : leafPassword,
     leafRemote: input.leafRemote === undefined ? undefined : { url: input.leafRemote, password: leafPassword!, tlsCa: input.natsTlsCa },

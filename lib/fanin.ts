@@ -43,6 +43,12 @@ const API_PREFIX = /^\$JS\.([A-Za-z0-9_-]+)\.API$/;
 /** A source's state as the server reports it: which external stream, and (2.10+) its filter. */
 type SourceInfo = StreamSourceInfo & { external?: ExternalStream; filter_subject?: string };
 
+/** A JetStream domain (of `netrig nats --domain`) as fan-in can source it; a clear error for anything else. */
+export function domainName(key: string, v: string): string {
+  if (!NAME.test(v)) throw new ConfigError(key, `expected letters, digits, '-' and '_', at most 64, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 /** "REGION=DOMAIN" → a source; a clear error for anything else. */
 export function parseSource(text: string): FaninSource {
   const eq = text.indexOf('=');
