@@ -4,6 +4,7 @@
  * edge), keeps its stdout lines and its stderr (pino JSON log lines, parsed, and any other
  * line), and stops it with a signal. The exit safety net SIGKILLs what a test leaves.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { killSync, onExit } from './cleanup.js';
@@ -20,17 +21,24 @@ export interface LogLine {
   [k: string]: unknown;
 }
 
-/** Environment of a netrig child: ours, with NETRIG_LOG_LEVEL as given (unset: netrig's default). */
-function cliEnv(logLevel?: string): NodeJS.ProcessEnv {
-  const env = { ...process.env };
+/** Options of a netrig child: its log level (unset: netrig's default), more environment, its working directory. */
+interface CliOptions {
+  logLevel?: string;
+  env?: Record<string, string>;
+  cwd?: string;
+}
+
+/** Environment of a netrig child: ours and `extra`, with NETRIG_LOG_LEVEL as given. */
+function cliEnv(logLevel?: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra };
   if (logLevel) env.NETRIG_LOG_LEVEL = logLevel;
   else delete env.NETRIG_LOG_LEVEL;
   return env;
 }
 
 /** Run `netrig <args>` to its end (killed after `timeoutMs`). */
-export function runCli(args: string[], opts: { timeoutMs?: number; logLevel?: string } = {}): Promise<ExecResult> {
-  return run(process.execPath, [CLI, ...args], { timeoutMs: opts.timeoutMs ?? 60_000, env: cliEnv(opts.logLevel) });
+export function runCli(args: string[], opts: CliOptions & { timeoutMs?: number } = {}): Promise<ExecResult> {
+  return run(process.execPath, [CLI, ...args], { timeoutMs: opts.timeoutMs ?? 60_000, env: cliEnv(opts.logLevel, opts.env), cwd: opts.cwd });
 }
 
 /** Split stderr into pino log lines and the other (plain) lines. */
@@ -51,6 +59,21 @@ export function splitStderr(stderr: string): { logs: LogLine[]; plain: string[] 
     plain.push(line);
   }
   return { logs, plain };
+}
+
+/**
+ * The one-line error a user meets: exit code 1, exactly one non-log line on stderr that
+ * starts with `netrig:` and matches `pattern`, nothing on stderr that looks like a stack trace.
+ */
+export function assertOneLineError(r: { code: number | null; stderr: string }, pattern: RegExp, what: string): string {
+  assert.equal(r.code, 1, `${what}: exit code 1 (stderr: ${r.stderr})`);
+  const { logs, plain } = splitStderr(r.stderr);
+  assert.equal(plain.length, 1, `${what}: one plain line on stderr, got ${JSON.stringify(plain)}`);
+  assert.match(plain[0], /^netrig: /, `${what}: the line starts with 'netrig:'`);
+  assert.match(plain[0], pattern, what);
+  assert.doesNotMatch(r.stderr, /^\s+at |\n\s+at /, `${what}: no stack trace`);
+  assert.ok(logs.every((l) => l.level < 50 && !('stack' in l) && !(typeof l.err === 'object')), `${what}: no error logged besides the line: ${JSON.stringify(logs)}`);
+  return plain[0];
 }
 
 export interface CliChild {
@@ -81,9 +104,9 @@ export interface CliChild {
  * Start `netrig <args>` with piped output; `prefix` is a command that execs it (such as
  * setpriv with its arguments and `--`), so the pid is still netrig's.
  */
-export function spawnCli(args: string[], opts: { logLevel?: string; prefix?: string[] } = {}): CliChild {
+export function spawnCli(args: string[], opts: CliOptions & { prefix?: string[] } = {}): CliChild {
   const [cmd, ...cmdArgs] = [...(opts.prefix ?? []), process.execPath, CLI, ...args];
-  const child = spawn(cmd, cmdArgs, { env: cliEnv(opts.logLevel), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, cmdArgs, { env: cliEnv(opts.logLevel, opts.env), cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   const pid = child.pid!;
   const unregister = onExit(`netrig ${args[0]} ${pid}`, () => killSync(pid));
   child.once('exit', unregister);

@@ -7,19 +7,15 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { writeEndpoint } from '../../cli/endpoint-file.js';
 import { dataDirHolder, lockDataDir } from '../../lib/data-dir.js';
 import { DataDirFileError, DataDirLockedError, DataDirPermissionError } from '../../lib/errors.js';
-import { killSync, onExit } from '../helpers/cleanup.js';
-import { waitExit } from '../helpers/nats-server.js';
-import { REPO_ROOT } from '../helpers/paths.js';
+import { onExit } from '../helpers/cleanup.js';
+import { DataDirLocker } from '../helpers/data-dir-locker.js';
 
-const LOCKER = join(REPO_ROOT, 'dist/test/helpers/data-dir-lock-main.js');
 /** Rounds of the race; each spawns RACERS fresh processes on a fresh dir. */
 const ROUNDS = 20;
 const RACERS = 3;
@@ -36,49 +32,6 @@ after(() => {
 let dirs = 0;
 const freshPath = () => join(root, `d${++dirs}`);
 
-/** A lock-taking process: `answer` is its first line after the cue; `finish` lets it release and exit. */
-class Locker {
-  readonly child: ChildProcess;
-  readonly ready: Promise<void>;
-  readonly answer: Promise<string>;
-  private readonly unregister: () => void;
-
-  constructor(dir: string) {
-    this.child = spawn(process.execPath, [LOCKER, dir], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const pid = this.child.pid;
-    this.unregister = onExit(`data dir locker ${pid}`, () => killSync(pid));
-    const lines = createInterface({ input: this.child.stdout! });
-    const next = () => new Promise<string>((resolve, reject) => {
-      const onExit = () => reject(new Error(`locker ${pid} exited early`));
-      this.child.once('exit', onExit);
-      lines.once('line', (l) => {
-        this.child.off('exit', onExit);
-        resolve(l);
-      });
-    });
-    this.ready = next().then((l) => assert.equal(l, 'ready'));
-    this.answer = this.ready.then(next);
-  }
-
-  cue(): void {
-    this.child.stdin!.write('go\n');
-  }
-
-  async finish(): Promise<number | null> {
-    this.child.stdin!.end();
-    if (!(await waitExit(this.child, 10_000))) this.child.kill('SIGKILL');
-    await waitExit(this.child, 10_000);
-    this.unregister();
-    return this.child.exitCode;
-  }
-
-  async kill(): Promise<void> {
-    this.child.kill('SIGKILL');
-    await waitExit(this.child, 10_000);
-    this.unregister();
-  }
-}
-
 test(`${RACERS} processes cued at the same instant: exactly one holds the data dir, ${ROUNDS} rounds out of ${ROUNDS}`, async () => {
   for (let round = 1; round <= ROUNDS; round++) {
     // Odd rounds race on a dir none has created yet; even ones on a dir with a dead holder's lock file.
@@ -87,7 +40,7 @@ test(`${RACERS} processes cued at the same instant: exactly one holds the data d
       mkdirSync(dir, { mode: 0o700 });
       writeFileSync(join(dir, 'netrig.lock'), '999999999\n', { mode: 0o600 });
     }
-    const racers = Array.from({ length: RACERS }, () => new Locker(dir));
+    const racers = Array.from({ length: RACERS }, () => new DataDirLocker(dir));
     try {
       await Promise.all(racers.map((r) => r.ready));
       for (const r of racers) r.cue();
@@ -109,7 +62,7 @@ test(`${RACERS} processes cued at the same instant: exactly one holds the data d
 
 test('a holder killed with SIGKILL leaves the data dir free; a live one is named', async () => {
   const dir = freshPath();
-  const holder = new Locker(dir);
+  const holder = new DataDirLocker(dir);
   await holder.ready;
   holder.cue();
   assert.equal(await holder.answer, 'won');
@@ -130,7 +83,7 @@ test('holds nest within a process: the last release lets go', async () => {
   const second = lockDataDir(dir);
   first();
   first(); // a release runs once
-  const other = new Locker(dir);
+  const other = new DataDirLocker(dir);
   try {
     await other.ready;
     other.cue();
