@@ -126,7 +126,8 @@ function edgeOptions(cmd: Command): Command {
  * clickhouseTarget reads these). --clickhouse-cluster is checked before the command starts
  * anything: up and process would otherwise meet it only after starting NATS.
  */
-function clickhouseOptions(cmd: Command, database: { help: string; default?: string } = { help: 'ClickHouse database', default: 'netrig' }): Command {
+function clickhouseOptions(cmd: Command, database: { help: string; default?: string } = { help: 'ClickHouse database', default: 'netrig' },
+  dataDir: { help: string; default?: string } = { help: 'data directory (embedded ClickHouse, NATS store)', default: './.netrig' }): Command {
   return cmd
     .option('--clickhouse-url <url>', 'a ClickHouse server (default: the embedded engine under --data-dir)')
     .option('--clickhouse-user <user>', 'ClickHouse user')
@@ -134,7 +135,7 @@ function clickhouseOptions(cmd: Command, database: { help: string; default?: str
     .option('--clickhouse-password-file <file>', 'read the ClickHouse password from this file (e.g. <data dir>/endpoint/writer.password)')
     .option('--clickhouse-cluster <name>', 'a cluster of the --clickhouse-url server\'s remote_servers to create the tables on: ON CLUSTER DDL, replicated tables behind Distributed ones')
     .option('--database <name>', database.help, database.default)
-    .option('--data-dir <dir>', 'data directory (embedded ClickHouse, NATS store)', './.netrig')
+    .option('--data-dir <dir>', dataDir.help, dataDir.default)
     .hook('preAction', async (c) => {
       const { clickhouseCluster } = await import('../schemas/cluster-ddl.js');
       try {
@@ -311,18 +312,23 @@ streamOptions(natsOption(program.command('fanin')))
     }
   });
 
-clickhouseOptions(program.command('query'))
-  .description('run SQL against the rows (through a running `netrig up`, the data dir, or a server)')
+/** Commands that only read find the rows themselves when given no place (cli/query.ts openQueryTarget). */
+const READ_DATABASE = { help: "ClickHouse database (default: the running netrig up's, else netrig)" };
+const READ_DATA_DIR = { help: 'data directory of the rows (default: the running netrig up\'s, else ./.netrig)' };
+
+clickhouseOptions(program.command('query'), READ_DATABASE, READ_DATA_DIR)
+  .description('run SQL against the rows (through the running `netrig up`, a data dir, or a server)')
   .argument('<sql>', 'the SQL statement')
   .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
   .action((sql: string, opts) => queryAndPrint(opts, () => sql));
 
 natsOption(program.command('status'))
-  .description('processors and edges running now, from their heartbeats in NATS')
+  .description("processors and edges running now, from their heartbeats in NATS (default: the running netrig up's)")
+  .option('--data-dir <dir>', 'ask the netrig up holding this data dir (when several run)')
   .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
   .action(async (opts) => {
-    const { printStatus } = await import('./status.js');
-    const nc = await connectNats(opts, 'netrig-status', logger('status')).catch(fail);
+    const { printStatus, statusNats } = await import('./status.js');
+    const nc = await Promise.resolve().then(() => connectNats(statusNats(opts), 'netrig-status', logger('status'))).catch(fail);
     try {
       await printStatus(nc, opts.format, process.stdout);
     } catch (err) {
@@ -332,7 +338,7 @@ natsOption(program.command('status'))
     }
   });
 
-clickhouseOptions(program.command('report'))
+clickhouseOptions(program.command('report'), READ_DATABASE, READ_DATA_DIR)
   .description(`ready reports: ${Object.keys(REPORTS).join(', ')}`)
   .argument('<name>', 'report name')
   .option('--format <format>', 'table or json', 'table')

@@ -2,12 +2,14 @@
  * `netrig query` and `netrig report`: SQL against wherever the rows are. Through the
  * endpoint of a running `netrig up` when it holds the data dir (with the reader password
  * that up keeps in the data dir, unless one is given), else opening the embedded store
- * directly, or a ClickHouse server by URL.
+ * directly, or a ClickHouse server by URL. Given none of these, the `netrig up` running on
+ * this host (lib/running-ups.ts).
  */
 import { resolve } from 'node:path';
 import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseAuthError, openClickHouse } from '../lib/clickhouse.js';
-import { ConfigError } from '../lib/errors.js';
+import { ClickHouseAuthError, hasEmbeddedStore, openClickHouse } from '../lib/clickhouse.js';
+import { ConfigError, StoreNotFoundError } from '../lib/errors.js';
+import { theRunningUp } from '../lib/running-ups.js';
 import { identifier } from '../schemas/migrate.js';
 import { readEndpoint } from './endpoint-file.js';
 
@@ -25,14 +27,33 @@ export interface QueryTarget {
   close(): Promise<void>;
 }
 
-/** Open the right client for a query. */
+/** The data dir the reading commands look in when given no target and no `netrig up` runs. */
+const DEFAULT_DATA_DIR = './.netrig';
+
+/** Where the rows are when the command names no place: the one running `netrig up`, else a store in ./.netrig. */
+function foundTarget(): { dataDir: string; clickhouseUrl?: string; database?: string } {
+  const up = theRunningUp();
+  if (up) return { dataDir: up.dataDir, clickhouseUrl: up.clickhouseUrl, database: up.database };
+  const dataDir = resolve(DEFAULT_DATA_DIR);
+  if (!hasEmbeddedStore(dataDir) && !readEndpoint(dataDir)) throw new StoreNotFoundError(dataDir, `no \`netrig up\` runs on this host and ${DEFAULT_DATA_DIR} holds no store`);
+  return { dataDir };
+}
+
+/**
+ * Open the right client for a query: the server of --clickhouse-url; else the data dir's
+ * (--data-dir, or the running `netrig up`'s, or ./.netrig): through its `netrig up`'s endpoint
+ * while one holds it, else its embedded store. Nothing is created: a data dir without a store
+ * or a missing database is an error.
+ */
 export async function openQueryTarget(input: QueryTargetInput): Promise<QueryTarget> {
-  const database = identifier('database', input.database ?? 'netrig');
-  if (input.clickhouseUrl) {
-    const ch = await openClickHouse({ url: input.clickhouseUrl, user: input.clickhouseUser, password: input.clickhousePassword, database });
+  const found = input.clickhouseUrl !== undefined || input.dataDir !== undefined ? null : foundTarget();
+  const database = identifier('database', input.database ?? found?.database ?? 'netrig');
+  const url = input.clickhouseUrl ?? found?.clickhouseUrl;
+  if (url !== undefined) {
+    const ch = await openClickHouse({ url, user: input.clickhouseUser, password: input.clickhousePassword, database }, { create: false });
     return { client: ch.client, database, close: () => ch.close() };
   }
-  const dataDir = resolve(input.dataDir ?? './.netrig');
+  const dataDir = resolve(found?.dataDir ?? input.dataDir!);
   const ep = readEndpoint(dataDir);
   if (ep) {
     const user = input.clickhouseUser ?? ep.user;
@@ -50,7 +71,8 @@ export async function openQueryTarget(input: QueryTargetInput): Promise<QueryTar
     }
     return { client, database, close: () => client.close() };
   }
-  const ch = await openClickHouse({ dataDir, database });
+  if (!hasEmbeddedStore(dataDir)) throw new StoreNotFoundError(dataDir, `${dataDir} holds no store and no \`netrig up\` holds it`);
+  const ch = await openClickHouse({ dataDir, database }, { create: false });
   return { client: ch.client, database, close: () => ch.close() };
 }
 

@@ -2,10 +2,31 @@
  * netrig status: the processors and edges running now, from their heartbeats in NATS
  * (lib/heartbeat.ts). `table` for people; `json`, one object per line, for scripts.
  */
+import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ConfigError } from '../lib/errors.js';
 import { readStatus, type NetrigStatus } from '../lib/heartbeat.js';
+import type { NatsClientInput } from '../lib/nats.js';
+import { natsAuthDir } from '../lib/nats-server.js';
+import { theRunningUp } from '../lib/running-ups.js';
 import { formatTable } from './query.js';
+
+/**
+ * How `netrig status` reaches NATS: as told (--nats), else the running `netrig up`'s (the one
+ * holding --data-dir when given): its own nats-server as its admin role unless credentials
+ * are given, or the --nats it was started with.
+ */
+export function statusNats(input: NatsClientInput & { dataDir?: string }): NatsClientInput {
+  if (input.nats !== undefined) return input;
+  const up = theRunningUp(input.dataDir);
+  if (!up) {
+    const which = input.dataDir === undefined ? 'runs on this host' : `holds ${input.dataDir}`;
+    throw new ConfigError('nats', `no \`netrig up\` ${which} to ask: pass --nats URL with its credentials (--nats-user and --nats-password-file, or --nats-creds)`);
+  }
+  const given = input.natsUser !== undefined || input.natsCreds !== undefined;
+  if (!up.nats.owned || given) return { ...input, nats: up.nats.url, natsTlsCa: input.natsTlsCa ?? up.nats.tlsCa };
+  return { ...input, nats: up.nats.url, natsUser: 'admin', natsPasswordFile: join(natsAuthDir(up.dataDir), 'admin.password'), natsTlsCa: input.natsTlsCa ?? up.nats.tlsCa };
+}
 
 /** One line of what the entry does, for the table. */
 function detail(s: NetrigStatus): string {

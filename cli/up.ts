@@ -13,9 +13,10 @@ import { WRITER_USER, type ClickHouseEndpoint } from '../lib/clickhouse-endpoint
 import { intValue } from '../lib/config.js';
 import { ConfigError } from '../lib/errors.js';
 import { replicasValue } from '../lib/raw-stream.js';
+import { advertiseUp } from '../lib/running-ups.js';
 import { logger } from '../lib/logger.js';
 import type { NatsClientInput } from '../lib/nats.js';
-import { startOwnedNatsServer, type OwnedNatsServer } from '../lib/nats-server.js';
+import { natsAuthDir, startOwnedNatsServer, type OwnedNatsServer } from '../lib/nats-server.js';
 import { secretFile } from '../lib/secret-file.js';
 import { metricsPasswordOfFile } from '../lib/metrics-server.js';
 import { clickhouseTarget, runProcessor, type RunningProcessor } from '../processors/index.js';
@@ -129,12 +130,18 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     );
     undo.push(() => processor.stop());
 
+    // Found from any directory by `netrig query`, `report` and `status` (lib/running-ups.ts).
+    undo.push(advertiseUp({
+      dataDir, database: input.database ?? 'netrig', clickhouseUrl: input.clickhouseUrl,
+      nats: { url: natsUrl, owned: nats !== null, tlsCa: nats?.tlsCa ?? undefined },
+    }));
+
     const summary = new Summary(edge.edge, processor.processor, ch, processor.nc, out, intValue('summary-interval', input.summaryInterval ?? 1, 1, 3600) * 1000);
     summary.start();
     undo.push(() => summary.stop());
     log.info({
       edgeMetricsPort: edge.metricsPort, processorMetricsPort: processor.metricsPort,
-      nats: natsUrl, natsAuth: nats ? join(dataDir, 'nats-auth') : undefined, natsTlsCa: nats?.tlsCa ?? undefined, clickhouse: endpointUrl ?? ch.where, dataDir,
+      nats: natsUrl, natsAuth: nats ? natsAuthDir(dataDir) : undefined, natsTlsCa: nats?.tlsCa ?? undefined, clickhouse: endpointUrl ?? ch.where, dataDir,
       ...(endpoint ? { writer: WRITER_USER, writerPasswordFile: writerPasswordFile(dataDir) } : {}),
     }, 'netrig up: running; Ctrl-C stops it');
     return { endpointUrl, natsUrl, stop: stopAll };

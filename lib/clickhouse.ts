@@ -3,6 +3,7 @@
  * embedded chdb engine under a data directory (one process may hold it: ./data-dir.ts), or
  * any ClickHouse server by URL. Errors a user can meet say what to do.
  */
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
@@ -10,7 +11,7 @@ import type { Connection } from '@clickhouse/client-common';
 import type { ChdbConnection } from 'chdb/connection';
 import { loadChdbConnection } from './chdb.js';
 import { lockDataDir } from './data-dir.js';
-import { NetrigError, PrerequisiteError } from './errors.js';
+import { ConfigError, NetrigError, PrerequisiteError } from './errors.js';
 
 /**
  * Where the rows live: a server by URL (`cluster`: a cluster of its remote_servers the tables
@@ -128,8 +129,29 @@ async function checkServer(client: ClickHouseClient, url: string, user: string):
   throw new PrerequisiteError(`cannot reach ClickHouse at ${url} (${cause?.message ?? 'no answer'}): start the server or pass the right --clickhouse-url`, { cause });
 }
 
-/** Connect to the target and make sure the database exists. */
-export async function openClickHouse(target: ClickHouseTarget): Promise<ClickHouse> {
+/** Where the embedded engine keeps its store under a data dir. */
+export function embeddedStorePath(dataDir: string): string {
+  return join(resolve(dataDir), 'clickhouse');
+}
+
+/** Whether a data dir holds an embedded store (without creating one). */
+export function hasEmbeddedStore(dataDir: string): boolean {
+  return existsSync(embeddedStorePath(dataDir));
+}
+
+/** With `create: false` (commands that only read), a missing database is an error, never made. */
+async function useDatabase(client: ClickHouseClient, database: string, where: string, create: boolean): Promise<void> {
+  if (create) {
+    await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${database}` });
+    return;
+  }
+  const rs = await client.query({ query: `EXISTS DATABASE ${database}`, format: 'JSONCompact' });
+  const { data } = await rs.json<[number | string]>();
+  if (Number(data[0]?.[0]) !== 1) throw new ConfigError('database', `no database ${database} at ${where}: name the one the processors write (--database)`);
+}
+
+/** Connect to the target and make sure the database exists (creating it unless `create` is false). */
+export async function openClickHouse(target: ClickHouseTarget, { create = true } = {}): Promise<ClickHouse> {
   if ('url' in target) {
     const user = target.user ?? 'default';
     const client = createClient({
@@ -143,7 +165,7 @@ export async function openClickHouse(target: ClickHouseTarget): Promise<ClickHou
     });
     try {
       await checkServer(client, target.url, user);
-      await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${target.database}` });
+      await useDatabase(client, target.database, target.url, create);
     } catch (err) {
       await client.close();
       throw err;
@@ -171,11 +193,11 @@ export async function openClickHouse(target: ClickHouseTarget): Promise<ClickHou
   const { createChdbConnection } = await loadChdbConnection();
   const unlock = lockDataDir(dir);
   let client: ClickHouseClient;
-  const chdb: ChdbConnection = createChdbConnection({ path: join(dir, 'clickhouse') });
+  const chdb: ChdbConnection = createChdbConnection({ path: embeddedStorePath(dir) });
   const connection = chdb as unknown as Connection<Readable>;
   try {
     client = createClient({ connection, clickhouse_settings: SETTINGS } as Parameters<typeof createClient>[0]);
-    await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${target.database}` });
+    await useDatabase(client, target.database, dir, create);
     // Unqualified table names resolve in netrig's database (the engine's session is ours alone).
     await client.command({ query: `USE ${target.database}` });
   } catch (err) {

@@ -94,7 +94,8 @@ export function readDataDirFile(dir: string, name: string): string | null {
   }
 }
 
-function pidAlive(pid: number): boolean {
+/** Whether a process with this pid exists (one of another user's too). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -90,6 +90,20 @@ export class DataDirFileError extends NetrigError {
   }
 }
 
+/**
+ * A command that reads rows found none to read: no running `netrig up` and no store where it
+ * looked. Reading never creates a store.
+ */
+export class StoreNotFoundError extends NetrigError {
+  /** The data dir looked in. */
+  readonly dataDir: string;
+  /** `looked`: where it looked, as the user should read it. */
+  constructor(dataDir: string, looked: string, options?: ErrorOptions) {
+    super('ERR_STORE_NOT_FOUND', `no rows to read: ${looked}; start \`netrig up\`, or name the rows with --data-dir DIR or --clickhouse-url URL`, options);
+    this.dataDir = dataDir;
+  }
+}
+
 /** A replay named a database that processors write to: a replay writes into one of its own. */
 export class LiveDatabaseError extends NetrigError {
   readonly database: string;

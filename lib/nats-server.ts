@@ -58,6 +58,11 @@ export interface OwnedNatsServer {
   stop(): Promise<void>;
 }
 
+/** Where the owned nats-server keeps its roles' passwords (`<role>.password`). */
+export function natsAuthDir(dataDir: string): string {
+  return join(dataDir, 'nats-auth');
+}
+
 /** Whether `cmd` is on the PATH. */
 export function commandExists(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
@@ -93,7 +98,7 @@ export async function startOwnedNatsServer(o: OwnedNatsOptions): Promise<OwnedNa
   const host = o.host ?? '127.0.0.1';
   // Encrypted or not, stream names and subjects (regions, nodes) are no one else's business.
   const storeDir = privateDir(join(o.dataDir, 'nats'));
-  const authDir = join(o.dataDir, 'nats-auth');
+  const authDir = natsAuthDir(o.dataDir);
   const passwords = Object.fromEntries(Object.keys(o.roles).map((role) => [role, secretFile(authDir, `${role}.password`, o.passwords?.[role]).value]));
   const wildcard = host === '0.0.0.0' || host === '::';
   // Clients of this host reach a wildcard listener through loopback.

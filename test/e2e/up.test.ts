@@ -1,7 +1,8 @@
 /**
  * End to end: `netrig up` as a child process with a temporary data dir, while curl in one
  * network namespace talks to nginx in another. While it runs: its summary lines on stdout,
- * `netrig query` (json and table) and `netrig report` through its endpoint, a second
+ * `netrig query` (json and table) and `netrig report` through its endpoint, and with no
+ * target from another directory (`query`, `report`, `status` find it), a second
  * `netrig process` attached to its NATS and endpoint (as its writer) writing the same rows
  * into a database of its own, a wrong password refused with one clear line. Errors a user can meet are one
  * `netrig:` line each: the data dir held by the running `up`, ClickHouse or NATS
@@ -11,7 +12,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -19,7 +20,7 @@ import { join } from 'node:path';
 import { cleanupAll, pollUntil } from '../helpers/cleanup-all.js';
 import { onExit, uniqueToken } from '../helpers/cleanup.js';
 import { bpfIdsOf, bpftoolLinks, bpftoolMaps, bpftoolProgs, type BpfIds } from '../helpers/bpf-objects.js';
-import { runCli, spawnCli, splitStderr, type CliChild } from '../helpers/cli.js';
+import { assertOneLineError, runCli, spawnCli, type CliChild } from '../helpers/cli.js';
 import { freePort } from '../helpers/nats-server.js';
 import { createHostPair, run, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
@@ -52,21 +53,6 @@ function holdPort(port: number): Promise<Server> {
     s.once('error', reject);
     s.listen(port, '127.0.0.1', () => resolve(s));
   });
-}
-
-/**
- * The one-line error a user meets: exit code 1, exactly one non-log line on stderr that
- * starts with `netrig:` and matches `pattern`, nothing on stderr that looks like a stack trace.
- */
-function assertOneLineError(r: { code: number | null; stderr: string }, pattern: RegExp, what: string): string {
-  assert.equal(r.code, 1, `${what}: exit code 1 (stderr: ${r.stderr})`);
-  const { logs, plain } = splitStderr(r.stderr);
-  assert.equal(plain.length, 1, `${what}: one plain line on stderr, got ${JSON.stringify(plain)}`);
-  assert.match(plain[0], /^netrig: /, `${what}: the line starts with 'netrig:'`);
-  assert.match(plain[0], pattern, what);
-  assert.doesNotMatch(r.stderr, /^\s+at |\n\s+at /, `${what}: no stack trace`);
-  assert.ok(logs.every((l) => l.level < 50 && !('stack' in l) && !(typeof l.err === 'object')), `${what}: no error logged besides the line: ${JSON.stringify(logs)}`);
-  return plain[0];
 }
 
 /** Pids of processes whose command line mentions `text` (other than pgrep itself). */
@@ -102,6 +88,8 @@ describe('netrig up as a user runs it', () => {
   /** The curl connection's client port and the rows it made, as `up` stored them. */
   let clientPort = 0;
   let upRows: ExchangeRow[] = [];
+  /** Where this up advertises itself (lib/running-ups.ts): a directory of this test's, so other tests' ups are not found. */
+  const runDirEnv = { NETRIG_RUN_DIR: '' };
 
   // The token is in the first path itself: query values are masked in rows (`?t=***`).
   const paths = [`/t/${token}?t=${token}`, `/small.txt?t=${token}`, `/status/404?t=${token}`];
@@ -116,6 +104,7 @@ describe('netrig up as a user runs it', () => {
     hosts = await createHostPair();
     nginx = await startNginx(hosts.server);
     dataDir = tempDir('up');
+    runDirEnv.NETRIG_RUN_DIR = join(tempDir('up-run'), 'run');
     // A free port can be taken between the probe and the bind: a few attempts with others.
     for (let attempt = 1; ; attempt++) {
       natsPort = await freePort();
@@ -124,7 +113,7 @@ describe('netrig up as a user runs it', () => {
         'up', '--data-dir', dataDir, '--nats-port', String(natsPort), '--http-port', String(httpPort),
         '--metrics-port', '0', '--processor-metrics-port', '0', '--password', password,
         '--include-netns', `${hosts.client.netnsIno()},${hosts.server.netnsIno()}`,
-      ]);
+      ], { env: runDirEnv });
       try {
         await up.waitLog("'netrig up: running'", (l) => /^netrig up: running/.test(l.msg ?? ''));
         break;
@@ -243,6 +232,24 @@ describe('netrig up as a user runs it', () => {
     for (const p of storedPaths) assert.ok(text.stdout.includes(p), `the table report shows ${p}`);
   });
 
+  test('given no target, from any directory: query, report and status find the running up; nothing is created', async () => {
+    assert.ok(clientPort > 0, 'traffic was made');
+    const elsewhere = tempDir('up-elsewhere');
+    const opts = { env: runDirEnv, cwd: elsewhere };
+    const q = await runCli(['query', '--format', 'json', rowsSql()], opts);
+    assert.equal(q.code, 0, q.stderr);
+    assert.deepEqual(q.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as ExchangeRow), upRows, 'the same rows as through --data-dir');
+    const report = await runCli(['report', 'top-endpoints', '--format', 'json'], opts);
+    assert.equal(report.code, 0, report.stderr);
+    for (const p of storedPaths) assert.ok(report.stdout.includes(JSON.stringify(p)), `the report lists ${p}: ${report.stdout}`);
+    const status = await runCli(['status', '--format', 'json'], opts);
+    assert.equal(status.code, 0, status.stderr);
+    const entries = status.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string; pid: number });
+    assert.deepEqual(entries.map((e) => e.kind).sort(), ['edge', 'processor'], `status lists its edge and its processor: ${status.stdout}`);
+    assert.ok(entries.every((e) => e.pid === up!.pid), 'both are the up process');
+    assert.deepEqual(readdirSync(elsewhere), [], 'no store or data dir was created where the commands ran');
+  });
+
   test('a second `netrig process` attached to the running up writes the same rows into its own database, and stops on SIGTERM', async () => {
     assert.ok(clientPort > 0, 'traffic was made');
     const url = `http://127.0.0.1:${httpPort}`;
@@ -345,6 +352,11 @@ describe('netrig up as a user runs it', () => {
     assert.ok(!existsSync(join(dataDir, 'netrig.lock')), 'the lock file removed');
     const after = await queryJson<ExchangeRow>(rowsSql());
     assert.deepEqual(after, upRows, 'the rows are still there, read from the store directly');
+    assert.deepEqual(readdirSync(runDirEnv.NETRIG_RUN_DIR), [], 'it no longer advertises itself');
+    const elsewhere = tempDir('up-gone');
+    const none = await runCli(['query', 'SELECT 1'], { env: runDirEnv, cwd: elsewhere });
+    assertOneLineError(none, /no rows to read: no `netrig up` runs on this host and \.\/\.netrig holds no store; start `netrig up`, or name the rows with --data-dir DIR or --clickhouse-url URL/, 'query with no up and no store');
+    assert.deepEqual(readdirSync(elsewhere), [], 'reading created nothing');
     const other = await queryJson<ExchangeRow>(rowsSql(), ['--database', otherDb]);
     assert.deepEqual(other, upRows, 'and the second processor\'s database too');
   });
