@@ -12,6 +12,7 @@
  */
 import { l7Function, l7Row, noResumeState, resumeKey, type L7Protocol, type ResumeState } from '../l7/protocol.js';
 import { storedPath } from '../l7/path-mask.js';
+import { pathTemplate } from '../l7/path-template.js';
 import type { LaneContext } from '../runtime/function.js';
 import { ConnFlags, Role } from '../../schemas/records.js';
 import { ExchangeFlags, Http1Connection, newHttp1Stats, type Http1Exchange, type Http1Stats } from './connection.js';
@@ -79,6 +80,7 @@ export const http1Protocol: L7Protocol<Http1Exchange> = {
       method: x.method,
       host: x.host,
       path: storedPath(x.path, opts),
+      path_template: pathTemplate(x.path),
       status: x.status,
       // Every row names every column: the sink sends rows as arrays under one column list.
       grpc_service: '',

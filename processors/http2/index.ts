@@ -9,6 +9,7 @@
  * (never guessed), flagged `partial`, until the table is known again.
  */
 import { storedPath } from '../l7/path-mask.js';
+import { pathTemplate } from '../l7/path-template.js';
 import { l7Function, l7Row, type L7Protocol } from '../l7/protocol.js';
 import { ExchangeFlags, Http2Connection, newHttp2Stats, type Http2Exchange, type Http2Stats } from './connection.js';
 
@@ -40,6 +41,7 @@ export const http2Protocol: L7Protocol<Http2Exchange> = {
       method: x.method,
       host: x.authority,
       path: storedPath(x.path, opts),
+      path_template: pathTemplate(x.path),
       status: x.status,
       grpc_service: x.grpcService,
       grpc_method: x.grpcMethod,

@@ -209,32 +209,35 @@ function recordingClient(tables: { engine: string }[], versions: number[]) {
   return { client, commands, queries, inserts };
 }
 
+/** Versions of every migration in schemas/migrations/, in order. */
+const ALL_VERSIONS = migrationFiles().map((f) => Number(f.slice(0, 3)));
+
 test('migrate on a cluster: bootstrap and every migration as cluster DDL on a new database; nothing ON CLUSTER once applied', async () => {
   const fresh = recordingClient([], []);
-  assert.deepEqual(await migrate(fresh.client, { ...opts, cluster: 'c' }), [1, 2, 3, 4]);
+  assert.deepEqual(await migrate(fresh.client, { ...opts, cluster: 'c' }), ALL_VERSIONS);
   const expected = [...bootstrapStatements('netrig', 'c'), ...migrationFiles().flatMap((f) => migrationStatements(file(f), { ...opts, cluster: 'c' }))];
   assert.deepEqual(fresh.commands, expected);
   assert.ok(fresh.commands.every((q) => q.includes(" ON CLUSTER 'c'")));
-  assert.deepEqual(fresh.inserts, [1, 2, 3, 4].map((v) => ({ table: 'netrig.schema_migrations', token: `netrig.migration.${v}` })));
+  assert.deepEqual(fresh.inserts, ALL_VERSIONS.map((v) => ({ table: 'netrig.schema_migrations', token: `netrig.migration.${v}` })));
 
   // Applied already: no DDL at all (ON CLUSTER waits for every host; a host down must not stop a restart).
-  const applied = recordingClient([{ engine: 'ReplicatedReplacingMergeTree' }], [1, 2, 3, 4]);
+  const applied = recordingClient([{ engine: 'ReplicatedReplacingMergeTree' }], ALL_VERSIONS);
   assert.deepEqual(await migrate(applied.client, { ...opts, cluster: 'c' }), []);
   assert.deepEqual(applied.commands, []);
 
   // Bootstrapped, one migration missing: only its statements.
-  const behind = recordingClient([{ engine: 'ReplicatedReplacingMergeTree' }], [1, 2, 3]);
-  assert.deepEqual(await migrate(behind.client, { ...opts, cluster: 'c' }), [4]);
-  assert.deepEqual(behind.commands, migrationStatements(file('004_connections_forgotten.sql'), { ...opts, cluster: 'c' }));
+  const behind = recordingClient([{ engine: 'ReplicatedReplacingMergeTree' }], ALL_VERSIONS.slice(0, -1));
+  assert.deepEqual(await migrate(behind.client, { ...opts, cluster: 'c' }), ALL_VERSIONS.slice(-1));
+  assert.deepEqual(behind.commands, migrationStatements(file(migrationFiles().at(-1)!), { ...opts, cluster: 'c' }));
 });
 
 test('migrate on a cluster refuses a database made without one; without a cluster it runs as before', async () => {
-  const plainDb = recordingClient([{ engine: 'ReplacingMergeTree' }], [1, 2, 3, 4]);
+  const plainDb = recordingClient([{ engine: 'ReplacingMergeTree' }], ALL_VERSIONS);
   await assert.rejects(migrate(plainDb.client, { ...opts, cluster: 'c' }), (err: Error) => err instanceof ConfigError && err.key === 'clickhouse-cluster' && /--database/.test(err.message));
   assert.deepEqual(plainDb.commands, []);
 
   const plain = recordingClient([], []);
-  assert.deepEqual(await migrate(plain.client, opts), [1, 2, 3, 4]);
+  assert.deepEqual(await migrate(plain.client, opts), ALL_VERSIONS);
   assert.deepEqual(plain.commands, [...bootstrapStatements('netrig'), ...migrationFiles().flatMap((f) => migrationStatements(file(f), opts))]);
   assert.ok(plain.queries.every((q) => !q.includes('system.tables')));
 });
