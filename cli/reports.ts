@@ -9,20 +9,32 @@ export interface Report {
 
 export const REPORTS: Readonly<Record<string, Report>> = {
   'top-endpoints': {
-    description: 'busiest HTTP endpoints with error counts and latency percentiles',
+    description: 'busiest HTTP endpoints (method and path template), each request counted once: from the server\'s rows where the server was captured, else the client\'s',
+    // Both ends of one exchange are two rows; an endpoint with server rows is told from them alone.
     sql: (db, since) => `
-      SELECT host, path, count() AS requests, countIf(status >= 500) AS errors_5xx, countIf(timed_out = 1) AS timeouts,
-             round(quantile(0.5)(latency_ns) / 1e6, 3) AS p50_ms, round(quantile(0.99)(latency_ns) / 1e6, 3) AS p99_ms
-      FROM ${db}.http_requests WHERE ts > now64(9) - INTERVAL ${since}
-      GROUP BY host, path ORDER BY requests DESC, host, path LIMIT 25`,
+      SELECT host, method, endpoint, if(server_rows > 0, 'server', 'client') AS seen_by,
+             if(server_rows > 0, server_rows, client_rows) AS requests,
+             if(server_rows > 0, server_5xx, client_5xx) AS errors_5xx,
+             if(server_rows > 0, server_timeouts, client_timeouts) AS timeouts,
+             round(if(server_rows > 0, server_q[1], client_q[1]) / 1e6, 3) AS p50_ms,
+             round(if(server_rows > 0, server_q[2], client_q[2]) / 1e6, 3) AS p99_ms
+      FROM (
+        SELECT host, method, path_template AS endpoint,
+               countIf(role = 'server') AS server_rows, countIf(role = 'client') AS client_rows,
+               countIf(status >= 500 AND role = 'server') AS server_5xx, countIf(status >= 500 AND role = 'client') AS client_5xx,
+               countIf(timed_out = 1 AND role = 'server') AS server_timeouts, countIf(timed_out = 1 AND role = 'client') AS client_timeouts,
+               quantilesIf(0.5, 0.99)(latency_ns, role = 'server') AS server_q, quantilesIf(0.5, 0.99)(latency_ns, role = 'client') AS client_q
+        FROM ${db}.http_requests WHERE ts > now64(9) - INTERVAL ${since}
+        GROUP BY host, method, endpoint)
+      ORDER BY requests DESC, host, method, endpoint LIMIT 25`,
   },
   errors: {
-    description: 'HTTP errors (status 4xx/5xx, gRPC errors) and timed-out requests by endpoint',
+    description: 'HTTP errors (status 4xx/5xx, gRPC errors) and timed-out requests by endpoint, per role (a timeout may be seen by one end only)',
     sql: (db, since) => `
-      SELECT host, path, status, grpc_status, timed_out, count() AS requests, any(comm) AS example_process
+      SELECT host, method, path_template AS endpoint, role, status, grpc_status, timed_out, count() AS requests, any(comm) AS example_process
       FROM ${db}.http_requests
       WHERE ts > now64(9) - INTERVAL ${since} AND (status >= 400 OR timed_out = 1 OR grpc_status > 0)
-      GROUP BY host, path, status, grpc_status, timed_out ORDER BY requests DESC, host, path LIMIT 50`,
+      GROUP BY host, method, endpoint, role, status, grpc_status, timed_out ORDER BY requests DESC, host, endpoint, role LIMIT 50`,
   },
   retransmits: {
     description: 'TCP retransmits by connection endpoints',

@@ -79,7 +79,8 @@ describe('netrig up as a user runs it', () => {
   let natsPort = 0;
   let httpPort = 0;
   const password = randomBytes(12).toString('hex');
-  const token = uniqueToken('up');
+  // Long enough to be an id segment of a path template (`/t/{id}`) whatever the pid.
+  const token = uniqueToken('up-test');
   /** Database of the second processor. */
   const otherDb = `netrig_second_${process.pid}`;
   /** up's BPF objects and its nats-server, noted while it runs. */
@@ -95,6 +96,8 @@ describe('netrig up as a user runs it', () => {
   const paths = [`/t/${token}?t=${token}`, `/small.txt?t=${token}`, `/status/404?t=${token}`];
   const storedPaths = paths.map((p) => p.replace(`?t=${token}`, '?t=***'));
   const statuses = [200, 200, 404];
+  /** The endpoints of those paths (the path_template column). */
+  const endpoints = ['/t/{id}', '/small.txt', '/status/{id}'];
   /** The processor role's credential of up's nats-server, as its data dir holds it. */
   const processorCredential = () => ['--nats-user', 'processor', '--nats-password', readFileSync(join(dataDir, 'nats-auth', 'processor.password'), 'utf8').trim()];
   const rowsSql = () => `SELECT role, method, path, status, host FROM http_requests
@@ -220,16 +223,17 @@ describe('netrig up as a user runs it', () => {
 
     const report = await runCli(['report', 'top-endpoints', '--data-dir', dataDir, '--clickhouse-password', password, '--format', 'json']);
     assert.equal(report.code, 0, report.stderr);
-    const top = report.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { host: string; path: string; requests: string; errors_5xx: string });
-    for (const p of storedPaths) {
-      const e = top.find((t) => t.path === p);
-      assert.ok(e, `top-endpoints lists ${p}: ${report.stdout}`);
-      assert.equal(e.host, host);
-      assert.equal(e.requests, '2', `${p}: one request, seen from both ends`);
+    const top = report.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { host: string; method: string; endpoint: string; seen_by: string; requests: string });
+    for (const endpoint of endpoints) {
+      const e = top.filter((t) => t.endpoint === endpoint);
+      assert.equal(e.length, 1, `top-endpoints lists ${endpoint} once: ${report.stdout}`);
+      assert.deepEqual({ ...e[0], p50_ms: undefined, p99_ms: undefined, errors_5xx: undefined, timeouts: undefined },
+        { host, method: 'GET', endpoint, seen_by: 'server', requests: '1', p50_ms: undefined, p99_ms: undefined, errors_5xx: undefined, timeouts: undefined },
+        `${endpoint}: one request, counted once from the server's row though both ends were captured`);
     }
     const text = await runCli(['report', 'top-endpoints', '--data-dir', dataDir, '--clickhouse-password', password]);
     assert.equal(text.code, 0, text.stderr);
-    for (const p of storedPaths) assert.ok(text.stdout.includes(p), `the table report shows ${p}`);
+    for (const endpoint of endpoints) assert.ok(text.stdout.includes(endpoint), `the table report shows ${endpoint}`);
   });
 
   test('given no target, from any directory: query, report and status find the running up; nothing is created', async () => {
@@ -241,7 +245,7 @@ describe('netrig up as a user runs it', () => {
     assert.deepEqual(q.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as ExchangeRow), upRows, 'the same rows as through --data-dir');
     const report = await runCli(['report', 'top-endpoints', '--format', 'json'], opts);
     assert.equal(report.code, 0, report.stderr);
-    for (const p of storedPaths) assert.ok(report.stdout.includes(JSON.stringify(p)), `the report lists ${p}: ${report.stdout}`);
+    for (const endpoint of endpoints) assert.ok(report.stdout.includes(JSON.stringify(endpoint)), `the report lists ${endpoint}: ${report.stdout}`);
     const status = await runCli(['status', '--format', 'json'], opts);
     assert.equal(status.code, 0, status.stderr);
     const entries = status.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string; pid: number });
