@@ -17,11 +17,12 @@ if [[ -n $installed ]]; then
   done
 fi
 
-# npm dependencies at the lockfile's versions. `npm install`, not `npm ci`: the lockfile has
-# no entries for other platforms' optional binaries (chdb, msgpackr-extract), which npm ci
-# rejects as out of sync.
+# npm dependencies exactly as the lockfile has them, which npm ci never rewrites. The
+# lockfile holds every platform's optional binaries (chdb's are written in by hand: the
+# registry does not serve them all, and npm leaves out what it cannot resolve, which npm ci
+# then rejects as out of sync; test/unit/package-lock.test.ts checks none is missing).
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  npm install --no-audit --no-fund --loglevel=error
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 
 # BPF objects, then TypeScript.
