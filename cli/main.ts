@@ -243,10 +243,12 @@ clickhouseOptions(natsOption(program.command('replay')), { help: 'database the r
   .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
   .option('--subject-prefix <prefix>', 'subjects the edges publish on', 'netrig.raw')
   .option('--keep-query-values', 'keep query parameter values in the path column (masked as *** by default)')
+  .option('--progress-interval <seconds>', 'seconds between progress lines on stderr (default: 1 on a terminal, else 10)')
   .action(async (opts) => {
     try {
-      const { runReplay } = await import('../processors/replay.js');
-      const r = await runReplay(opts);
+      const [{ runReplay }, { progressPrinter }, { intValue }] = await Promise.all([import('../processors/replay.js'), import('./replay-progress.js'), import('../lib/config.js')]);
+      const progress = progressPrinter(process.stderr, opts.progressInterval === undefined ? undefined : intValue('progress-interval', opts.progressInterval, 1, 3600));
+      const r = await runReplay(opts, undefined, progress).finally(() => progress.end());
       process.stdout.write(`replayed into database ${r.database}: ${Object.entries(r.rows).map(([t, n]) => `${t}=${n}`).join(' ')}\n`);
     } catch (err) {
       fail(err);

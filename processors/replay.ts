@@ -11,6 +11,7 @@ import { ConfigError, LiveDatabaseError } from '../lib/errors.js';
 import { logger } from '../lib/logger.js';
 import { connectNats } from '../lib/nats.js';
 import { clickhouseTarget, FUNCTIONS, rowOptions, selectFunctions, type ProcessInput } from './index.js';
+import { replayProgress, seqAtTime, type ReplayProgress } from './replay-progress.js';
 import { consumerName, Processor } from './runtime/processor.js';
 import { liveMembers } from './runtime/leases.js';
 
@@ -41,8 +42,37 @@ function timeValue(key: string, v: string | undefined, fallback: Date): Date {
   return d;
 }
 
-/** Run a replay; `shared.ch` writes through an already open ClickHouse (its database) instead. */
-export async function runReplay(input: ReplayInput, shared?: { ch?: ClickHouse }): Promise<ReplayResult> {
+/** Told how far the replay is, every `intervalMs` while it runs and once at its end. */
+export interface ReplayProgressListener {
+  intervalMs: number;
+  report(p: ReplayProgress): void;
+}
+
+/**
+ * Call `listener` every interval until the returned stop, which reports once more. A report
+ * still being gathered when the next is due is not doubled; a failed one is skipped (progress
+ * is for people: the replay itself reports real failures).
+ */
+function reportProgress(processor: Processor, firstSeq: number, endSeq: number, listener: ReplayProgressListener): () => Promise<void> {
+  const started = Date.now();
+  let gathering: Promise<void> | null = null;
+  const tick = () => {
+    gathering ??= replayProgress(processor, firstSeq, endSeq, started).then(listener.report, () => undefined).finally(() => (gathering = null));
+    return gathering;
+  };
+  const timer = setInterval(() => void tick(), listener.intervalMs);
+  return async () => {
+    clearInterval(timer);
+    await gathering;
+    await tick();
+  };
+}
+
+/**
+ * Run a replay; `shared.ch` writes through an already open ClickHouse (its database) instead;
+ * `progress` is told how far it is as it goes.
+ */
+export async function runReplay(input: ReplayInput, shared?: { ch?: ClickHouse }, progress?: ReplayProgressListener): Promise<ReplayResult> {
   const log = logger('replay');
   const fromTime = timeValue('from', input.from, new Date(0));
   const toTime = timeValue('to', input.to, new Date());
@@ -78,7 +108,18 @@ export async function runReplay(input: ReplayInput, shared?: { ch?: ClickHouse }
           node: input.node ? tokenValue('node', input.node) : undefined,
         },
       });
-      await processor.windowDone();
+      let stopProgress: (() => Promise<void>) | null = null;
+      if (progress) {
+        // The window as stream sequences: its first message, and the last before --to (nothing after the stream's end now is read).
+        const firstSeq = await seqAtTime(jsm, stream, fromTime, info.state.first_seq, info.state.last_seq);
+        const endSeq = (await seqAtTime(jsm, stream, toTime, firstSeq, info.state.last_seq)) - 1;
+        stopProgress = reportProgress(processor, firstSeq, endSeq, progress);
+      }
+      try {
+        await processor.windowDone();
+      } finally {
+        await stopProgress?.();
+      }
       await processor.stop();
       await processor.deleteConsumers();
       const rows: Record<string, number> = {};

@@ -1,22 +1,29 @@
 /**
  * netrig replay: a time range of the raw stream, and one node of it, re-run into a separate
- * database; the rows are exactly those of the envelopes published inside the range. A
+ * database; the rows are exactly those of the envelopes published inside the range, with
+ * its progress reported as it goes (the window found by time, a deleted message skipped). A
  * replay into a database live processors write to (their consumers, or only their leases)
  * is refused and touches nothing of theirs.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { EdgeConfig } from '../../edge/config.js';
 import { LiveDatabaseError } from '../../lib/errors.js';
+import { progressLine } from '../../cli/replay-progress.js';
 import { runReplay } from '../../processors/replay.js';
+import { seqAtTime, type ReplayProgress } from '../../processors/replay-progress.js';
 import { ShardLeases } from '../../processors/runtime/leases.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { Role } from '../../schemas/records.js';
 import type { NatsServerHandle } from '../helpers/nats-server.js';
 import { natsServerForFile } from '../helpers/nats-hooks.js';
 import { connClose, envelope } from '../helpers/records.js';
+import { runCli, splitStderr } from '../helpers/cli.js';
 import { testLogger } from '../helpers/edge-run.js';
 import { drainProcessor, freshClickHouse, publishEnvelopes, removeClickHouseData, rows, startEdgeProcessor, STREAM } from '../helpers/processor-run.js';
 
@@ -73,6 +80,65 @@ test('a replay reads only its time range and node, into its own database', async
     assert.deepEqual(r.rows, { connections: 1, tcp_events: 0 });
   } finally {
     await ch2.close();
+  }
+});
+
+test('progress: the window found by time, reports as it goes, ending at the whole window with the rows written', async () => {
+  const jsm = await jetstreamManager(nc);
+  await publishEnvelopes(nc, closes([101, 102, 103], 'p', 1));
+  await pause();
+  const from = new Date();
+  const first = (await jsm.streams.info(STREAM.name)).state.last_seq + 1;
+  const ids = Array.from({ length: 200 }, (_, i) => 1000 + i);
+  await publishEnvelopes(nc, closes(ids, 'p', 10));
+  const last = (await jsm.streams.info(STREAM.name)).state.last_seq;
+  await pause();
+  const to = new Date();
+  await pause();
+  await publishEnvelopes(nc, closes([104, 105], 'p', 300));
+
+  // The window's ends by time, with a deleted message where the search looks.
+  const end = (await jsm.streams.info(STREAM.name)).state;
+  assert.equal(await seqAtTime(jsm, STREAM.name, from, end.first_seq, end.last_seq), first, 'the first message at or after --from');
+  assert.equal(await seqAtTime(jsm, STREAM.name, to, end.first_seq, end.last_seq), last + 1, 'the first message after --to');
+  await jsm.streams.deleteMessage(STREAM.name, first, false);
+  assert.equal(await seqAtTime(jsm, STREAM.name, from, end.first_seq, end.last_seq), first + 1, 'a deleted first message is stepped over');
+  assert.equal(await seqAtTime(jsm, STREAM.name, new Date(Date.now() + 60_000), end.first_seq, end.last_seq), end.last_seq + 1, 'a time after the stream: past its end');
+
+  const ch = await freshClickHouse('progress');
+  try {
+    const reports: ReplayProgress[] = [];
+    const r = await runReplay({ nats: nats.url, from: from.toISOString(), to: to.toISOString(), functions: 'tcp', shards: 4, stream: STREAM.name, ttlDays: 3650 },
+      { ch }, { intervalMs: 10, report: (p) => reports.push(p) });
+    assert.deepEqual(r.rows, { connections: ids.length - 1, tcp_events: 0 }, 'the window\'s connections but the deleted one');
+    assert.ok(reports.length >= 1, 'reported');
+    for (let i = 1; i < reports.length; i++) {
+      assert.ok(reports[i].share >= reports[i - 1].share && reports[i].messages >= reports[i - 1].messages, `progress never goes back: ${JSON.stringify(reports)}`);
+    }
+    const final = reports.at(-1)!;
+    assert.equal(final.share, 1, 'the last report: the whole window');
+    assert.equal(final.etaMs, 0, 'nothing left');
+    assert.equal(final.rows, ids.length - 1, 'the rows written');
+    assert.ok(final.messages >= ids.length - 1 && final.records >= ids.length - 1, `messages and records of the window counted: ${JSON.stringify(final)}`);
+    assert.match(progressLine(final), /^replay: 100\.0% of the window, \d+ messages, \d+ records, 199 rows, [\d,]+ messages\/s, \d+ s so far, done$/);
+  } finally {
+    await ch.close();
+  }
+
+  // As a user runs it, stderr not a terminal: plain progress lines, the last one the whole window; the result on stdout.
+  const dataDir = mkdtempSync(join(tmpdir(), `netrig-replay-cli-${process.pid}-`));
+  try {
+    const r = await runCli(['replay', '--nats', nats.url, '--from', from.toISOString(), '--to', to.toISOString(), '--functions', 'tcp', '--shards', '4',
+      '--stream', STREAM.name, '--subject-prefix', STREAM.subjectPrefix, '--data-dir', dataDir, '--database', 'replay_cli', '--progress-interval', '1']);
+    assert.equal(r.code, 0, r.stderr);
+    // (The records' times are of 1970: the rows written outlive no TTL the command can be given, so the count afterwards is not asserted.)
+    assert.match(r.stdout, /^replayed into database replay_cli: connections=\d+ tcp_events=0\n$/);
+    const lines = splitStderr(r.stderr).plain;
+    assert.ok(lines.length >= 1 && lines.every((l) => /^replay: \d+\.\d% of the window, [\d,]+ messages, [\d,]+ records, [\d,]+ rows, [\d,]+ messages\/s, .* so far, .*$/.test(l)), `progress lines only: ${JSON.stringify(lines)}`);
+    assert.match(lines.at(-1)!, /^replay: 100\.0% of the window, .* 199 rows, .* done$/);
+    assert.ok(!r.stderr.includes('\x1b') && !r.stderr.includes('\r'), 'no terminal escapes when stderr is not a terminal');
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
   }
 });
 
