@@ -153,7 +153,8 @@ function processorOptions(cmd: Command): Command {
     .option('--flush-interval-ms <ms>', 'insert rows at least this often', '500')
     .option('--lease-ttl <seconds>', 'a shard lease not renewed for this long passes to another processor', '10')
     .option('--max-connections <n>', 'connections the processor tracks at most; past it the least recently used are forgotten (counted in capture_losses)', String(DEFAULT_MAX_CONNECTIONS))
-    .option('--keep-query-values', 'keep query parameter values in the path column (masked as *** by default)');
+    .option('--keep-query-values', 'keep query parameter values in the path column (masked as *** by default)')
+    .option('--metrics-max-series <n>', 'label sets each traffic metric (requests, durations, TCP events) keeps at most on the /metrics port; past it observations count under _overflow_', '5000');
 }
 
 clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up')))))

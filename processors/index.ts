@@ -8,7 +8,8 @@
  * L7 protocols share its one connection table (l7/connection-table.ts).
  * Output: rows in ClickHouse (schemas/migrations/): http_requests (http1, http2), dns_queries (dns),
  * tls_handshakes (tls), connections and tcp_events (tcp), capture_losses (losses; and
- * connections the table forgot, `_fn` 'l7').
+ * connections the table forgot, `_fn` 'l7'); and on the metrics port the processor's health
+ * and the traffic of the rows it commits (runtime/traffic-metrics.ts).
  */
 import type { Server } from 'node:http';
 import { openClickHouse, type ClickHouse, type ClickHouseTarget } from '../lib/clickhouse.js';
@@ -31,6 +32,7 @@ import type { ProcessingFunction } from './runtime/function.js';
 import { ProcessorMetrics } from './runtime/metrics.js';
 import { Processor } from './runtime/processor.js';
 import { DEFAULT_LEASE_TTL_MS } from './runtime/leases.js';
+import { DEFAULT_MAX_SERIES, TrafficMetrics } from './runtime/traffic-metrics.js';
 import { DEFAULT_MAX_CONNECTIONS } from './l7/connection-table.js';
 import type { RowOptions } from './l7/path-mask.js';
 import { tcpFunction } from './tcp/index.js';
@@ -74,6 +76,8 @@ export interface ProcessInput extends NatsClientInput, MetricsInput {
   keepQueryValues?: boolean;
   /** Replicas of the KV buckets this processor creates (leases, status): 1, 3 or 5. */
   streamReplicas?: string | number;
+  /** Label sets each traffic metric keeps at most (processors/runtime/traffic-metrics.ts). */
+  metricsMaxSeries?: string | number;
 }
 
 /** The functions named in a comma-separated list ("all" or empty: every function). */
@@ -118,6 +122,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
   const replicas = replicasValue(input.streamReplicas);
   // Metrics first: a port in use is an error before the processor touches NATS or any lane.
   const metrics = new ProcessorMetrics();
+  const traffic = new TrafficMetrics(metrics.registry, intValue('metrics-max-series', input.metricsMaxSeries ?? DEFAULT_MAX_SERIES, 1, 1_000_000));
   const m = await serveMetrics(metrics.registry, metricsAccess(input, input.metricsPort ?? 9465));
   log.info({ metricsPort: m.port }, 'processor metrics served');
   const server: Server = m.server;
@@ -143,6 +148,7 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
       maxConnections: intValue('max-connections', input.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1000, 100_000_000),
       connect: () => connectNats(input, 'netrig-processor-lanes', log),
       rowOptions: rowOptions(input),
+      onCommitted: (table, rows) => traffic.observe(table, rows),
     });
     const chRef = ch;
     const heartbeat = await Heartbeat.start<ProcessorStatus>(nc, 'processor', async () => ({

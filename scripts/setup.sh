@@ -4,15 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: the BPF toolchain, the real peers the tests talk to, nats-server, and the
-# Docker engine, docker-compose and debootstrap for deploy/compose/'s test.
+# Debian packages: the BPF toolchain, the real peers the tests talk to (Prometheus scrapes
+# the processor's metrics), nats-server, and the Docker engine, docker-compose and
+# debootstrap for deploy/compose/'s test.
 PKGS=(clang llvm libbpf-dev libbpf1 bpftool nats-server iproute2 nftables nginx-light curl
-      nghttp2-client dnsutils unbound openssl tshark wrk zstd docker.io docker-compose debootstrap)
+      nghttp2-client dnsutils unbound openssl tshark wrk zstd docker.io docker-compose debootstrap
+      prometheus)
 installed=$(scripts/install-debs.sh "${PKGS[@]}")
 if [[ -n $installed ]]; then
-  # nginx and unbound are peers the tests start themselves, and the compose test starts a
+  # nginx, unbound and Prometheus are peers the tests start themselves, and the compose test starts a
   # Docker engine of its own (without touching the host's firewall): the packages' services stay off.
-  for svc in nginx unbound docker docker.socket containerd; do
+  for svc in nginx unbound prometheus prometheus-node-exporter docker docker.socket containerd; do
     systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

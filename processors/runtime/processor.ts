@@ -35,7 +35,7 @@ import { ConnectionBudget, DEFAULT_MAX_CONNECTIONS } from '../l7/connection-tabl
 import { ProcessorMetrics } from './metrics.js';
 import { readCommitted, resumeSource } from './committed.js';
 import { ShardLeases, type LeaseMember } from './leases.js';
-import { ClickHouseSink, type CommitFence } from './sink.js';
+import { ClickHouseSink, type CommitFence, type CommittedRows } from './sink.js';
 
 export interface ProcessorOptions {
   nc: NatsConnection;
@@ -80,6 +80,8 @@ export interface ProcessorOptions {
   stopDeadlineMs?: number;
   /** What rows keep (query values in paths); masked by default. */
   rowOptions?: Readonly<RowOptions>;
+  /** Told of the rows of each block once committed (the traffic metrics). */
+  onCommitted?: CommittedRows;
 }
 
 /** Ten seconds: a healthy ClickHouse commits a flush well within it. */
@@ -155,7 +157,7 @@ export class Processor {
 
   private constructor(private readonly o: ProcessorOptions) {
     this.metrics = o.metrics ?? new ProcessorMetrics();
-    this.sink = new ClickHouseSink(o.ch, this.metrics, o.log, (table, row, err) => this.dlq.sendRow(this.streamId, table, row, err.message), this.abandon.signal);
+    this.sink = new ClickHouseSink(o.ch, this.metrics, o.log, (table, row, err) => this.dlq.sendRow(this.streamId, table, row, err.message), this.abandon.signal, o.onCommitted);
     this.budget = new ConnectionBudget(o.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
     this.group = functionGroup(o.functions.map((f) => f.name));
   }

@@ -117,6 +117,9 @@ const FENCE_POLL_MS = 50;
 /** Where rows the engine refused go: the dead-letter stream, with the engine's reason. */
 export type RefusedRows = (table: string, row: Row, err: Error) => void;
 
+/** Told of each block of rows once it is committed (the rows the engine refused included: dead-lettered, they were still traffic). */
+export type CommittedRows = (table: string, rows: readonly Row[]) => void;
+
 export class ClickHouseSink {
   private readonly loggedRefusals = new Set<string>();
 
@@ -127,6 +130,7 @@ export class ClickHouseSink {
     private readonly log: Logger,
     private readonly refused: RefusedRows,
     private readonly abandon: AbortSignal,
+    private readonly onCommitted?: CommittedRows,
   ) {}
 
   /**
@@ -154,7 +158,10 @@ export class ClickHouseSink {
     for (const b of blocks.values()) {
       const landed = await this.insert(b, fence);
       if (!landed) continue;
-      for (const [lane, rows] of b.parts) lane.committed(b.table, b.day, rows);
+      for (const [lane, rows] of b.parts) {
+        lane.committed(b.table, b.day, rows);
+        this.onCommitted?.(b.table, rows);
+      }
       this.metrics.rows.inc({ table: b.table }, landed);
       written += landed;
     }
