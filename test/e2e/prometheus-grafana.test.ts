@@ -1,15 +1,22 @@
 /**
- * End to end: the traffic metrics on the processor's /metrics port, scraped by a real
- * Prometheus (Debian's) with the password `netrig up` generated, while curl in one network
- * namespace talks to nginx in another. PromQL returns the requests per endpoint, role and
- * status that curl made and nginx logged — counted by path template (20 distinct paths are
- * one endpoint), never by raw path — and the durations of the same requests.
+ * End to end, where people look: `netrig up` captures curl in one network namespace talking
+ * to nginx in another.
+ * - The traffic metrics on the processor's /metrics port, scraped by a real Prometheus
+ *   (Debian's) with the password `netrig up` generated: PromQL returns the requests per
+ *   endpoint, role and status that curl made and nginx logged — counted by path template (20
+ *   distinct paths are one endpoint), never by raw path — and the durations of the same
+ *   requests.
+ * - The Grafana dashboards of deploy/grafana/: every panel's SQL, with the data source's
+ *   macros and the dashboard's variables expanded, run through up's endpoint as its reader
+ *   over the rows it wrote; the HTTP panels' numbers are what curl did.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
+import { readEndpoint } from '../../cli/endpoint-file.js';
 import { cleanupAll, pollUntil } from '../helpers/cleanup-all.js';
 import { onExit } from '../helpers/cleanup.js';
 import { spawnCli, type CliChild } from '../helpers/cli.js';
@@ -17,6 +24,7 @@ import { freePort } from '../helpers/nats-server.js';
 import { createHostPair, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
 import { startPrometheus, type PrometheusHandle, type PromSample } from '../helpers/prometheus.js';
+import { CLICKHOUSE_PLUGIN, dashboards, expandPanelSql } from '../helpers/grafana.js';
 
 /** Distinct paths of one endpoint (`/t/{id}`), then the error statuses. */
 const ID_PATHS = 20;
@@ -30,12 +38,15 @@ let prometheus: PrometheusHandle | undefined;
 const dir = mkdtempSync(join(tmpdir(), `netrig-prometheus-e2e-${process.pid}-`));
 const unregister = onExit(`prometheus e2e ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
 let host = '';
+let dataDir = '';
+/** When the traffic began (the dashboards' time range starts before it). */
+const started = new Date(Date.now() - 60_000);
 
 before(async () => {
   hosts = await createHostPair();
   nginx = await startNginx(hosts.server);
   host = `${hosts.server.addr}:${nginx.port}`;
-  const dataDir = join(dir, 'data');
+  dataDir = join(dir, 'data');
   up = spawnCli([
     'up', '--data-dir', dataDir, '--nats-port', String(await freePort()), '--http-port', String(await freePort()),
     '--metrics-port', '0', '--processor-metrics-port', '0',
@@ -108,4 +119,54 @@ test('PromQL over the scraped metrics: the requests curl made and nginx logged, 
   assert.deepEqual(await prometheus!.query('count(netrig_http_requests_total{endpoint=~".*order.*|.*secret.*"})'), [], 'no raw path or query value in any label');
   assert.deepEqual(await prometheus!.query('sum(netrig_traffic_series_overflow_total)'), [], 'under the cap: nothing overflowed');
   assert.deepEqual((await prometheus!.query('up{job="netrig"}')).map((s) => s.value), [1], 'scraped with the password netrig up generated');
+});
+
+/** A dashboard panel's rows, as JSON objects. */
+type PanelRows = Record<string, string | number>[];
+
+test('every Grafana panel\'s SQL, macros expanded, runs over the rows; the HTTP panels count what curl did', async () => {
+  const ep = readEndpoint(dataDir);
+  assert.ok(ep, 'up\'s endpoint is advertised in its data dir');
+  const client = createClient({ url: ep.url, username: ep.user, password: ep.password, log: { level: ClickHouseLogLevel.OFF } });
+  try {
+    const boards = dashboards();
+    assert.ok(boards.size >= 1, 'deploy/grafana/ has dashboards');
+    const results = new Map<string, PanelRows>();
+    for (const role of ['server', 'client']) {
+      for (const [file, board] of boards) {
+        const queried = board.panels.filter((p) => p.targets?.length);
+        assert.ok(queried.length >= 10, `${file}: its panels query`);
+        for (const panel of queried) {
+          for (const t of panel.targets!) {
+            assert.equal(t.datasource.type, CLICKHOUSE_PLUGIN, `${file} ${panel.title}: the ClickHouse data source`);
+            assert.equal(t.editorType, 'sql');
+            assert.equal(t.queryType, panel.type === 'timeseries' ? 'timeSeries' : 'table', `${file} ${panel.title}: query type matches the panel`);
+            const sql = expandPanelSql(t.rawSql, { from: started, to: new Date(Date.now() + 60_000), intervalS: 1, vars: { database: 'netrig', role } });
+            let rows: PanelRows;
+            try {
+              rows = await (await client.query({ query: sql, format: 'JSONEachRow' })).json<PanelRows[number]>();
+            } catch (err) {
+              assert.fail(`${file} panel "${panel.title}" (role ${role}): ${(err as Error).message}\n${sql}`);
+            }
+            if (panel.type === 'timeseries' && rows.length) assert.equal(Object.keys(rows[0])[0], 'time', `${panel.title}: the time column first`);
+            results.set(`${role} ${panel.title}`, rows);
+          }
+        }
+      }
+    }
+    const mine = (rows: PanelRows, key: string) => rows.filter((r) => String(r[key]).includes(host) || r[key] === host);
+    for (const role of ['server', 'client']) {
+      const endpoints = mine(results.get(`${role} Endpoints`)!, 'host').map((r) => ({ endpoint: r.endpoint, requests: Number(r.requests), errors: Number(r.errors) }));
+      assert.deepEqual(endpoints.sort((a, b) => String(a.endpoint).localeCompare(String(b.endpoint))),
+        [{ endpoint: '/status/{id}', requests: NOT_FOUND + UNAVAILABLE, errors: UNAVAILABLE }, { endpoint: '/t/{id}', requests: ID_PATHS, errors: 0 }], `${role}: the endpoints table`);
+      const perSecond = mine(results.get(`${role} Requests per second by endpoint`)!, 'endpoint');
+      assert.equal(perSecond.reduce((n, r) => n + Number(r.requests_per_s), 0), ID_PATHS + NOT_FOUND + UNAVAILABLE, `${role}: requests per second over 1 s intervals add up to the requests`);
+      const edges = mine(results.get(`${role} Service map: who calls whom`)!, 'server');
+      assert.deepEqual(edges.map((r) => ({ client: r.client, server: r.server, requests: Number(r.requests) })),
+        [{ client: `::ffff:${hosts!.client.addr}`, server: `::ffff:${host}`, requests: ID_PATHS + NOT_FOUND + UNAVAILABLE }], `${role}: one edge, curl's address to nginx`);
+      assert.ok(edges.every((r) => r[role === 'server' ? 'server_process' : 'client_process'] === (role === 'server' ? 'nginx' : 'curl')), `${role}: the captured end's process: ${JSON.stringify(edges)}`);
+    }
+  } finally {
+    await client.close();
+  }
 });
