@@ -244,6 +244,7 @@ clickhouseOptions(natsOption(program.command('replay')), { help: 'database the r
   .option('--stream <name>', 'JetStream stream name', 'NETRIG_RAW')
   .option('--subject-prefix <prefix>', 'subjects the edges publish on', 'netrig.raw')
   .option('--keep-query-values', 'keep query parameter values in the path column (masked as *** by default)')
+  .option('--ttl-days <n>', 'retention of the replay\'s rows in days, counted from when the traffic happened (a replay of old traffic needs it longer)', '30')
   .option('--progress-interval <seconds>', 'seconds between progress lines on stderr (default: 1 on a terminal, else 10)')
   .action(async (opts) => {
     try {
