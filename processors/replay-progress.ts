@@ -6,6 +6,7 @@
  * what is left of that share.
  */
 import type { JetStreamManager } from '@nats-io/jetstream';
+import { metricTotal } from './runtime/metrics.js';
 import type { Processor } from './runtime/processor.js';
 
 export interface ReplayProgress {
@@ -49,10 +50,6 @@ export async function seqAtTime(jsm: JetStreamManager, stream: string, time: Dat
   return a > hi ? a : (await storedAt(jsm, stream, a, hi))?.seq ?? hi + 1;
 }
 
-async function total(c: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
-  return (await c.get()).values.reduce((n, v) => n + v.value, 0);
-}
-
 /** Progress of `processor` over the sequences [firstSeq, endSeq], started at `startedMs`. */
 export async function replayProgress(processor: Processor, firstSeq: number, endSeq: number, startedMs: number): Promise<ReplayProgress> {
   const span = Math.max(1, endSeq - firstSeq + 1);
@@ -64,9 +61,9 @@ export async function replayProgress(processor: Processor, firstSeq: number, end
   const m = processor.metrics;
   return {
     share,
-    messages: await total(m.messages),
-    records: await total(m.records),
-    rows: await total(m.rows),
+    messages: await metricTotal(m.messages),
+    records: await metricTotal(m.records),
+    rows: await metricTotal(m.rows),
     elapsedMs,
     etaMs: share > 0 ? (elapsedMs * (1 - share)) / share : null,
   };

@@ -3,6 +3,11 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
+/** A metric's values summed over all its label sets. */
+export async function metricTotal(m: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
+  return (await m.get()).values.reduce((n, v) => n + v.value, 0);
+}
+
 export class ProcessorMetrics {
   readonly registry = new Registry();
   readonly messages = new Counter({ name: 'netrig_processor_messages_total', help: 'Stream messages handled, per function', labelNames: ['fn'] as const, registers: [this.registry] });
@@ -23,7 +28,7 @@ export class ProcessorMetrics {
   readonly lwmLag = new Gauge({ name: 'netrig_processor_low_water_lag_messages', help: 'Messages between a lane\'s low-water mark and its newest message', labelNames: ['fn', 'shard'] as const, registers: [this.registry] });
 
   /** Consumer lag summed over lanes, as last polled. */
-  async totalLag(): Promise<number> {
-    return (await this.lag.get()).values.reduce((n, v) => n + v.value, 0);
+  totalLag(): Promise<number> {
+    return metricTotal(this.lag);
   }
 }
