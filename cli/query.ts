@@ -30,13 +30,11 @@ export interface QueryTarget {
 /** The data dir the reading commands look in when given no target and no `netrig up` runs. */
 const DEFAULT_DATA_DIR = './.netrig';
 
-/** Where the rows are when the command names no place: the one running `netrig up`, else a store in ./.netrig. */
-function foundTarget(): { dataDir: string; clickhouseUrl?: string; database?: string } {
+/** Where the rows are when the command names no place: the one running `netrig up`'s, else ./.netrig. */
+function foundTarget(): { dataDir: string; clickhouseUrl?: string; database?: string; up: boolean } {
   const up = theRunningUp();
-  if (up) return { dataDir: up.dataDir, clickhouseUrl: up.clickhouseUrl, database: up.database };
-  const dataDir = resolve(DEFAULT_DATA_DIR);
-  if (!hasEmbeddedStore(dataDir) && !readEndpoint(dataDir)) throw new StoreNotFoundError(dataDir, `no \`netrig up\` runs on this host and ${DEFAULT_DATA_DIR} holds no store`);
-  return { dataDir };
+  if (up) return { dataDir: up.dataDir, clickhouseUrl: up.clickhouseUrl, database: up.database, up: true };
+  return { dataDir: resolve(DEFAULT_DATA_DIR), up: false };
 }
 
 /**
@@ -71,7 +69,9 @@ export async function openQueryTarget(input: QueryTargetInput): Promise<QueryTar
     }
     return { client, database, close: () => client.close() };
   }
-  if (!hasEmbeddedStore(dataDir)) throw new StoreNotFoundError(dataDir, `${dataDir} holds no store and no \`netrig up\` holds it`);
+  if (!hasEmbeddedStore(dataDir)) {
+    throw new StoreNotFoundError(dataDir, found && !found.up ? `no \`netrig up\` runs on this host and ${DEFAULT_DATA_DIR} holds no store` : `${dataDir} holds no store and no \`netrig up\` holds it`);
+  }
   const ch = await openClickHouse({ dataDir, database }, { create: false });
   return { client: ch.client, database, close: () => ch.close() };
 }
