@@ -23,9 +23,9 @@ export function statusNats(input: NatsClientInput & { dataDir?: string }): NatsC
     const which = input.dataDir === undefined ? 'runs on this host' : `holds ${input.dataDir}`;
     throw new ConfigError('nats', `no \`netrig up\` ${which} to ask: pass --nats URL with its credentials (--nats-user and --nats-password-file, or --nats-creds)`);
   }
+  const toUp = { ...input, nats: up.nats.url, natsTlsCa: input.natsTlsCa ?? up.nats.tlsCa };
   const given = input.natsUser !== undefined || input.natsCreds !== undefined;
-  if (!up.nats.owned || given) return { ...input, nats: up.nats.url, natsTlsCa: input.natsTlsCa ?? up.nats.tlsCa };
-  return { ...input, nats: up.nats.url, natsUser: 'admin', natsPasswordFile: join(natsAuthDir(up.dataDir), 'admin.password'), natsTlsCa: input.natsTlsCa ?? up.nats.tlsCa };
+  return !up.nats.owned || given ? toUp : { ...toUp, natsUser: 'admin', natsPasswordFile: join(natsAuthDir(up.dataDir), 'admin.password') };
 }
 
 /** One line of what the entry does, for the table. */
