@@ -5,11 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the BPF toolchain, the real peers the tests talk to (Prometheus scrapes
-# the processor's metrics), nats-server, and the Docker engine, docker-compose and
-# debootstrap for deploy/compose/'s test.
+# the processor's metrics, headless Chromium loads the page), nats-server, and the Docker
+# engine, docker-compose and debootstrap for deploy/compose/'s test.
 PKGS=(clang llvm libbpf-dev libbpf1 bpftool nats-server iproute2 nftables nginx-light curl
       nghttp2-client dnsutils unbound openssl tshark wrk zstd docker.io docker-compose debootstrap
-      prometheus)
+      prometheus chromium)
 installed=$(scripts/install-debs.sh "${PKGS[@]}")
 if [[ -n $installed ]]; then
   # nginx, unbound and Prometheus are peers the tests start themselves, and the compose test starts a
