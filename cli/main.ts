@@ -154,7 +154,11 @@ function processorOptions(cmd: Command): Command {
     .option('--lease-ttl <seconds>', 'a shard lease not renewed for this long passes to another processor', '10')
     .option('--max-connections <n>', 'connections the processor tracks at most; past it the least recently used are forgotten (counted in capture_losses)', String(DEFAULT_MAX_CONNECTIONS))
     .option('--keep-query-values', 'keep query parameter values in the path column (masked as *** by default)')
-    .option('--metrics-max-series <n>', 'label sets each traffic metric (requests, durations, TCP events) keeps at most on the /metrics port; past it observations count under _overflow_', '5000');
+    .option('--metrics-max-series <n>', 'label sets each traffic metric (requests, durations, TCP events; Prometheus and OTLP) keeps at most; past it observations count under _overflow_', '5000')
+    .option('--otlp-endpoint <url>', 'also export spans and metrics to this OpenTelemetry collector over OTLP/HTTP protobuf (e.g. http://127.0.0.1:4318), from lanes of their own')
+    .option('--otlp-header <name=value>', 'a header sent with every OTLP export (repeatable)', repeatable, [] as string[])
+    .option('--otlp-header-file <name=file>', "a header whose value is the file's first line, e.g. a mounted token (repeatable)", repeatable, [] as string[])
+    .option('--otlp-metrics-interval <seconds>', 'seconds between OTLP metric exports', '10');
 }
 
 clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up')))))

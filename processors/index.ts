@@ -9,7 +9,9 @@
  * Output: rows in ClickHouse (schemas/migrations/): http_requests (http1, http2), dns_queries (dns),
  * tls_handshakes (tls), connections and tcp_events (tcp), capture_losses (losses; and
  * connections the table forgot, `_fn` 'l7'); and on the metrics port the processor's health
- * and the traffic of the rows it commits (runtime/traffic-metrics.ts).
+ * and the traffic of the rows it commits (runtime/traffic-metrics.ts). Given an OTLP
+ * endpoint, also spans and metrics to an OpenTelemetry collector, from lanes of their own
+ * (otlp/).
  */
 import type { Server } from 'node:http';
 import { openClickHouse, type ClickHouse, type ClickHouseTarget } from '../lib/clickhouse.js';
@@ -37,6 +39,7 @@ import { DEFAULT_MAX_CONNECTIONS } from './l7/connection-table.js';
 import type { RowOptions } from './l7/path-mask.js';
 import { tcpFunction } from './tcp/index.js';
 import { tlsFunction } from './tls/index.js';
+import { OTLP_EXPORTER, startOtlpExporter, type OtlpInput } from './otlp/index.js';
 
 export { Processor, type ProcessorOptions } from './runtime/processor.js';
 export { DEFAULT_MAX_CONNECTIONS } from './l7/connection-table.js';
@@ -53,7 +56,7 @@ export const FUNCTIONS: Readonly<Record<string, ProcessingFunction>> = {
 };
 
 /** Options as the CLI gives them. */
-export interface ProcessInput extends NatsClientInput, MetricsInput {
+export interface ProcessInput extends NatsClientInput, MetricsInput, OtlpInput {
   functions?: string;
   shards?: string | number;
   stream?: string;
@@ -128,42 +131,53 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
   const server: Server = m.server;
   let nc: NatsConnection | undefined;
   let ch: ClickHouse | undefined = shared?.ch;
+  let processor: Processor | undefined;
+  let exporter: Processor | null = null;
   try {
     nc = await connectNats(input, 'netrig-processor', log);
     ch ??= await openClickHouse(clickhouseTarget(input));
     const id = instanceId();
-    const processor = await Processor.start({
-      nc, ch, functions, log, metrics,
-      leases: {
-        shardCount,
-        ttlMs: intValue('lease-ttl', input.leaseTtl ?? DEFAULT_LEASE_TTL_MS / 1000, 1, 300) * 1000,
-        replicas,
-        member: { id, host: hostname(), pid: process.pid, functions: functions.map((f) => f.name) },
-      },
+    const common = {
       stream: input.stream ?? 'NETRIG_RAW',
       subjectPrefix: input.subjectPrefix ?? 'netrig.raw',
       flushIntervalMs: intValue('flush-interval-ms', input.flushIntervalMs ?? 500, 10, 60_000),
       ttlDays: intValue('ttl-days', input.ttlDays ?? 30, 1, 3650),
-      maxPendingRows: 200_000,
       maxConnections: intValue('max-connections', input.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1000, 100_000_000),
       connect: () => connectNats(input, 'netrig-processor-lanes', log),
       rowOptions: rowOptions(input),
+    };
+    const leases = {
+      shardCount,
+      ttlMs: intValue('lease-ttl', input.leaseTtl ?? DEFAULT_LEASE_TTL_MS / 1000, 1, 300) * 1000,
+      replicas,
+      member: { id, host: hostname(), pid: process.pid, functions: functions.map((f) => f.name) },
+    };
+    processor = await Processor.start({
+      ...common, nc, ch, functions, log, metrics, leases, maxPendingRows: 200_000,
       onCommitted: (table, rows) => traffic.observe(table, rows),
     });
+    // The exporter's lanes are members of their own group (`otlp`) under an id of their own.
+    exporter = input.otlpEndpoint === undefined ? null : await startOtlpExporter({
+      ...common, input, nc, ch, log, registry: metrics.registry, maxSeries: traffic.maxSeries,
+      leases: { ...leases, member: { ...leases.member, id: `${id}-${OTLP_EXPORTER}` } },
+    });
     const chRef = ch;
+    const running = processor;
+    const exporting = exporter;
     const heartbeat = await Heartbeat.start<ProcessorStatus>(nc, 'processor', async () => ({
       database: chRef.database,
-      functions: functions.map((f) => f.name),
-      lanes: processor.shards(),
-      lag: await processor.metrics.totalLag(),
-      last_commit: processor.lastCommit?.toISOString() ?? null,
+      functions: [...functions.map((f) => f.name), ...(exporting ? [OTLP_EXPORTER] : [])],
+      lanes: running.shards(),
+      lag: await running.metrics.totalLag(),
+      last_commit: running.lastCommit?.toISOString() ?? null,
     }), log, { id, replicas });
     const ownCh = !shared?.ch;
     const ncRef = nc;
     return {
-      processor, ch, nc: ncRef, metricsPort: m.port,
+      processor: running, ch, nc: ncRef, metricsPort: m.port,
       async stop() {
-        await processor.stop();
+        await exporting?.stop();
+        await running.stop();
         await heartbeat.stop();
         server.close();
         await ncRef.drain().catch(() => undefined);
@@ -171,6 +185,8 @@ export async function runProcessor(input: ProcessInput, shared?: { ch?: ClickHou
       },
     };
   } catch (err) {
+    await exporter?.stop().catch(() => undefined);
+    await processor?.stop().catch(() => undefined);
     server.close();
     await nc?.close().catch(() => undefined);
     if (ch && !shared?.ch) await ch.close();

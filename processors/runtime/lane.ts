@@ -53,6 +53,8 @@ export function laneTables(functions: readonly ProcessingFunction[]): string[] {
 
 export interface LaneOptions {
   functions: readonly ProcessingFunction[];
+  /** The lane's name (its consumer's and metrics'), when not its functions' group: an exporter's (processors/otlp/). */
+  name?: string;
   shard: number;
   /** Read-only queries against the rows' database. */
   query: LaneContext['query'];
@@ -80,7 +82,7 @@ function kindLabel(kind: number): string {
 }
 
 export class Lane {
-  /** The lane's functions as one name (functionGroup). */
+  /** The lane's functions as one name (functionGroup), or the exporter's it runs for. */
   readonly name: string;
   readonly shard: number;
   /** First stream sequence the lane's consumer delivers. */
@@ -104,7 +106,7 @@ export class Lane {
   private readonly loggedOnce = new Set<string>();
 
   private constructor(private readonly o: LaneOptions) {
-    this.name = functionGroup(o.functions.map((f) => f.name));
+    this.name = o.name ?? functionGroup(o.functions.map((f) => f.name));
     this.shard = o.shard;
     this.resumeFrom = o.resumeFrom;
   }

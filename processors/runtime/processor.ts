@@ -35,7 +35,7 @@ import { ConnectionBudget, DEFAULT_MAX_CONNECTIONS } from '../l7/connection-tabl
 import { ProcessorMetrics } from './metrics.js';
 import { readCommitted, resumeSource } from './committed.js';
 import { ShardLeases, type LeaseMember } from './leases.js';
-import { ClickHouseSink, type CommitFence, type CommittedRows } from './sink.js';
+import { ClickHouseSink, type CommitFence, type CommittedRows, type RowSink } from './sink.js';
 
 export interface ProcessorOptions {
   nc: NatsConnection;
@@ -82,6 +82,15 @@ export interface ProcessorOptions {
   rowOptions?: Readonly<RowOptions>;
   /** Told of the rows of each block once committed (the traffic metrics). */
   onCommitted?: CommittedRows;
+  /**
+   * Send the functions' rows to a sink of the exporter's instead of ClickHouse
+   * (processors/otlp/); `abandon`, given to it, is aborted at the stop deadline. The lanes
+   * are then named `name`: their consumers and leases are apart from those of the processors
+   * writing the database, so neither waits for the other. Nothing is migrated and no
+   * committed row is looked up: a lane resumes at its consumer's acknowledgement floor, and
+   * what was sent but not acknowledged before a crash is sent again.
+   */
+  exporter?: { name: string; sink(abandon: AbortSignal): RowSink };
 }
 
 /** Ten seconds: a healthy ClickHouse commits a flush well within it. */
@@ -131,7 +140,7 @@ export class Processor {
   readonly lanes: Lane[] = [];
   /** When rows were last inserted; null before the first insert. */
   lastCommit: Date | null = null;
-  private readonly sink: ClickHouseSink;
+  private readonly sink: RowSink;
   /** Aborted at the stop deadline: every ClickHouse call still running gives up. */
   private readonly abandon = new AbortController();
   /** Each open lane's consumer and the loop reading it. */
@@ -157,9 +166,10 @@ export class Processor {
 
   private constructor(private readonly o: ProcessorOptions) {
     this.metrics = o.metrics ?? new ProcessorMetrics();
-    this.sink = new ClickHouseSink(o.ch, this.metrics, o.log, (table, row, err) => this.dlq.sendRow(this.streamId, table, row, err.message), this.abandon.signal, o.onCommitted);
+    this.sink = o.exporter?.sink(this.abandon.signal)
+      ?? new ClickHouseSink(o.ch, this.metrics, o.log, (table, row, err) => this.dlq.sendRow(this.streamId, table, row, err.message), this.abandon.signal, o.onCommitted);
     this.budget = new ConnectionBudget(o.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
-    this.group = functionGroup(o.functions.map((f) => f.name));
+    this.group = o.exporter?.name ?? functionGroup(o.functions.map((f) => f.name));
   }
 
   /** Apply migrations, then take a share of the shards (or the given ones) and consume. */
@@ -176,7 +186,7 @@ export class Processor {
 
   private async init(): Promise<void> {
     const { nc, ch, log } = this.o;
-    await migrate(ch.client, { database: ch.database, ttlDays: this.o.ttlDays, cluster: ch.cluster });
+    if (!this.o.exporter) await migrate(ch.client, { database: ch.database, ttlDays: this.o.ttlDays, cluster: ch.cluster });
     this.jsm = await jetstreamManager(nc);
     const info = await waitForStream(nc, this.o.stream, log);
     this.streamId = `${info.config.name}@${info.created}`;
@@ -204,11 +214,11 @@ export class Processor {
 
   /** Open a shard's lane, resuming where the shard's last owner left it. */
   private async openShard(shard: number): Promise<void> {
-    const committed = await readCommitted(this.o.ch, laneTables(this.o.functions), this.streamId, shard, this.abandon.signal);
+    const committed = this.o.exporter ? new Map() : await readCommitted(this.o.ch, laneTables(this.o.functions), this.streamId, shard, this.abandon.signal);
     const firstSeq = (await this.jsm.streams.info(this.o.stream)).state.first_seq;
     const resumeFrom = await this.consumerStart(consumerName(this.o.ch.database, this.group, shard));
     const lane = await Lane.create({
-      functions: this.o.functions, shard, streamId: this.streamId, committed, budget: this.budget, metrics: this.metrics, dlq: this.dlq, resumeFrom,
+      functions: this.o.functions, name: this.group, shard, streamId: this.streamId, committed, budget: this.budget, metrics: this.metrics, dlq: this.dlq, resumeFrom,
       log: this.o.log.child({ shard }), query: (sql, params) => this.query(sql, params), rowOptions: this.o.rowOptions,
     });
     this.lanes.push(lane);

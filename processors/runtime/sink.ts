@@ -120,7 +120,17 @@ export type RefusedRows = (table: string, row: Row, err: Error) => void;
 /** Told of each block of rows once it is committed (the rows the engine refused included: dead-lettered, they were still traffic). */
 export type CommittedRows = (table: string, rows: readonly Row[]) => void;
 
-export class ClickHouseSink {
+/** Where a processor's rows go at each flush: ClickHouse, or an exporter's destination (processors/otlp/). */
+export interface RowSink {
+  /**
+   * Send every lane's pending rows (lane.takeRows()), asking the fence before each attempt;
+   * resolves with the rows sent once they are safe (only then are their messages
+   * acknowledged), rejects when given up at the processor's stop deadline.
+   */
+  flush(lanes: readonly Lane[], fence: CommitFence): Promise<number>;
+}
+
+export class ClickHouseSink implements RowSink {
   private readonly loggedRefusals = new Set<string>();
 
   /** `abandon`: aborted at the processor's stop deadline; every insert then fails at once. */

@@ -17,15 +17,17 @@ export const OVERFLOW = '_overflow_';
 /** Label values longer than this are cut (a Host header can be long). */
 const MAX_LABEL_CHARS = 128;
 export const DEFAULT_MAX_SERIES = 5000;
-const DURATION_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Upper bounds of the duration histograms' buckets, in seconds (the OTLP exporter's too). */
+export const DURATION_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-const text = (v: unknown): string => {
+/** A value as a label: a string, cut to MAX_LABEL_CHARS. */
+export const text = (v: unknown): string => {
   const s = String(v ?? '');
   return s.length > MAX_LABEL_CHARS ? s.slice(0, MAX_LABEL_CHARS) : s;
 };
 
-/** One label set's tallies: a counter's count, or a histogram's count, sum and per-bucket counts. */
-interface Series {
+/** One label set's tallies: a counter's count, or a histogram's count, sum and per-bucket counts (not cumulative). */
+export interface Series {
   labels: Record<string, string>;
   count: number;
   sum: number;
@@ -36,9 +38,10 @@ interface Series {
  * One metric family, tallied per label set in a map keyed by the label values, and exposed
  * through the registry at scrape time. Rows reach it on the commit path, so an observation
  * is one key and one map lookup: prom-client's own counters and histograms hash and validate
- * the label object on every call (2.4 µs per HTTP row for the two families, measured).
+ * the label object on every call (2.4 µs per HTTP row for the two families, measured). The
+ * OTLP exporter (processors/otlp/metrics.ts) tallies its metrics in families of its own.
  */
-class TrafficFamily {
+export class TrafficFamily {
   private readonly series = new Map<string, Series>();
   private readonly overflowKey: string;
 
@@ -86,6 +89,11 @@ class TrafficFamily {
     return s;
   }
 
+  /** Every label set's tallies. */
+  all(): IterableIterator<Series> {
+    return this.series.values();
+  }
+
   /** The family as prom-client's registry formats it. */
   get(): { name: string; help: string; type: string; aggregator: 'sum'; values: { metricName?: string; labels: Record<string, string | number>; value: number }[] } {
     const values: { metricName?: string; labels: Record<string, string | number>; value: number }[] = [];
@@ -116,7 +124,7 @@ export class TrafficMetrics {
   private readonly duration: TrafficFamily;
   private readonly tcpEvents: TrafficFamily;
 
-  constructor(registry: Registry, maxSeries = DEFAULT_MAX_SERIES) {
+  constructor(registry: Registry, readonly maxSeries = DEFAULT_MAX_SERIES) {
     const overflow = new Counter({ name: 'netrig_traffic_series_overflow_total', help: 'Observations counted under the _overflow_ label set because the metric had --metrics-max-series label sets already, per metric', labelNames: ['metric'] as const, registers: [registry] });
     const family = (name: string, help: string, type: 'counter' | 'histogram', labelNames: string[]) => {
       const f = new TrafficFamily(name, help, type, labelNames, maxSeries, () => overflow.inc({ metric: name }));
