@@ -17,7 +17,7 @@ import { AggregationTemporality, DataPointType, type MetricData } from '@opentel
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
 import type { Row } from '../runtime/function.js';
 import { DURATION_BUCKETS_S, text, TrafficFamily, type Series } from '../runtime/traffic-metrics.js';
-import { SCOPE } from './spans.js';
+import { SCOPE, serverAddress } from './spans.js';
 
 /** Metrics as OpenTelemetry's OTLP serializer takes them. */
 export type ExportedMetrics = Parameters<typeof ProtobufMetricsSerializer.serializeRequest>[0];
@@ -60,7 +60,7 @@ export class OtlpMetrics {
       const grpc = Number(r.grpc_status);
       const method = text(r.method);
       const route = text(r.path_template);
-      const host = text(r.host);
+      const host = text(serverAddress(r));
       this.requests.add([text(r.role), host, method, route, status, grpc >= 0 ? String(grpc) : '']);
       const latency = Number(r.latency_ns);
       if (latency > 0) (r.role === 'server' ? this.serverDuration : this.clientDuration).add([method, route, host, status], latency / 1e9);

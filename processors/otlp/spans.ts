@@ -94,6 +94,11 @@ export class Resources {
   }
 }
 
+/** The Host header without its port, as `server.address` is in spans and metrics, else the server's address. */
+export function serverAddress(r: Row): string {
+  return r.host ? String(r.host).replace(/:\d+$/, '') : addr(r.server_addr);
+}
+
 /** IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d); spans carry them plain. */
 function addr(v: unknown): string {
   const s = String(v);
@@ -148,7 +153,7 @@ export function exchangeSpan(r: Row, tcp: readonly TcpEvent[], resource: Resourc
     [ATTR_HTTP_REQUEST_METHOD]: method,
     [ATTR_URL_PATH]: q < 0 ? path : path.slice(0, q),
     [server ? ATTR_HTTP_ROUTE : ATTR_URL_TEMPLATE]: template,
-    [ATTR_SERVER_ADDRESS]: String(r.host || addr(r.server_addr)).replace(/:\d+$/, ''),
+    [ATTR_SERVER_ADDRESS]: serverAddress(r),
     [ATTR_SERVER_PORT]: Number(r.server_port),
     [ATTR_NETWORK_PEER_ADDRESS]: addr(server ? r.client_addr : r.server_addr),
     [ATTR_NETWORK_PEER_PORT]: Number(server ? r.client_port : r.server_port),

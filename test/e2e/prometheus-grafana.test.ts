@@ -9,11 +9,16 @@
  * - The Grafana dashboards of deploy/grafana/: every panel's SQL, with the data source's
  *   macros and the dashboard's variables expanded, run through up's endpoint as its reader
  *   over the rows it wrote; the HTTP panels' numbers are what curl did.
+ * - OTLP (`--otlp-endpoint`, a token header from a file) to a receiver decoding with the
+ *   OpenTelemetry project's protobuf definitions: a client span (curl) and a server span
+ *   (nginx) per request, in one trace, by route and status as curl got them and nginx
+ *   logged them; the OTLP metrics count the same requests.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
 import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { readEndpoint } from '../../cli/endpoint-file.js';
@@ -25,6 +30,7 @@ import { createHostPair, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
 import { startPrometheus, type PrometheusHandle, type PromSample } from '../helpers/prometheus.js';
 import { CLICKHOUSE_PLUGIN, dashboards, expandPanelSql } from '../helpers/grafana.js';
+import { startOtlpReceiver, type OtlpReceiver } from '../helpers/otlp-receiver.js';
 
 /** Distinct paths of one endpoint (`/t/{id}`), then the error statuses. */
 const ID_PATHS = 20;
@@ -35,6 +41,8 @@ let hosts: HostPair | undefined;
 let nginx: NginxHandle | undefined;
 let up: CliChild | undefined;
 let prometheus: PrometheusHandle | undefined;
+let otlp: OtlpReceiver | undefined;
+const OTLP_TOKEN = `Bearer e2e-${process.pid}`;
 const dir = mkdtempSync(join(tmpdir(), `netrig-prometheus-e2e-${process.pid}-`));
 const unregister = onExit(`prometheus e2e ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
 let host = '';
@@ -47,9 +55,13 @@ before(async () => {
   nginx = await startNginx(hosts.server);
   host = `${hosts.server.addr}:${nginx.port}`;
   dataDir = join(dir, 'data');
+  otlp = await startOtlpReceiver();
+  const tokenFile = join(dir, 'otlp-token');
+  writeFileSync(tokenFile, `${OTLP_TOKEN}\n`, { mode: 0o600 });
   up = spawnCli([
     'up', '--data-dir', dataDir, '--nats-port', String(await freePort()), '--http-port', String(await freePort()),
     '--metrics-port', '0', '--processor-metrics-port', '0',
+    '--otlp-endpoint', otlp.url, '--otlp-header-file', `authorization=${tokenFile}`, '--otlp-metrics-interval', '1',
     '--include-netns', `${hosts.client.netnsIno()},${hosts.server.netnsIno()}`,
   ], { env: { NETRIG_RUN_DIR: join(dir, 'run') } });
   await up.waitLog("'netrig up: running'", (l) => /^netrig up: running/.test(l.msg ?? ''));
@@ -60,6 +72,7 @@ before(async () => {
 
 after(() => cleanupAll(
   () => prometheus?.stop(),
+  () => otlp?.close(),
   () => up?.stop('SIGINT', 60_000),
   () => up?.kill(),
   () => nginx?.stop(),
@@ -119,6 +132,49 @@ test('PromQL over the scraped metrics: the requests curl made and nginx logged, 
   assert.deepEqual(await prometheus!.query('count(netrig_http_requests_total{endpoint=~".*order.*|.*secret.*"})'), [], 'no raw path or query value in any label');
   assert.deepEqual(await prometheus!.query('sum(netrig_traffic_series_overflow_total)'), [], 'under the cap: nothing overflowed');
   assert.deepEqual((await prometheus!.query('up{job="netrig"}')).map((s) => s.value), [1], 'scraped with the password netrig up generated');
+});
+
+test('OTLP: a client and a server span per request in one trace, and metrics counting them', async () => {
+  const urls = ID_PATHS + NOT_FOUND + UNAVAILABLE;
+  const mine = () => otlp!.spans.filter((s) => /^\/(t|status)\//.test(String(s.attributes['url.path'])) && String(s.attributes['server.address']) === hosts!.server.addr);
+  const sent = await pollUntil(() => mine().length >= 2 * urls, 60_000, 250);
+  assert.ok(sent, `a span per request and role within 60 s: ${mine().length} of ${2 * urls}\n${up!.tail(10)}`);
+  const spans = mine();
+  assert.equal(spans.length, 2 * urls, `no span twice (${new Set(spans.map((s) => s.spanId)).size} distinct span ids; answers ${JSON.stringify([...otlp!.answered])})\n${up!.tail(20)}`);
+  assert.equal(otlp!.lastHeaders.authorization, OTLP_TOKEN, 'the header from --otlp-header-file');
+  const byKey: Record<string, number> = {};
+  for (const s of spans) {
+    const role = s.kind === 'SPAN_KIND_SERVER' ? 'server' : 'client';
+    const key = `${role} ${s.resource['service.name']} ${s.name} ${s.attributes['http.response.status_code']}`;
+    byKey[key] = (byKey[key] ?? 0) + 1;
+  }
+  assert.deepEqual(byKey, {
+    'client curl GET /t/{id} 200': ID_PATHS, 'client curl GET /status/{id} 404': NOT_FOUND, 'client curl GET /status/{id} 503': UNAVAILABLE,
+    'server nginx GET /t/{id} 200': ID_PATHS, 'server nginx GET /status/{id} 404': NOT_FOUND, 'server nginx GET /status/{id} 503': UNAVAILABLE,
+  }, 'routes, statuses and processes as curl and nginx saw them');
+  const logged = nginx!.accessLog().filter((x) => /^\/(t|status)\//.test(x.uri)).length;
+  assert.equal(spans.filter((s) => s.kind === 'SPAN_KIND_SERVER').length, logged, 'a server span per request in nginx\'s access log');
+  const traces = new Map<string, string[]>();
+  for (const s of spans) traces.set(s.traceId, [...(traces.get(s.traceId) ?? []), s.kind]);
+  assert.equal(traces.size, urls, 'one trace per request');
+  assert.ok([...traces.values()].every((k) => k.sort().join() === 'SPAN_KIND_CLIENT,SPAN_KIND_SERVER'), 'each trace: the client span and the server span');
+  assert.ok(spans.every((s) => !String(s.attributes['url.query'] ?? '').includes('secret')), 'query values masked');
+  const errors = spans.filter((s) => s.status.code === 'STATUS_CODE_ERROR').map((s) => `${s.kind} ${s.attributes['http.response.status_code']}`);
+  const expectedErrors = [...Array(NOT_FOUND).fill('SPAN_KIND_CLIENT 404'), ...Array(UNAVAILABLE).fill('SPAN_KIND_CLIENT 503'), ...Array(UNAVAILABLE).fill('SPAN_KIND_SERVER 503')];
+  assert.deepEqual(errors.sort(), expectedErrors.sort(), 'errors as the HTTP conventions have them: 4xx and 5xx for the client, 5xx for the server');
+
+  const counted = () => {
+    const sums: Record<string, number> = {};
+    for (const p of otlp!.lastMetrics().filter((x) => x.metric === 'netrig.http.requests' && x.attributes['server.address'] === hosts!.server.addr)) {
+      const k = `${p.attributes['netrig.role']} ${p.attributes['http.route']} ${p.attributes['http.response.status_code']}`;
+      sums[k] = (sums[k] ?? 0) + p.value;
+    }
+    return sums;
+  };
+  const expected: Record<string, number> = {};
+  for (const role of ['client', 'server']) Object.assign(expected, { [`${role} /t/{id} 200`]: ID_PATHS, [`${role} /status/{id} 404`]: NOT_FOUND, [`${role} /status/{id} 503`]: UNAVAILABLE });
+  await pollUntil(() => isDeepStrictEqual(counted(), expected), 30_000, 250);
+  assert.deepEqual(counted(), expected, 'the OTLP request counter per role, route and status');
 });
 
 /** A dashboard panel's rows, as JSON objects. */
