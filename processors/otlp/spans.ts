@@ -45,16 +45,17 @@ const GRPC_SERVER_ERRORS = new Set([2, 4, 12, 13, 14, 15]);
 /** DNS rcodes by number. */
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 
-/** Nanoseconds since the epoch in a decimal string (a row's DateTime64(9) value) plus `addNs`, as HrTime. */
+/** Nanoseconds since the epoch in a decimal string (a row's DateTime64(9) value) plus `addNs`, as HrTime: exact, in two numbers. */
 export function hrTime(ns: string, addNs = 0): HrTime {
-  const t = BigInt(ns) + BigInt(addNs);
-  return [Number(t / 1_000_000_000n), Number(t % 1_000_000_000n)];
+  const sec = Number(ns.slice(0, -9) || '0');
+  const frac = Number(ns.slice(-9)) + addNs;
+  return [sec + Math.floor(frac / 1e9), frac % 1e9];
 }
 
+/** One hash of what both ends see: the trace id, and a span id per role from its other half. */
 function ids(key: string, role: string): { traceId: string; spanId: string } {
-  const trace = createHash('sha256').update(key).digest('hex');
-  const span = createHash('sha256').update(`${key}|${role}`).digest('hex');
-  return { traceId: trace.slice(0, 32), spanId: span.slice(0, 16) };
+  const h = createHash('sha256').update(key).digest('hex');
+  return { traceId: h.slice(0, 32), spanId: role === 'server' ? h.slice(48, 64) : h.slice(32, 48) };
 }
 
 function bucket(ns: string): number {
@@ -109,14 +110,19 @@ function span(o: {
   name: string; kind: SpanKind; ctx: SpanContext; start: HrTime; end: HrTime; attributes: Attributes; events: TimedEvent[];
   error: string | null; resource: Resource;
 }): ExportedSpan {
-  const durNs = (BigInt(o.end[0]) * 1_000_000_000n + BigInt(o.end[1])) - (BigInt(o.start[0]) * 1_000_000_000n + BigInt(o.start[1]));
+  let durS = o.end[0] - o.start[0];
+  let durNs = o.end[1] - o.start[1];
+  if (durNs < 0) {
+    durS -= 1;
+    durNs += 1e9;
+  }
   return {
     name: o.name,
     kind: o.kind,
     spanContext: () => o.ctx,
     startTime: o.start,
     endTime: o.end,
-    duration: [Number(durNs / 1_000_000_000n), Number(durNs % 1_000_000_000n)],
+    duration: [durS, durNs],
     status: o.error === null ? { code: SpanStatusCode.UNSET } : { code: SpanStatusCode.ERROR, message: o.error },
     attributes: o.attributes,
     links: [],
