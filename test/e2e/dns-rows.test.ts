@@ -8,7 +8,10 @@
  * server row (unbound) per answered query with the id, question, rcode, answers, transport
  * and both ends' addresses and ports as dig saw them, a latency above zero and (client
  * side) within what dig measured, and for the silent server a single client row, timed out
- * once node time passed the processor's DNS timeout.
+ * once node time passed the processor's DNS timeout. The OTLP exporter, reading the same
+ * stream in lanes of its own, sends a span per query and role to a receiver decoding with
+ * OpenTelemetry's protobuf definitions: dig's and unbound's in one trace, with the question,
+ * the rcode and the rows' latency.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +19,9 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { ClickHouse } from '../../lib/clickhouse.js';
 import { dnsFunction } from '../../processors/dns/index.js';
 import { lossesFunction } from '../../processors/losses/index.js';
+import { Registry } from 'prom-client';
+import { logger } from '../../lib/logger.js';
+import { startOtlpExporter } from '../../processors/otlp/index.js';
 import type { Processor } from '../../processors/runtime/processor.js';
 import { tcpFunction } from '../../processors/tcp/index.js';
 import { cleanupAll } from '../helpers/cleanup-all.js';
@@ -24,6 +30,7 @@ import { startNatsServer, type NatsServerHandle } from '../helpers/nats-server.j
 import { createHostPair, execWithPid, runOk, type Host, type HostPair } from '../helpers/netns.js';
 import { drainProcessor, removeClickHouseData, rows, startEdgeProcessor, waitFor } from '../helpers/processor-run.js';
 import { startUnbound, type UnboundHandle } from '../helpers/unbound.js';
+import { startOtlpReceiver, type DecodedSpan, type OtlpReceiver } from '../helpers/otlp-receiver.js';
 
 const ZONE = 'netrig.test.';
 const NAME = 'www.netrig.test';
@@ -99,6 +106,8 @@ for (const capturePath of CAPTURE_PATHS) describe(`dns_queries rows: dig against
   let ch: ClickHouse | undefined;
   let nc: NatsConnection | undefined;
   let processor: Processor | undefined;
+  let receiver: OtlpReceiver | undefined;
+  let exporter: Processor | undefined;
   let client: Host;
   let server: Host;
   /** An address of the server namespace where UDP port 53 is dropped without a trace. */
@@ -128,9 +137,17 @@ for (const capturePath of CAPTURE_PATHS) describe(`dns_queries rows: dig against
     });
     edge = await startEdge({ nats: nats.url, netns: [client.netnsIno(), server.netnsIno()], input: { capturePath } });
     ({ ch, nc, processor } = await startEdgeProcessor(nats.url, edge, [dnsFunction, tcpFunction, lossesFunction], 'dns_rows'));
+    receiver = await startOtlpReceiver();
+    exporter = await startOtlpExporter({
+      input: { otlpEndpoint: receiver.url }, nc, ch, log: logger('test'), registry: new Registry(), maxSeries: 5000,
+      stream: edge.stream, subjectPrefix: edge.subjectPrefix, flushIntervalMs: 100, ttlDays: 30,
+      leases: { ttlMs: 10_000, shardCount: edge.config.edge.shards, member: { id: `dns-otlp-${process.pid}-${capturePath}`, host: 'test', pid: process.pid, functions: [] } },
+    });
   });
 
   after(() => cleanupAll(
+    () => exporter?.stop(),
+    () => receiver?.close(),
     () => processor?.stop(),
     () => nc?.close(),
     () => ch?.close(),
@@ -311,5 +328,38 @@ for (const capturePath of CAPTURE_PATHS) describe(`dns_queries rows: dig against
     ], `rows per role and transport (ports ${JSON.stringify(got.map((r) => r.ports))}; ${answered} answered of ${digs.length})`);
     const losses = await rows<{ n: string }>(ch!, `SELECT count() AS n FROM ${ch!.database}.capture_losses`);
     assert.equal(losses[0].n, '0', 'nothing was lost on the way');
+  });
+
+  test('OTLP: a span per query and role, dig\'s and unbound\'s in one trace, with the rows\' question, rcode and latency', async () => {
+    const answered = digs.filter((d) => d.rcode !== null);
+    const dnsSpans = () => receiver!.spans.filter((s) => s.attributes['dns.question.name'] === NAME || s.attributes['dns.question.name'] === MISSING);
+    await waitFor('a span per query and role', () => dnsSpans().length >= digs.length + answered.length, 30_000, () => `${dnsSpans().length} of ${digs.length + answered.length}`);
+    const spans = dnsSpans();
+    assert.equal(spans.length, digs.length + answered.length, 'no span twice');
+    const of = (d: Dig, kind: string): DecodedSpan[] => spans.filter((s) => s.kind === kind && s.attributes['dns.question.name'] === d.qname && s.name === `DNS ${d.qtype}`
+      && s.attributes['network.transport'] === d.transport && s.attributes['server.address'] === d.server);
+    for (const d of digs) {
+      const what = `${d.transport} ${d.qtype} ${d.qname} @${d.server}`;
+      const rowsByRole = Object.fromEntries((await rowsOf(d)).map((r) => [r.role, r]));
+      const [c] = of(d, 'SPAN_KIND_CLIENT');
+      assert.equal(of(d, 'SPAN_KIND_CLIENT').length, 1, `${what}: one client span`);
+      assert.equal(c.resource['process.pid'], d.pid, `${what}: the client span's process is dig`);
+      assert.equal(BigInt(c.endTimeUnixNano) - BigInt(c.startTimeUnixNano), BigInt(rowsByRole.client.latency_ns), `${what}: the client row's latency`);
+      if (d.rcode === null) {
+        assert.equal(c.attributes['error.type'], 'timeout', `${what}: timed out`);
+        assert.equal(of(d, 'SPAN_KIND_SERVER').length, 0, `${what}: no server span`);
+        continue;
+      }
+      const [s] = of(d, 'SPAN_KIND_SERVER');
+      assert.equal(of(d, 'SPAN_KIND_SERVER').length, 1, `${what}: one server span`);
+      assert.equal(s.resource['service.name'], 'unbound');
+      assert.equal(s.traceId, c.traceId, `${what}: dig's and unbound's spans in one trace`);
+      assert.equal(BigInt(s.endTimeUnixNano) - BigInt(s.startTimeUnixNano), BigInt(rowsByRole.server.latency_ns), `${what}: the server row's latency`);
+      for (const span of [c, s]) {
+        assert.equal(span.attributes['netrig.dns.rcode'], Object.keys(RCODES).find((k) => RCODES[k] === d.rcode), `${what}: the rcode`);
+        assert.equal(span.attributes['error.type'], d.rcode ? 'NXDOMAIN' : undefined, `${what}: NXDOMAIN is an error, NOERROR is not`);
+        assert.deepEqual([...((span.attributes['dns.answers'] as string[] | undefined) ?? [])].sort(), [...d.answers].sort(), `${what}: the answers`);
+      }
+    }
   });
 });
