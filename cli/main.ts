@@ -16,6 +16,7 @@ import type { CaptureOverrides } from '../edge/index.js';
 import type { QueryTargetInput } from './query.js';
 import { DEFAULT_MAX_CONNECTIONS } from '../processors/l7/connection-table.js';
 import { REPORTS } from './reports.js';
+import { FILTERS, reportNamed, reportQuery, sinceWindow, type ReportQuery } from './report-query.js';
 
 const program = new Command('netrig').description('eBPF network observability: kernel → NATS JetStream → ClickHouse');
 
@@ -54,13 +55,14 @@ function untilSignal(stop: () => Promise<void>): void {
   process.on('SIGTERM', () => onSignal('SIGTERM'));
 }
 
-/** Open the query target, print the result of the SQL `sql(database)` builds, close. */
-async function queryAndPrint(opts: QueryTargetInput & { format: string }, sql: (database: string) => string): Promise<void> {
+/** Open the query target, print the result of the SQL (and its query parameters) `sql(database)` builds, close. */
+async function queryAndPrint(opts: QueryTargetInput & { format: string }, sql: (database: string) => { query: string; params?: Record<string, string> }): Promise<void> {
   try {
     const [{ openQueryTarget, runQuery }, { withPasswordFile }] = await Promise.all([import('./query.js'), import('./endpoint-file.js')]);
     const t = await openQueryTarget(withPasswordFile(opts));
     try {
-      await runQuery(t, sql(t.database), opts.format, process.stdout);
+      const q = sql(t.database);
+      await runQuery(t, q.query, opts.format, process.stdout, q.params);
     } finally {
       await t.close();
     }
@@ -328,7 +330,7 @@ clickhouseOptions(program.command('query'), READ_DATABASE, READ_DATA_DIR)
   .description('run SQL against the rows (through the running `netrig up`, a data dir, or a server)')
   .argument('<sql>', 'the SQL statement')
   .option('--format <format>', 'table (for people) or json (one object per line)', 'table')
-  .action((sql: string, opts) => queryAndPrint(opts, () => sql));
+  .action((sql: string, opts) => queryAndPrint(opts, () => ({ query: sql })));
 
 natsOption(program.command('status'))
   .description("processors and edges running now, from their heartbeats in NATS (default: the running netrig up's)")
@@ -351,11 +353,24 @@ clickhouseOptions(program.command('report'), READ_DATABASE, READ_DATA_DIR)
   .argument('<name>', 'report name')
   .option('--format <format>', 'table or json', 'table')
   .option('--since <interval>', 'look-back window, e.g. "1 HOUR", "15 MINUTE", "7 DAY"', '1 HOUR')
-  .action((name: string, opts) => {
-    const report = REPORTS[name];
-    if (!report) fail(new ConfigError('report', `unknown report '${name}'; known: ${Object.keys(REPORTS).join(', ')}`));
-    if (!/^\d+ (SECOND|MINUTE|HOUR|DAY|WEEK|MONTH)$/i.test(opts.since)) fail(new ConfigError('since', `expected e.g. "15 MINUTE" or "7 DAY", got ${JSON.stringify(opts.since)}`));
-    return queryAndPrint(opts, (database) => report.sql(database, opts.since));
+  .option('--filter <name=value>', `only rows matching (repeatable; HTTP reports): ${Object.keys(FILTERS).join(', ')}`, repeatable, [] as string[])
+  .action(async (name: string, opts) => {
+    let query: (database: string) => ReportQuery;
+    try {
+      const report = reportNamed(name);
+      const window = sinceWindow(opts.since);
+      const filters = Object.fromEntries((opts.filter as string[]).map((f) => {
+        const i = f.indexOf('=');
+        if (i <= 0) throw new ConfigError('filter', `expected name=value, got ${JSON.stringify(f)}`);
+        return [f.slice(0, i), f.slice(i + 1)];
+      }));
+      // Checked before anything is opened: a bad filter is one line, not a connection.
+      reportQuery(report, 'netrig', window, filters);
+      query = (database) => reportQuery(report, database, window, filters);
+    } catch (err) {
+      fail(err);
+    }
+    await queryAndPrint(opts, query);
   });
 
 program.parseAsync(process.argv).catch(fail);

@@ -97,20 +97,20 @@ export function formatTable(r: JsonCompact): string {
   return [fmt(cols), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(fmt), `(${r.data.length} row${r.data.length === 1 ? '' : 's'})`].join('\n') + '\n';
 }
 
-/** Run `sql` and write the result in `format` to `out`. */
-export async function runQuery(t: QueryTarget, sql: string, format: string, out: NodeJS.WritableStream): Promise<void> {
+/** Run `sql` (with its query parameters, `{name:Type}` in the SQL) and write the result in `format` to `out`. */
+export async function runQuery(t: QueryTarget, sql: string, format: string, out: NodeJS.WritableStream, params?: Record<string, string>): Promise<void> {
   if (format !== 'table' && format !== 'json') throw new ConfigError('format', `expected table or json, got ${JSON.stringify(format)}`);
   const text = sql.trim().replace(/;\s*$/, '');
   const isSelect = /^(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b/i.test(text);
   if (!isSelect) {
-    await t.client.command({ query: text });
+    await t.client.command({ query: text, query_params: params });
     return;
   }
   if (format === 'json') {
-    const rs = await t.client.query({ query: text, format: 'JSONEachRow' });
+    const rs = await t.client.query({ query: text, query_params: params, format: 'JSONEachRow' });
     for (const row of await rs.json<Record<string, unknown>>()) out.write(`${JSON.stringify(row)}\n`);
     return;
   }
-  const rs = await t.client.query({ query: text, format: 'JSONCompact' });
+  const rs = await t.client.query({ query: text, query_params: params, format: 'JSONCompact' });
   out.write(formatTable(await rs.json<JsonCompact>() as unknown as JsonCompact));
 }
