@@ -26,11 +26,15 @@ export interface EndpointInfo {
 
 /** The endpoint's two credentials: generated at first start unless given (then written there). */
 export function endpointCredentials(dataDir: string, user: string, password?: string, writerPassword?: string): { reader: Credentials; writer: Credentials } {
-  const dir = join(dataDir, SECRETS_DIR);
   return {
-    reader: { user, password: secretFile(dir, READER_FILE, password).value },
-    writer: { user: WRITER_USER, password: secretFile(dir, WRITER_FILE, writerPassword).value },
+    reader: readerCredentials(dataDir, user, password),
+    writer: { user: WRITER_USER, password: secretFile(join(dataDir, SECRETS_DIR), WRITER_FILE, writerPassword).value },
   };
+}
+
+/** The reader's credential alone (the page's, when `netrig up` writes to a server and serves no endpoint). */
+export function readerCredentials(dataDir: string, user: string, password?: string): Credentials {
+  return { user, password: secretFile(join(dataDir, SECRETS_DIR), READER_FILE, password).value };
 }
 
 /** Where the writer's password is kept, for processors attached to the endpoint. */
