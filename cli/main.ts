@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The netrig command line: up, edge, process, nats, store, replay, configure, fanin, query, status, report.
+ * The netrig command line: up, edge, process, nats, store, replay, configure, fanin, query, status, ui, report.
  *
  * Each command loads its own modules when it runs: one `netrig` binary serves every role,
  * and an edge that loaded the processors, the ClickHouse client and the endpoint would hold
@@ -173,6 +173,8 @@ clickhouseOptions(processorOptions(edgeOptions(natsOption(program.command('up'))
   .option('--password <password>', "the reader's password (default: generated at first start into <data dir>/endpoint/reader.password)")
   .option('--processor-metrics-port <port>', 'processor Prometheus /metrics port (0 picks one)', '9465')
   .option('--summary-interval <seconds>', 'seconds between summary updates', '1')
+  .option('--ui-port <port>', 'port of the page on 127.0.0.1 (0 picks one); Basic auth as the endpoint\'s reader', '8124')
+  .option('--no-ui', 'serve no page')
   .action(async (opts) => {
     const { up } = await import('./up.js');
     const running = await up(opts).catch(fail);
@@ -346,6 +348,18 @@ natsOption(program.command('status'))
     } finally {
       await nc.close();
     }
+  });
+
+clickhouseOptions(program.command('ui'), READ_DATABASE, READ_DATA_DIR)
+  .description('serve the page (service map, endpoints, TCP, DNS, TLS, losses) over the rows wherever they are (as `query` finds them; --clickhouse-url: any ClickHouse)')
+  .option('--ui-port <port>', 'port of the page on 127.0.0.1 (0 picks one)', '8124')
+  .option('--user <name>', 'user the page asks browsers for (Basic auth)', 'default')
+  .option('--password <password>', 'password the page asks browsers for')
+  .option('--password-file <file>', 'read the page\'s password from this file (e.g. <data dir>/endpoint/reader.password)')
+  .action(async (opts) => {
+    const { runUi } = await import('./ui.js');
+    const running = await runUi(opts).catch(fail);
+    untilSignal(() => running.stop());
   });
 
 clickhouseOptions(program.command('report'), READ_DATABASE, READ_DATA_DIR)

@@ -99,7 +99,8 @@ export const REPORTS: Readonly<Record<string, Report>> = {
              if(countIf(role = 'client') > 0, round(anyIf(latency_ns, role = 'client') / 1e6, 3), NULL) AS client_ms,
              if(countIf(role = 'server') > 0, round(anyIf(latency_ns, role = 'server') / 1e6, 3), NULL) AS server_ms,
              max(timed_out) AS timed_out
-      FROM ${db}.http_requests WHERE ${where}
+      -- Filtered before grouping: the aggregates' names (method, host) are also columns the filters test.
+      FROM (SELECT * FROM ${db}.http_requests WHERE ${where})
       GROUP BY client_addr, client_port, server_addr, server_port, req_pos
       ORDER BY min(ts) DESC, client_port, req_pos LIMIT 100`,
   },

@@ -10,6 +10,7 @@ import { openClickHouse, type ClickHouse } from '../lib/clickhouse.js';
 import { intValue } from '../lib/config.js';
 import { holdingDataDir } from '../lib/data-dir.js';
 import { logger, type Logger } from '../lib/logger.js';
+import type { Credentials } from '../lib/basic-auth.js';
 import { secretOfFlag } from '../lib/secret-file.js';
 import { identifier } from '../schemas/migrate.js';
 import { endpointCredentials, writeEndpoint, writerPasswordFile } from './endpoint-file.js';
@@ -31,6 +32,8 @@ export interface ServedStore {
   ch: ClickHouse;
   endpoint: ClickHouseEndpoint;
   url: string;
+  /** The endpoint's reader (the page of `netrig up` reads as it, and asks browsers for it). */
+  reader: Credentials;
   close(): Promise<void>;
 }
 
@@ -39,8 +42,9 @@ export async function serveStore(o: StoreInput, log: Logger): Promise<ServedStor
   const ch = await openClickHouse({ dataDir: o.dataDir, database: identifier('database', o.database ?? 'netrig') });
   try {
     const host = o.httpHost ?? '127.0.0.1';
+    const credentials = endpointCredentials(o.dataDir, o.user ?? 'default', o.password, o.writerPassword);
     const endpoint = new ClickHouseEndpoint({
-      connection: ch.connection!, database: ch.database, ...endpointCredentials(o.dataDir, o.user ?? 'default', o.password, o.writerPassword),
+      connection: ch.connection!, database: ch.database, ...credentials,
       host, port: intValue('http-port', o.httpPort ?? 8123, 0, 65535), log,
     });
     await endpoint.start();
@@ -54,7 +58,7 @@ export async function serveStore(o: StoreInput, log: Logger): Promise<ServedStor
     }
     log.info({ url, database: ch.database, writer: WRITER_USER, writerPasswordFile: writerPasswordFile(o.dataDir) }, 'ClickHouse endpoint serving the embedded engine');
     return {
-      ch, endpoint, url,
+      ch, endpoint, url, reader: credentials.reader,
       async close() {
         removeEndpointFile();
         await endpoint.stop();

@@ -1,7 +1,7 @@
 /**
  * `netrig up`: the whole pipeline on this host. A nats-server of its own (or --nats), the
  * embedded ClickHouse engine under the data dir served on a ClickHouse-compatible HTTP
- * endpoint (or --clickhouse-url), a processor and the edge; a live summary until Ctrl-C,
+ * endpoint (or --clickhouse-url), the page (cli/ui.ts), a processor and the edge; a live summary until Ctrl-C,
  * then everything stops in reverse order with nothing left attached or running. With its
  * own nats-server, the edge and the processor each connect in their role (cli/nats-roles.ts).
  */
@@ -20,7 +20,10 @@ import { natsAuthDir, startOwnedNatsServer, type OwnedNatsServer } from '../lib/
 import { secretFile } from '../lib/secret-file.js';
 import { metricsPasswordOfFile } from '../lib/metrics-server.js';
 import { clickhouseTarget, runProcessor, type RunningProcessor } from '../processors/index.js';
-import { writerPasswordFile } from './endpoint-file.js';
+import type { Credentials } from '../lib/basic-auth.js';
+import type { PageServer } from '../ui/server.js';
+import { readerCredentials, writerPasswordFile } from './endpoint-file.js';
+import { servePage } from './ui.js';
 import { serveStore } from './store.js';
 import { natsRoles, type NatsRole } from './nats-roles.js';
 import { Summary } from './summary.js';
@@ -46,11 +49,17 @@ export interface UpInput extends EdgeInput {
   ttlDays?: string | number;
   processorMetricsPort?: string | number;
   summaryInterval?: string | number;
+  /** The page's port on 127.0.0.1 (0 picks one). */
+  uiPort?: string | number;
+  /** false (`--no-ui`): no page. */
+  ui?: boolean;
 }
 
 /** A running `netrig up`. */
 export interface Up {
   endpointUrl: string | null;
+  /** Where the page is served, null with --no-ui. */
+  pageUrl: string | null;
   natsUrl: string;
   stop(): Promise<void>;
 }
@@ -100,14 +109,30 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     let ch: ClickHouse;
     let endpoint: ClickHouseEndpoint | null = null;
     let endpointUrl: string | null = null;
+    let reader: Credentials;
     if (input.clickhouseUrl) {
       const server = await openClickHouse(clickhouseTarget({ ...input, dataDir }));
       undo.push(() => server.close());
       ch = server;
+      reader = readerCredentials(dataDir, input.user ?? 'default', input.password);
     } else {
       const store = await serveStore({ ...input, dataDir }, log);
       undo.push(() => store.close());
-      ({ ch, endpoint, url: endpointUrl } = store);
+      ({ ch, endpoint, url: endpointUrl, reader } = store);
+    }
+
+    // The page: through the endpoint as its reader (read-only), or on the server as the processor's user.
+    let page: PageServer | null = null;
+    if (input.ui !== false) {
+      let client = ch.client;
+      if (endpointUrl) {
+        const pageCh = await openClickHouse({ url: endpointUrl, user: reader.user, password: reader.password, database: ch.database }, { create: false });
+        undo.push(() => pageCh.close());
+        client = pageCh.client;
+      }
+      const served = await servePage(client, ch.database, reader, input.uiPort, log);
+      undo.push(() => served.stop());
+      page = served;
     }
 
     // Its Prometheus endpoints (edge, processor) take one password, generated at first start.
@@ -120,7 +145,7 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
       ...natsAs('edge'),
       metricsPassword,
       excludePids: [...(nats ? [nats.pid] : []), ...String(input.excludePids ?? '').split(',').filter(Boolean).map(Number)],
-      excludePorts: [...(endpoint ? [endpoint.port] : []), ...localPort(input.clickhouseUrl), ...String(input.excludePorts ?? '').split(',').filter(Boolean).map(Number)],
+      excludePorts: [...(endpoint ? [endpoint.port] : []), ...(page ? [page.port] : []), ...localPort(input.clickhouseUrl), ...String(input.excludePorts ?? '').split(',').filter(Boolean).map(Number)],
     });
     undo.push(() => edge.stop());
 
@@ -142,9 +167,10 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     log.info({
       edgeMetricsPort: edge.metricsPort, processorMetricsPort: processor.metricsPort,
       nats: natsUrl, natsAuth: nats ? natsAuthDir(dataDir) : undefined, natsTlsCa: nats?.tlsCa ?? undefined, clickhouse: endpointUrl ?? ch.where, dataDir,
+      page: page?.url,
       ...(endpoint ? { writer: WRITER_USER, writerPasswordFile: writerPasswordFile(dataDir) } : {}),
     }, 'netrig up: running; Ctrl-C stops it');
-    return { endpointUrl, natsUrl, stop: stopAll };
+    return { endpointUrl, pageUrl: page?.url ?? null, natsUrl, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;
