@@ -28,7 +28,8 @@ export interface MapLayout {
 
 export const NODE_W = 190;
 export const NODE_H = 44;
-const COLUMN_GAP = 260;
+// Room between columns for an edge's two lines of numbers.
+const COLUMN_GAP = NODE_W + 320;
 const ROW_GAP = 76;
 const MARGIN = 24;
 
