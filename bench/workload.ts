@@ -172,11 +172,11 @@ export async function startNetrigUp(cpus: number[], netns: number[], o: { extra?
   const httpPort = await freePort();
   const args = o.tuned
     ? ['-c', cpus.join(','), process.execPath, UP_MAIN, JSON.stringify({
-      dataDir: data.path, natsPort, httpPort, metricsPort: 0, processorMetricsPort: 0, includeNetns: netns.join(','),
+      dataDir: data.path, natsPort, httpPort, uiPort: 0, metricsPort: 0, processorMetricsPort: 0, includeNetns: netns.join(','),
       lingerMs: o.tuned.lingerMs, flushIntervalMs: o.tuned.flushIntervalMs,
     })]
     : [
-      '-c', cpus.join(','), process.execPath, CLI, 'up', '--data-dir', data.path, '--nats-port', String(natsPort), '--http-port', String(httpPort),
+      '-c', cpus.join(','), process.execPath, CLI, 'up', '--data-dir', data.path, '--nats-port', String(natsPort), '--http-port', String(httpPort), '--ui-port', '0',
       '--metrics-port', '0', '--processor-metrics-port', '0', '--include-netns', netns.join(','), ...(o.extra ?? []),
     ];
   const env = o.env ?? {};

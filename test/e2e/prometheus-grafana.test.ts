@@ -59,7 +59,7 @@ before(async () => {
   const tokenFile = join(dir, 'otlp-token');
   writeFileSync(tokenFile, `${OTLP_TOKEN}\n`, { mode: 0o600 });
   up = spawnCli([
-    'up', '--data-dir', dataDir, '--nats-port', String(await freePort()), '--http-port', String(await freePort()),
+    'up', '--data-dir', dataDir, '--nats-port', String(await freePort()), '--http-port', String(await freePort()), '--ui-port', '0',
     '--metrics-port', '0', '--processor-metrics-port', '0',
     '--otlp-endpoint', otlp.url, '--otlp-header-file', `authorization=${tokenFile}`, '--otlp-metrics-interval', '1',
     '--include-netns', `${hosts.client.netnsIno()},${hosts.server.netnsIno()}`,

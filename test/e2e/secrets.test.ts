@@ -131,7 +131,7 @@ describe('secrets on disk', () => {
     });
     const natsPort = await freePort();
     const up = spawnCli([
-      'up', '--data-dir', dataDir, '--nats-port', String(natsPort), '--http-port', String(await freePort()),
+      'up', '--data-dir', dataDir, '--nats-port', String(natsPort), '--http-port', String(await freePort()), '--ui-port', '0',
       '--metrics-port', '0', '--processor-metrics-port', '0',
       '--include-netns', `${hosts!.client.netnsIno()},${hosts!.server.netnsIno()}`, ...flags,
     ]);

@@ -113,7 +113,7 @@ describe('netrig up as a user runs it', () => {
       natsPort = await freePort();
       httpPort = await freePort();
       up = spawnCli([
-        'up', '--data-dir', dataDir, '--nats-port', String(natsPort), '--http-port', String(httpPort),
+        'up', '--data-dir', dataDir, '--nats-port', String(natsPort), '--http-port', String(httpPort), '--ui-port', '0',
         '--metrics-port', '0', '--processor-metrics-port', '0', '--password', password,
         '--include-netns', `${hosts.client.netnsIno()},${hosts.server.netnsIno()}`,
       ], { env: runDirEnv });
@@ -289,7 +289,7 @@ describe('netrig up as a user runs it', () => {
   });
 
   test('a second `netrig up` on the same data dir: one line naming the holder pid', async () => {
-    const r = await runCli(['up', '--data-dir', dataDir, '--nats-port', String(await freePort()), '--http-port', String(await freePort()),
+    const r = await runCli(['up', '--data-dir', dataDir, '--nats-port', String(await freePort()), '--http-port', String(await freePort()), '--ui-port', '0',
       '--metrics-port', '0', '--processor-metrics-port', '0']);
     assertOneLineError(r, new RegExp(`data dir ${dataDir.replace(/[.]/g, '\\.')} is held by another netrig process \\(pid ${up!.pid}\\)`), 'data dir held');
   });
@@ -314,12 +314,12 @@ describe('netrig up as a user runs it', () => {
   });
 
   test('a port in use: `netrig up` names the port and leaves nothing running', async () => {
-    for (const which of ['http', 'nats'] as const) {
+    for (const which of ['http', 'nats', 'ui'] as const) {
       const dir = tempDir(`up-${which}-busy`);
       const busy = await freePort();
       holders.push(await holdPort(busy));
-      const ports = { http: which === 'http' ? busy : await freePort(), nats: which === 'nats' ? busy : await freePort() };
-      const r = await runCli(['up', '--data-dir', dir, '--nats-port', String(ports.nats), '--http-port', String(ports.http),
+      const ports = { http: which === 'http' ? busy : await freePort(), nats: which === 'nats' ? busy : await freePort(), ui: which === 'ui' ? busy : 0 };
+      const r = await runCli(['up', '--data-dir', dir, '--nats-port', String(ports.nats), '--http-port', String(ports.http), '--ui-port', String(ports.ui),
         '--metrics-port', '0', '--processor-metrics-port', '0']);
       assertOneLineError(r, new RegExp(`port ${busy} \\(.*\\) is in use`), `${which} port in use`);
       assert.ok(await pollUntil(async () => (await pidsMentioning(dir)).length === 0, 10_000), `nothing of the failed up runs: ${(await pidsMentioning(dir)).map(cmdline).join(' | ')}`);
