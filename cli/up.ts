@@ -109,21 +109,22 @@ export async function up(input: UpInput, out: NodeJS.WriteStream = process.stdou
     let ch: ClickHouse;
     let endpoint: ClickHouseEndpoint | null = null;
     let endpointUrl: string | null = null;
-    let reader: Credentials;
+    let reader: Credentials | null = null;
     if (input.clickhouseUrl) {
       const server = await openClickHouse(clickhouseTarget({ ...input, dataDir }));
       undo.push(() => server.close());
       ch = server;
-      reader = readerCredentials(dataDir, input.user ?? 'default', input.password);
     } else {
       const store = await serveStore({ ...input, dataDir }, log);
       undo.push(() => store.close());
       ({ ch, endpoint, url: endpointUrl, reader } = store);
     }
 
-    // The page: through the endpoint as its reader (read-only), or on the server as the processor's user.
+    // The page: through the endpoint as its reader (read-only), or on the server as the processor's
+    // user; browsers log in as the endpoint's reader (with a server: its password generated all the same).
     let page: PageServer | null = null;
     if (input.ui !== false) {
+      reader ??= readerCredentials(dataDir, input.user ?? 'default', input.password);
       let client = ch.client;
       if (endpointUrl) {
         const pageCh = await openClickHouse({ url: endpointUrl, user: reader.user, password: reader.password, database: ch.database }, { create: false });
