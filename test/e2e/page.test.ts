@@ -19,7 +19,7 @@ import { readEndpoint } from '../../cli/endpoint-file.js';
 import { reportNamed, reportQuery, type TimeWindow } from '../../cli/report-query.js';
 import { cleanupAll, pollUntil, sleep } from '../helpers/cleanup-all.js';
 import { onExit } from '../helpers/cleanup.js';
-import { spawnCli, type CliChild } from '../helpers/cli.js';
+import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
 import { freePort } from '../helpers/nats-server.js';
 import { createHostPair, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
@@ -41,12 +41,13 @@ let reader: ClickHouseClient | undefined;
 const dir = mkdtempSync(join(tmpdir(), `netrig-page-e2e-${process.pid}-`));
 const unregister = onExit(`page e2e ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
 let pageUrl = '';
+let dataDir = '';
 let credentials = { username: '', password: '' };
 
 before(async () => {
   hosts = await createHostPair();
   nginx = await startNginx(hosts.server);
-  const dataDir = join(dir, 'data');
+  dataDir = join(dir, 'data');
   up = spawnCli([
     'up', '--data-dir', dataDir, '--nats-port', String(await freePort()), '--http-port', String(await freePort()), '--ui-port', '0',
     '--metrics-port', '0', '--processor-metrics-port', '0',
@@ -155,6 +156,10 @@ test('the page over captured traffic: map, numbers as the SQL and as curl did, e
       { requests: String(sqlEdge.requests), perS: String(sqlEdge.requests_per_s), failed: String(sqlEdge.errors), rate: `${(Number(sqlEdge.error_rate) * 100).toFixed(1)}%`, p99: String(sqlEdge.p99_ms), retransmits: String(sqlEdge.retransmits), drops: String(sqlEdge.drops), captured: 'both ends' },
       'the edge\'s row is the service-map report\'s');
     assert.deepEqual([e.requests, e.errors, e.client, e.server], [String(TOTAL), String(BURST_A.unavailable), `curl ${hosts!.client.addr}`, `nginx ${hosts!.server.addr}:${nginx!.port}`], 'and what curl did: every request, the 503s failed');
+    const cli = await runCli(['report', 'service-map', '--data-dir', dataDir, '--format', 'json'], { env: { NETRIG_RUN_DIR: join(dir, 'run') } });
+    assert.equal(cli.code, 0, cli.stderr);
+    const printed = cli.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((r) => r.server === serverAddr)!;
+    assert.deepEqual([printed.requests, printed.errors, printed.p99_ms].map(String), [e.requests, e.errors, e.p99_ms], '`netrig report service-map` prints the same edge');
 
     const host = `${hosts!.server.addr}:${nginx!.port}`;
     const sqlEndpoints = (await report('endpoints', range)).filter((r) => r.host === host)

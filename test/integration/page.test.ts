@@ -7,13 +7,18 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { openClickHouse, type ClickHouse } from '../../lib/clickhouse.js';
 import type { ClickHouseEndpoint } from '../../lib/clickhouse-endpoint.js';
 import { logger } from '../../lib/logger.js';
 import { migrate } from '../../schemas/migrate.js';
 import { PageServer } from '../../ui/server.js';
 import { reportNamed, reportQuery } from '../../cli/report-query.js';
+import { spawnCli } from '../helpers/cli.js';
+import { onExit } from '../helpers/cleanup.js';
 import { startTestEndpoint } from '../helpers/endpoint.js';
 import { freshClickHouse, removeClickHouseData } from '../helpers/processor-run.js';
 
@@ -101,7 +106,8 @@ after(async () => {
   removeClickHouseData();
 });
 
-const AUTH = { Authorization: `Basic ${Buffer.from(`${READER.user}:${READER.password}`).toString('base64')}` };
+const basic = (user: string, password: string) => ({ Authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` });
+const AUTH = basic(READER.user, READER.password);
 const window = `from=${new Date(FROM).toISOString()}&to=${new Date(TO).toISOString()}`;
 
 type Rows = Record<string, unknown>[];
@@ -222,6 +228,8 @@ describe('refusals', () => {
     assert.match(await html.text(), /<script type="module" src="\/app.js">/);
     assert.match(html.headers.get('content-security-policy') ?? '', /default-src 'self'/);
     assert.equal((await fetch(`${base}/app.js`, { headers: AUTH })).status, 200);
+    const views = await (await fetch(`${base}/api/views`, { headers: AUTH })).json() as { views: { name: string; filters: string[] }[] };
+    assert.deepEqual(views.views.find((v) => v.name === 'exchanges')?.filters, ['client', 'server', 'port', 'host', 'method', 'endpoint'], 'the views, with the filters each takes');
     for (const path of ['/server.js', '/api.js', '/../package.json', '/api']) assert.equal((await refused(path)).status, 404, path);
     // fetch() cannot set Host: a plain request, as a DNS name rebound to 127.0.0.1 would send it.
     const rebound = await new Promise<number>((resolve, reject) => {
@@ -233,4 +241,26 @@ describe('refusals', () => {
     assert.equal(rebound, 403, 'another host name');
     assert.equal((await refused(`/api/service-map?${window}`, { headers: { Origin: 'http://evil.example' } })).status, 403, 'another site\'s page');
   });
+});
+
+test('`netrig ui` serves the page over a ClickHouse by URL, behind its own password file, and stops on SIGINT', async () => {
+  const dir = mkdtempSync(join(tmpdir(), `netrig-ui-${process.pid}-`));
+  const unregister = onExit(`ui test ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+  const passwordFile = join(dir, 'page.password');
+  writeFileSync(passwordFile, 'page-secret\n', { mode: 0o600 });
+  const ui = spawnCli(['ui', '--clickhouse-url', `http://127.0.0.1:${endpoint.port}`, '--clickhouse-password', READER.password, '--database', ch.database,
+    '--ui-port', '0', '--user', 'viewer', '--password-file', passwordFile]);
+  try {
+    const served = await ui.waitLog("'page served'", (l) => /^page served/.test(l.msg ?? ''));
+    const url = String(served.url);
+    const res = await fetch(`${url}api/service-map?${window}`, { headers: basic('viewer', 'page-secret') });
+    assert.equal(res.status, 200);
+    assert.deepEqual((await res.json() as { rows: Rows }).rows.map((r) => `${r.client_process}->${r.server_process} ${r.requests}`), ['curl->nginx 4', 'python3-> 2']);
+    assert.equal((await fetch(`${url}api/service-map?${window}`, { headers: AUTH })).status, 401, 'the page\'s credential, not the ClickHouse one');
+    assert.deepEqual(await ui.stop('SIGINT', 30_000), { code: 0, signal: null }, ui.tail());
+  } finally {
+    await ui.kill();
+    rmSync(dir, { recursive: true, force: true });
+    unregister();
+  }
 });
