@@ -3,7 +3,7 @@
  * DNS, TLS and capture losses over one time range. Each panel is a view of the server's API
  * (ui/api.ts), the same SQL as `netrig report <view>`.
  */
-import { render } from 'preact';
+import { render, type ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
 import { useView, type Range, type Row } from './api';
 import { shortAddr } from './layout';
@@ -87,7 +87,7 @@ function selectionTitle(s: Selection): string {
   return `${s.method} ${s.host}${s.endpoint}`;
 }
 
-function Panel({ id, title, children }: { id: string; title: string; children: preact.ComponentChildren }) {
+function Panel({ id, title, children }: { id: string; title: string; children: ComponentChildren }) {
   return (
     <section class="panel" id={id}>
       <h2>{title}</h2>
