@@ -25,7 +25,8 @@ import type { Readable, Writable } from 'node:stream';
 import { createGzip, gzipSync } from 'node:zlib';
 import type { Connection } from '@clickhouse/client-common';
 import type { Logger } from './logger.js';
-import { ConfigError, PortInUseError } from './errors.js';
+import { ConfigError } from './errors.js';
+import { closeNow, listen } from './http-listen.js';
 import { identifier } from '../schemas/migrate.js';
 import { AccessDeniedError, AuthenticationFailedError, EndpointRefusal, QuerySyntaxError, exceptionText } from './endpoint/errors.js';
 import { loadChdb } from './chdb.js';
@@ -119,13 +120,7 @@ export class ClickHouseEndpoint {
       this.running.add(p);
       void p.finally(() => this.running.delete(p));
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(err.code === 'EADDRINUSE' ? new PortInUseError(this.o.port, 'ClickHouse HTTP endpoint', { cause: err }) : err));
-      server.listen(this.o.port, this.o.host, () => resolve());
-    });
-    const addr = server.address();
-    this.port = typeof addr === 'object' && addr ? addr.port : this.o.port;
+    this.port = await listen(server, this.o.host, this.o.port, 'ClickHouse HTTP endpoint');
     this.hosts = allowedHostNames(this.o.host);
     this.server = server;
   }
@@ -134,8 +129,7 @@ export class ClickHouseEndpoint {
     const s = this.server;
     this.server = null;
     if (!s) return;
-    s.closeAllConnections();
-    await new Promise<void>((r) => s.close(() => r()));
+    await closeNow(s);
     await Promise.allSettled([...this.running]);
   }
 

@@ -7,7 +7,8 @@ import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import { hasCredentials, type Credentials } from './basic-auth.js';
 import { intValue } from './config.js';
-import { ConfigError, PortInUseError } from './errors.js';
+import { ConfigError } from './errors.js';
+import { listen } from './http-listen.js';
 import { secretOfFlag } from './secret-file.js';
 
 /** The user Prometheus sends with the metrics password. */
@@ -63,11 +64,5 @@ export async function serveMetrics(registry: Registry, access: MetricsAccess): P
       (err: Error) => res.writeHead(500).end(err.message),
     );
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'EADDRINUSE' ? new PortInUseError(access.port, 'metrics', { cause: err }) : err));
-    server.listen(access.port, access.host, () => resolve());
-  });
-  const addr = server.address();
-  return { server, port: typeof addr === 'object' && addr ? addr.port : access.port };
+  return { server, port: await listen(server, access.host, access.port, 'metrics') };
 }

@@ -10,7 +10,8 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { hasCredentials, type Credentials } from '../lib/basic-auth.js';
 import { allowedHostNames, checkHostAndOrigin } from '../lib/endpoint/request.js';
 import { AccessDeniedError } from '../lib/endpoint/errors.js';
-import { ConfigError, NetrigError, PortInUseError } from '../lib/errors.js';
+import { ConfigError, NetrigError } from '../lib/errors.js';
+import { closeNow, listen } from '../lib/http-listen.js';
 import type { Logger } from '../lib/logger.js';
 import { MAX_ROWS, viewList, viewRequest } from './api.js';
 
@@ -79,12 +80,7 @@ export class PageServer {
     const server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' ? new PortInUseError(this.o.port, 'the page, --ui-port', { cause: err }) : err));
-      server.listen(this.o.port, this.o.host, () => resolve());
-    });
-    const addr = server.address();
-    this.port = typeof addr === 'object' && addr ? addr.port : this.o.port;
+    this.port = await listen(server, this.o.host, this.o.port, 'the page, --ui-port');
     this.hosts = allowedHostNames(this.o.host);
     this.server = server;
   }
@@ -92,9 +88,7 @@ export class PageServer {
   async stop(): Promise<void> {
     const s = this.server;
     this.server = null;
-    if (!s) return;
-    s.closeAllConnections();
-    await new Promise<void>((r) => s.close(() => r()));
+    if (s) await closeNow(s);
   }
 
   private json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
