@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import assert from 'node:assert/strict';
 import protobuf from 'protobufjs';
 
 const require = createRequire(import.meta.url);
@@ -80,6 +81,21 @@ function attrs(list: DecodedAttribute[] | undefined): Record<string, string | nu
 }
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+/**
+ * The spans, each span id once. Export is at least once: an export whose answer came too
+ * late (a busy machine) is sent again, and a span sent twice must be the same span, ids and
+ * all — a span id carried by two different spans throws.
+ */
+export function distinctSpans(spans: readonly DecodedSpan[]): DecodedSpan[] {
+  const byId = new Map<string, DecodedSpan>();
+  for (const s of spans) {
+    const seen = byId.get(s.spanId);
+    if (!seen) byId.set(s.spanId, s);
+    else assert.deepEqual(s, seen, `span ${s.spanId} came twice with different contents`);
+  }
+  return [...byId.values()];
+}
 
 export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   const root = loadRoot();
