@@ -104,6 +104,19 @@ export const REPORTS: Readonly<Record<string, Report>> = {
       GROUP BY client_addr, client_port, server_addr, server_port, req_pos
       ORDER BY min(ts) DESC, client_port, req_pos LIMIT 100`,
   },
+  'network-vs-server': {
+    description: 'per endpoint, the exchanges whose two ends were both captured (the exchange_pairs view): client and server latency, and the share of the client\'s time spent outside the server (the network both ways, the kernels\' queues)',
+    filters: HTTP_FILTERS,
+    // The view takes the window itself; `where` tests the pair's columns (and its start again).
+    sql: (db, where) => `
+      SELECT host, method, path_template AS endpoint, count() AS exchanges,
+             round(quantile(0.5)(client_latency_ns) / 1e6, 3) AS client_p50_ms, round(quantile(0.99)(client_latency_ns) / 1e6, 3) AS client_p99_ms,
+             round(quantile(0.5)(server_latency_ns) / 1e6, 3) AS server_p50_ms, round(quantile(0.99)(server_latency_ns) / 1e6, 3) AS server_p99_ms,
+             round(quantile(0.99)(network_ns) / 1e6, 3) AS network_p99_ms,
+             round(sum(network_ns) / sum(client_latency_ns), 4) AS network_share
+      FROM ${db}.exchange_pairs(from_ms = {from_ms:Int64}, to_ms = {to_ms:Int64}) WHERE ${where}
+      GROUP BY host, method, endpoint ORDER BY exchanges DESC, host, method, endpoint LIMIT 50`,
+  },
   errors: {
     description: 'HTTP errors (status 4xx/5xx, gRPC errors) and timed-out requests by endpoint, per role (a timeout may be seen by one end only)',
     filters: HTTP_FILTERS,

@@ -12,6 +12,8 @@
  *   by `_shard`: the name processors read and write keeps its meaning.
  * - `ALTER TABLE db.t ADD COLUMN IF NOT EXISTS …` → the same on `db.t_local`, then on `db.t`
  *   (an insert naming the column finds it on the shards once the Distributed table has it).
+ * - `CREATE VIEW IF NOT EXISTS db.v AS …` → the same ON CLUSTER: a view on every host, reading
+ *   the Distributed tables by their usual names.
  * - schema_migrations is replicated to every host of the cluster instead (one replication
  *   group, no Distributed table): any host a processor connects to knows what is applied.
  *
@@ -101,6 +103,7 @@ const NAME = '[A-Za-z_][A-Za-z0-9_]*';
 const CREATE_DATABASE = new RegExp(`^CREATE DATABASE IF NOT EXISTS (${NAME})$`);
 /** db, table, space before the column list, columns, space after, engine, its arguments, the rest (PARTITION BY, ORDER BY, TTL, SETTINGS). */
 const CREATE_TABLE = new RegExp(`^CREATE TABLE IF NOT EXISTS (${NAME})\\.(${NAME})(\\s*)\\(([\\s\\S]+)\\)(\\s*)ENGINE = (MergeTree|ReplacingMergeTree)(?:\\(([^()]*)\\))?((?:\\s[\\s\\S]*)?)$`);
+const CREATE_VIEW = new RegExp(`^CREATE VIEW IF NOT EXISTS (${NAME})\\.(${NAME}) AS(\\s[\\s\\S]+)$`);
 const ALTER_TABLE = new RegExp(`^ALTER TABLE (${NAME})\\.(${NAME}) ([\\s\\S]+)$`);
 const ADD_COLUMN = /^ADD COLUMN IF NOT EXISTS \S/;
 
@@ -161,6 +164,9 @@ export function clusterStatements(statement: string, cluster: string, placement:
     ];
   }
   if (/^CREATE TABLE /.test(s)) throw new ClusterDdlError(s, 'a CREATE TABLE other than IF NOT EXISTS db.table (columns) ENGINE = MergeTree or ReplacingMergeTree');
+
+  const v = CREATE_VIEW.exec(s);
+  if (v) return [`CREATE VIEW IF NOT EXISTS ${v[1]}.${v[2]} ON CLUSTER ${c} AS${v[3]}`];
 
   const a = ALTER_TABLE.exec(s);
   if (a) {

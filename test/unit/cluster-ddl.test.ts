@@ -20,20 +20,27 @@ import { runCli } from '../helpers/cli.js';
 const opts = { database: 'netrig', ttlDays: 30 };
 const file = (f: string) => readFileSync(`${MIGRATIONS_DIR}/${f}`, 'utf8');
 
-test('every statement of every migration converts, each one ON CLUSTER; each table becomes a replicated one and a Distributed one over it', () => {
+test('every statement of every migration converts, each one ON CLUSTER; each table becomes a replicated one and a Distributed one over it, each view one on every host', () => {
   const files = migrationFiles();
   assert.ok(files.length >= 4);
   for (const f of files) {
     const plain = migrationStatements(file(f), opts);
     const clustered = migrationStatements(file(f), { ...opts, cluster: 'c' });
     assert.ok(plain.length > 0, f);
-    assert.equal(clustered.length, plain.length * 2, `${f}: two statements for each`);
+    const isView = (s: string) => s.startsWith('CREATE VIEW ');
+    assert.equal(clustered.length, plain.reduce((n, s) => n + (isView(s) ? 1 : 2), 0), `${f}: two statements for each table statement, one for each view`);
     for (const s of clustered) {
-      assert.match(s, /^(CREATE TABLE IF NOT EXISTS|ALTER TABLE) netrig\.[a-z_]+ ON CLUSTER 'c'\s/, s.slice(0, 80));
+      assert.match(s, /^(CREATE TABLE IF NOT EXISTS|ALTER TABLE|CREATE VIEW IF NOT EXISTS) netrig\.[a-z_]+ ON CLUSTER 'c'\s/, s.slice(0, 80));
       assert.doesNotMatch(s, /non_replicated_deduplication_window|ENGINE = MergeTree/);
     }
-    plain.forEach((s, i) => {
-      const [local, distributed] = clustered.slice(2 * i, 2 * i + 2);
+    let at = 0;
+    for (const s of plain) {
+      if (isView(s)) {
+        assert.equal(clustered[at++], s.replace(/^(CREATE VIEW IF NOT EXISTS netrig\.[a-z_]+) AS/, "$1 ON CLUSTER 'c' AS"), `${f}: the view as it is, ON CLUSTER`);
+        continue;
+      }
+      const [local, distributed] = clustered.slice(at, at + 2);
+      at += 2;
       const create = /^CREATE TABLE IF NOT EXISTS netrig\.([a-z_]+)/.exec(s);
       if (create) {
         const t = create[1];
@@ -46,7 +53,7 @@ test('every statement of every migration converts, each one ON CLUSTER; each tab
       } else {
         assert.match(s, /^ALTER TABLE netrig\.[a-z_]+ ADD COLUMN IF NOT EXISTS /);
       }
-    });
+    }
   }
 });
 
