@@ -117,6 +117,16 @@ export const REPORTS: Readonly<Record<string, Report>> = {
       FROM ${db}.exchange_pairs(from_ms = {from_ms:Int64}, to_ms = {to_ms:Int64}) WHERE ${where}
       GROUP BY host, method, endpoint ORDER BY exchanges DESC, host, method, endpoint LIMIT 50`,
   },
+  hurt: {
+    description: 'HTTP requests slowed by TCP trouble on their own connection while in flight (retransmits, drops), worst first: how long before the exchange\'s end the first of it came',
+    filters: HTTP_FILTERS,
+    sql: (db, where) => `
+      SELECT toString(ts) AS started, role, host, method, path, status, timed_out, round(latency_ns / 1e6, 3) AS latency_ms,
+             retransmits, drops, round(harm_ns / 1e6, 3) AS harm_ms,
+             toString(client_addr) AS client, client_port, toString(server_addr) AS server, server_port, comm AS process
+      FROM ${db}.http_requests WHERE ${where} AND (retransmits > 0 OR drops > 0)
+      ORDER BY harm_ns DESC, latency_ns DESC, ts LIMIT 50`,
+  },
   errors: {
     description: 'HTTP errors (status 4xx/5xx, gRPC errors) and timed-out requests by endpoint, per role (a timeout may be seen by one end only)',
     filters: HTTP_FILTERS,

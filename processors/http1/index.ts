@@ -10,10 +10,11 @@
  * committed exchange ended is read back from http_requests when a lane resumes, so an idle
  * connection's next request pairs at once.
  */
+import { harmColumns } from '../l7/harm.js';
 import { l7Function, l7Row, noResumeState, resumeKey, type L7Protocol, type ResumeState } from '../l7/protocol.js';
 import { storedPath } from '../l7/path-mask.js';
 import { pathTemplate } from '../l7/path-template.js';
-import type { LaneContext } from '../runtime/function.js';
+import type { LaneContext, Row } from '../runtime/function.js';
 import { ConnFlags, Role } from '../../schemas/records.js';
 import { ExchangeFlags, Http1Connection, newHttp1Stats, type Http1Exchange, type Http1Stats } from './connection.js';
 
@@ -75,7 +76,7 @@ export const http1Protocol: L7Protocol<Http1Exchange> = {
     stats: stats as Http1Stats, midlife: h.midlife, resumeRequestPos: h.resume, knownRequestPositions: h.known, boundaries: h.boundaries,
   }),
   row(x, c, clock, opts) {
-    return l7Row({
+    const fields: Row = {
       protocol: x.version,
       method: x.method,
       host: x.host,
@@ -99,7 +100,9 @@ export const http1Protocol: L7Protocol<Http1Exchange> = {
       content_type: x.contentType,
       user_agent: x.userAgent,
       partial: x.flags & PARTIAL_FLAGS ? 1 : 0,
-    }, c, x.reqFirstTsNs, clock, x.role);
+    };
+    harmColumns(fields, c.harms, x.reqFirstTsNs, x.respLastTsNs ? x.respLastTsNs : null);
+    return l7Row(fields, c, x.reqFirstTsNs, clock, x.role);
   },
   resume: {
     fromItem: (x) => (x.timedOut || x.flags & ExchangeFlags.Upgraded ? null : x.reqStartPos + x.reqBytes),

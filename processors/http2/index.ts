@@ -8,9 +8,11 @@
  * header fields that refer to dynamic-table entries inserted before are marked unknown
  * (never guessed), flagged `partial`, until the table is known again.
  */
+import { harmColumns } from '../l7/harm.js';
 import { storedPath } from '../l7/path-mask.js';
 import { pathTemplate } from '../l7/path-template.js';
 import { l7Function, l7Row, type L7Protocol } from '../l7/protocol.js';
+import type { Row } from '../runtime/function.js';
 import { ExchangeFlags, Http2Connection, newHttp2Stats, type Http2Exchange, type Http2Stats } from './connection.js';
 
 /** END_STREAMs a RST_STREAM cut off: the protocol's doing, not the capture's. */
@@ -36,7 +38,8 @@ export const http2Protocol: L7Protocol<Http2Exchange> = {
   open: (h, onItem, stats) => new Http2Connection(h.role, onItem, { stats: stats as Http2Stats, midlife: h.midlife }),
   row(x, c, clock, opts) {
     const answered = x.respFirstTsNs > 0;
-    return l7Row({
+    const startNs = x.reqFirstTsNs || x.respFirstTsNs;
+    const fields: Row = {
       protocol: x.protocol,
       method: x.method,
       host: x.authority,
@@ -59,7 +62,10 @@ export const http2Protocol: L7Protocol<Http2Exchange> = {
       content_type: x.contentType,
       user_agent: x.userAgent,
       partial: x.flags & (x.resetCode >= 0 ? PARTIAL_FLAGS & ~END_FLAGS : PARTIAL_FLAGS) ? 1 : 0,
-    }, c, x.reqFirstTsNs || x.respFirstTsNs, clock, x.role);
+    };
+    // The connection's trouble while this stream was in flight (other streams' share it).
+    harmColumns(fields, c.harms, startNs, answered ? x.respLastTsNs : null);
+    return l7Row(fields, c, startNs, clock, x.role);
   },
 };
 

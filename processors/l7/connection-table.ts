@@ -1,9 +1,10 @@
 /**
  * The one connection table of a shard's lane, shared by every L7 protocol it runs: who owns
  * each connection (CONN_INFO), a reassembler per direction (socket bytes and TLS plaintext
- * kept apart), the protocols still reading it, node-time sweeps (timeouts, late records
- * after close, idle eviction), rows held until the owner is known, and the pins that tell
- * the runtime which message a new owner must re-read from. A protocol (./protocol.ts) only
+ * kept apart), the protocols still reading it, its retransmits and drops (./harm.ts: the rows
+ * of its exchanges carry those while they were in flight), node-time sweeps (timeouts, late
+ * records after close, idle eviction), rows held until the owner is known, and the pins that
+ * tell the runtime which message a new owner must re-read from. A protocol (./protocol.ts) only
  * supplies a tracker per connection and a row per item.
  *
  * Every protocol that may speak on a connection (its transport, its stream, its port rules,
@@ -35,6 +36,7 @@ import {
   CONN_INFO_REFRESH_NS, ConnFlags, Direction, RecordKind, Role,
   type ConnCloseRecord, type ConnInfoRecord, type DecodedRecord, type SockDataRecord,
 } from '../../schemas/records.js';
+import { keepHarm, type Harm } from './harm.js';
 import { DEFAULT_ROW_OPTIONS, type RowOptions } from './path-mask.js';
 import type { EnvelopeContext, FunctionLane, LaneContext } from '../runtime/function.js';
 import { PinSet } from '../runtime/pins.js';
@@ -112,6 +114,7 @@ interface HeldItem {
 }
 
 interface Conn extends ConnView {
+  harms: Harm[] | null;
   /** `${node prefix}${cookie}`, with TLS_SUFFIX for TLS plaintext. */
   key: string;
   /** Reassemblers, from the first data on while any protocol reads. */
@@ -255,6 +258,13 @@ export class ConnectionTable implements FunctionLane {
           if (c && !c.closedAtNs) this.close(c, (rec as ConnCloseRecord).tsNs);
         }
         break;
+      case RecordKind.TcpRetransmit:
+      case RecordKind.SkbDrop:
+        // Trouble on a connection the table does not track (or none: a drop without a socket) is the tcp function's alone.
+        for (const c of [this.conns.get(key), this.conns.get(key + TLS_SUFFIX)]) {
+          if (c && keepHarm(c.harms ??= [], { tsNs: rec.tsNs, drop: rec.kind === RecordKind.SkbDrop })) this.ctx.count('harm_forgotten');
+        }
+        break;
     }
   }
 
@@ -332,7 +342,7 @@ export class ConnectionTable implements FunctionLane {
       key, node: env.envelope.node, region: env.envelope.region, connId, tls, meta,
       dirs: null, trackers: null, sinks: null, live: tls ? this.tlsMembers : this.plainMembers, itemsSeen: 0,
       firstTsNs: tsNs, lastTsNs: tsNs, bytesSeen: 0, pinSeq: 0, pinTsNs: 0, pinReleased: false,
-      metaPinSeq: 0, metaPinUntilNs: 0, closedAtNs: 0, resumeAt, parkedAt: null, held: null, movedAt: ++this.moves,
+      metaPinSeq: 0, metaPinUntilNs: 0, closedAtNs: 0, resumeAt, parkedAt: null, held: null, movedAt: ++this.moves, harms: null,
     };
     this.conns.set(key, c);
     this.budget.used++;

@@ -8,6 +8,7 @@ import { RecordKind, Role, type FlowTuple } from '../../schemas/records.js';
 import type { LaneContext, ProcessingFunction, Row } from '../runtime/function.js';
 import { sides, wallNs } from '../runtime/rows.js';
 import type { RowOptions } from './path-mask.js';
+import type { Harm } from './harm.js';
 import type { L7Tracker, TrackerHints } from './tracker.js';
 
 /** Who owns a connection, from CONN_OPEN / CONN_INFO. */
@@ -41,6 +42,8 @@ export interface ConnView {
   connId: string;
   tls: boolean;
   meta: ConnMeta | null;
+  /** Its retransmits and drops so far (./harm.ts), null before the first. */
+  harms: readonly Harm[] | null;
 }
 
 /**
@@ -125,6 +128,8 @@ export function l7Row(fields: Row, c: ConnView, tsNs: number, clock: [number, nu
 /** A processing function for an L7 protocol, tracked in the shard's connection table. */
 export function l7Function<X>(p: L7Protocol<X>): ProcessingFunction {
   const kinds: number[] = [RecordKind.ConnInfo, RecordKind.ConnClose];
+  // A TCP connection's retransmits and drops: the rows of its exchanges carry them.
+  if (p.tcp) kinds.push(RecordKind.TcpRetransmit, RecordKind.SkbDrop);
   if (p.plain) kinds.push(RecordKind.SockData);
   if (p.tls) kinds.push(RecordKind.TlsData);
   return { name: p.name, kinds, tables: [p.table], protocol: p as L7Protocol<unknown> };

@@ -1,5 +1,5 @@
 /**
- * The exchange_pairs view (schemas/migrations/006) and `netrig report network-vs-server` over
+ * The exchange_pairs view (schemas/migrations/007) and `netrig report network-vs-server` over
  * known rows in the embedded engine: a client row and a server row of one request are paired
  * by 4-tuple and request position, their latencies side by side and the network's share;
  * an exchange seen by one end only, a timed-out one, and a key that occurs twice per role in
@@ -18,7 +18,7 @@ const TO = Math.floor(Date.now() / MIN) * MIN;
 const FROM = TO - 30 * MIN;
 const at = (ms: number) => `${new Date(FROM + ms).toISOString().replace('T', ' ').replace('Z', '')}000000`;
 
-interface Exchange { port: number; pos: number; clientNs: number | null; serverNs: number | null; ms: number; timedOut?: number; path?: string }
+interface Exchange { port: number; pos: number; clientNs: number | null; serverNs: number | null; ms: number; timedOut?: number; path?: string; clientRetransmits?: number }
 
 function rowsOf(e: Exchange): Record<string, unknown>[] {
   const out: Record<string, unknown>[] = [];
@@ -28,7 +28,7 @@ function rowsOf(e: Exchange): Record<string, unknown>[] {
       ts: at(e.ms + (role === 'server' ? 1 : 0)), region: 'r', node: role === 'client' ? 'n1' : 'n2', role, comm: role === 'client' ? 'curl' : 'nginx',
       client_addr: '::ffff:10.0.0.1', client_port: e.port, server_addr: '::ffff:10.0.0.2', server_port: 80, protocol: '1.1',
       method: 'GET', host: 'api', path: e.path ?? '/users/1', path_template: e.path === '/health' ? '/health' : '/users/{id}', status: 200,
-      latency_ns: ns, timed_out: e.timedOut ?? 0, req_pos: e.pos,
+      latency_ns: ns, timed_out: e.timedOut ?? 0, req_pos: e.pos, retransmits: role === 'client' ? e.clientRetransmits ?? 0 : 0,
     });
   }
   return out;
@@ -40,7 +40,7 @@ test('both ends of an exchange are one pair with the network\'s share; singles, 
     await migrate(ch.client, { database: ch.database, ttlDays: 30 });
     const exchanges: Exchange[] = [
       { port: 40000, pos: 0, clientNs: 10_000_000, serverNs: 4_000_000, ms: MIN },
-      { port: 40000, pos: 120, clientNs: 20_000_000, serverNs: 4_000_000, ms: MIN + 10 },
+      { port: 40000, pos: 120, clientNs: 20_000_000, serverNs: 4_000_000, ms: MIN + 10, clientRetransmits: 1 },
       { port: 40001, pos: 0, clientNs: 5_000_000, serverNs: null, ms: MIN + 20 }, // the server was not captured
       { port: 40002, pos: 0, clientNs: 0, serverNs: 3_000_000, ms: MIN + 30, timedOut: 1 }, // the client gave up
       { port: 40003, pos: 0, clientNs: 7_000_000, serverNs: 1_000_000, ms: MIN + 40 }, // this 4-tuple is reused below:
@@ -51,12 +51,12 @@ test('both ends of an exchange are one pair with the network\'s share; singles, 
     await ch.client.insert({ table: `${ch.database}.http_requests`, values: exchanges.flatMap(rowsOf), format: 'JSONEachRow' });
 
     const pairs = await rows<Record<string, string | number>>(ch, `
-      SELECT client_port, req_pos, client_node, server_node, client_process, server_process, client_latency_ns, server_latency_ns, network_ns
+      SELECT client_port, req_pos, client_node, server_node, client_process, server_process, client_latency_ns, server_latency_ns, network_ns, client_retransmits
       FROM ${ch.database}.exchange_pairs(from_ms = ${FROM}, to_ms = ${TO}) ORDER BY client_port, req_pos`);
-    assert.deepEqual(pairs.map((p) => [p.client_port, p.req_pos, p.client_node, p.server_node, p.client_process, p.server_process, Number(p.client_latency_ns), Number(p.server_latency_ns), Number(p.network_ns)]), [
-      [40000, '0', 'n1', 'n2', 'curl', 'nginx', 10_000_000, 4_000_000, 6_000_000],
-      [40000, '120', 'n1', 'n2', 'curl', 'nginx', 20_000_000, 4_000_000, 16_000_000],
-      [40004, '0', 'n1', 'n2', 'curl', 'nginx', 3_000_000, 1_000_000, 2_000_000],
+    assert.deepEqual(pairs.map((p) => [p.client_port, p.req_pos, p.client_node, p.server_node, p.client_process, p.server_process, Number(p.client_latency_ns), Number(p.server_latency_ns), Number(p.network_ns), p.client_retransmits]), [
+      [40000, '0', 'n1', 'n2', 'curl', 'nginx', 10_000_000, 4_000_000, 6_000_000, 0],
+      [40000, '120', 'n1', 'n2', 'curl', 'nginx', 20_000_000, 4_000_000, 16_000_000, 1],
+      [40004, '0', 'n1', 'n2', 'curl', 'nginx', 3_000_000, 1_000_000, 2_000_000, 0],
     ]);
 
     const q = reportQuery(reportNamed('network-vs-server'), ch.database, { fromMs: FROM, toMs: TO });

@@ -3,7 +3,8 @@
  * the L7 protocols (each connection handed to the protocols its owner and first bytes
  * allow, rows under each protocol's own `_fn`), idle keep-alive connections parked between
  * exchanges and resumed where they stood, and a table bounded by the processor's budget:
- * the least recently used connection forgotten and counted in capture_losses.
+ * the least recently used connection forgotten and counted in capture_losses; an exchange's
+ * row carries the retransmits and drops of its connection while it was in flight.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,10 +16,10 @@ import type { ProcessingFunction, Row } from '../../processors/runtime/function.
 import { CONNECTION_TABLE_FN, Lane } from '../../processors/runtime/lane.js';
 import { ProcessorMetrics } from '../../processors/runtime/metrics.js';
 import { encodeEnvelope } from '../../schemas/envelope.js';
-import { DataFlags, Role } from '../../schemas/records.js';
+import { DataFlags, RecordKind, Role } from '../../schemas/records.js';
 import { encodeMsg } from '../fixtures/dns/fixture.js';
 import { appData, ccs, CH13, SH13 } from '../fixtures/tls/build.js';
-import { connClose, connInfo, envelope, sockData, type TupleSpec } from '../helpers/records.js';
+import { connClose, connInfo, envelope, skbDrop, sockData, tcpEvent, type TupleSpec } from '../helpers/records.js';
 
 const T0 = 5e9;
 
@@ -187,4 +188,35 @@ test('past the budget the least recently used connection is forgotten, counted i
   // A lane that closes gives its connections back to the processor's budget.
   h.lane.close();
   assert.equal(budget.used, 0);
+});
+
+test('an exchange carries the retransmits and drops of its connection while it was in flight, and only those', async () => {
+  const h = await harness([FUNCTIONS.http1, FUNCTIONS.tcp]);
+  const tuple = { saddr: '10.0.0.1', sport: 40100, daddr: '10.0.0.2', dport: 8080 };
+  const web = new Socket(11, tuple, Role.Client);
+  const ev = (ts: number) => ({ tsNs: ts, connId: 11, tgid: 42 });
+  h.feed([
+    web.info(T0),
+    tcpEvent(RecordKind.TcpRetransmit, ev(T0 + 500), tuple), // before the exchange: not its trouble
+    web.send(0, request('/slow'), T0 + 1e3),
+    tcpEvent(RecordKind.TcpRetransmit, ev(T0 + 2e3), tuple),
+    skbDrop(ev(T0 + 2500), { ...tuple, protocol: 6 }, { location: 0xffffffff81000000n, reason: 2 }),
+    tcpEvent(RecordKind.TcpRetransmit, ev(T0 + 3e3), tuple),
+    web.send(1, response('late'), T0 + 5e3),
+    web.send(0, request('/fast'), T0 + 6e3),
+    web.send(1, response('ok'), T0 + 7e3),
+    // Another socket's trouble, and one the table does not track.
+    tcpEvent(RecordKind.TcpRetransmit, { ...ev(T0 + 6500), connId: 99 }, tuple),
+    web.send(0, request('/lost'), T0 + 8e3),
+    tcpEvent(RecordKind.TcpRetransmit, ev(T0 + 9e3), tuple),
+    web.close(T0 + 10e3),
+  ], T0 + 11e3);
+  const rows = h.table('http_requests').map((r) => [r.path, r.status, r.retransmits, r.drops, r.harm_ns]);
+  assert.deepEqual(rows, [
+    ['/slow', 200, 2, 1, 3000],
+    ['/fast', 200, 0, 0, 0],
+    // No response: its trouble is counted, with no end to measure from.
+    ['/lost', 0, 1, 0, 0],
+  ]);
+  assert.equal(h.table('tcp_events').length, 6, 'the tcp function still writes every event');
 });

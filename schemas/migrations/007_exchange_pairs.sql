@@ -4,7 +4,8 @@
 -- both ends). client_latency_ns − server_latency_ns is the time the exchange spent outside
 -- the server: the network both ways and the kernels' queues (network_ns). Exchanges whose key
 -- occurs more than once per role in the window (a 4-tuple reused, or a timeout) are left
--- out, never paired wrongly. A view over a window of epoch milliseconds:
+-- out, never paired wrongly. Each end's retransmits while the exchange was in flight beside
+-- (006). A view over a window of epoch milliseconds:
 --   SELECT * FROM netrig.exchange_pairs(from_ms = 1765000000000, to_ms = 1765003600000)
 CREATE VIEW IF NOT EXISTS {db}.exchange_pairs AS
 SELECT min(r.ts) AS ts,
@@ -14,7 +15,8 @@ SELECT min(r.ts) AS ts,
        anyIf(r.comm, r.role = 'client') AS client_process, anyIf(r.comm, r.role = 'server') AS server_process,
        anyIf(r.status, r.role = 'server') AS status,
        anyIf(r.latency_ns, r.role = 'client') AS client_latency_ns, anyIf(r.latency_ns, r.role = 'server') AS server_latency_ns,
-       toUInt64(greatest(toInt64(client_latency_ns) - toInt64(server_latency_ns), 0)) AS network_ns
+       toUInt64(greatest(toInt64(client_latency_ns) - toInt64(server_latency_ns), 0)) AS network_ns,
+       anyIf(r.retransmits, r.role = 'client') AS client_retransmits, anyIf(r.retransmits, r.role = 'server') AS server_retransmits
 FROM {db}.http_requests AS r
 WHERE r.ts >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC') AND r.ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')
   AND r.timed_out = 0 AND r.latency_ns > 0
