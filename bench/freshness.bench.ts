@@ -13,11 +13,14 @@
  * Runs: the defaults (edge linger 100 ms, processor flush every 500 ms), and for context the
  * same with the smallest batching delays (linger 5 ms, flush 50 ms, through bench/up-main.ts);
  * then per region of a fan-in deployment (two regions and a hub, bench/fanin-stack.ts), half
- * the rate to each region's nginx.
+ * the rate to each region's nginx. With the defaults, also retransmits: the same traffic with
+ * 2% of the packets each way dropped by nftables in nginx's namespace, and the delay from
+ * each retransmit in the kernel (its row's ts, kernel time made wall-clock by the edge) to
+ * its tcp_events row being queryable.
  * Target: p99 <= 1 s.
  */
 import { fileURLToPath } from 'node:url';
-import { createHostPair, type HostPair } from '../test/helpers/netns.js';
+import { createHostPair, runOk, type HostPair } from '../test/helpers/netns.js';
 import { envNumber, onlineCpus, pinProcess, type BenchContext, type Benchmark } from './harness.js';
 import { f, machineLoad, percentile, sleep, spawnChild } from './common.js';
 import { startBenchNginx, startNetrigUp, type BenchNginx } from './workload.js';
@@ -46,12 +49,17 @@ interface Result {
 
 let runs = 0;
 
+/** The fresh client in the client namespace: `rate` requests/s to `url` for SECONDS, paths under /fresh/<run>/. */
+function freshClient(pair: HostPair, url: string, rate: number, run: string): ReturnType<typeof spawnChild> {
+  return spawnChild('ip', [
+    'netns', 'exec', pair.client.ns, 'taskset', '-c', String(LOAD_CPU), process.execPath, CLIENT, url, String(rate), String(SECONDS), run,
+  ]);
+}
+
 /** Freshness of requests to `url` at `rate` per second, rows read through `query`. */
 async function measure(pair: HostPair, url: string, rate: number, query: (sql: string) => Promise<string>): Promise<Result> {
   const run = `r${process.pid}x${++runs}`;
-  const client = spawnChild('ip', [
-    'netns', 'exec', pair.client.ns, 'taskset', '-c', String(LOAD_CPU), process.execPath, CLIENT, url, String(rate), String(SECONDS), run,
-  ]);
+  const client = freshClient(pair, url, rate, run);
   const seen = new Map<string, number>();
   const started = Date.now();
   let polls = 0;
@@ -99,6 +107,52 @@ async function measure(pair: HostPair, url: string, rate: number, query: (sql: s
     r.missing += (c === undefined ? 1 : 0) + (s === undefined ? 1 : 0);
   }
   return r;
+}
+
+const LOSS_TABLE = `netrig_bench_loss_${process.pid}`;
+
+/**
+ * Retransmits: the traffic of `measure` with 2% of nginx's packets each way dropped; each
+ * retransmit's delay from the kernel (its row's ts) to its tcp_events row being seen, in s.
+ */
+async function retransmitFreshness(pair: HostPair, nginx: BenchNginx, query: (sql: string) => Promise<string>): Promise<number[]> {
+  const nft = (args: string[], input?: string) => runOk('ip', ['netns', 'exec', pair.server.ns, 'nft', ...args], { input });
+  const rule = `table inet ${LOSS_TABLE} {
+    chain input {
+      type filter hook input priority 0; policy accept;
+      tcp dport ${nginx.port} numgen random mod 100 < 2 drop
+    }
+    chain output {
+      type filter hook output priority 0; policy accept;
+      tcp sport ${nginx.port} numgen random mod 100 < 2 drop
+    }
+  }\n`;
+  await nft(['-f', '-'], rule);
+  const seen = new Map<string, number>();
+  try {
+    const startedNs = BigInt(Date.now()) * 1_000_000n;
+    const client = freshClient(pair, nginx.url, RATE, `x${process.pid}x${++runs}`);
+    let clientDone = false;
+    void client.done.then(() => (clientDone = true));
+    let lastNew = Date.now();
+    while (!clientDone || Date.now() - lastNew < 3000) {
+      const t = Date.now();
+      const text = await query(`SELECT toString(conn_id), toString(toUnixTimestamp64Nano(ts)) FROM tcp_events
+        WHERE kind = 'retransmit' AND ts >= fromUnixTimestamp64Nano(${startedNs}) FORMAT TSV`);
+      const at = Date.now();
+      for (const line of text.split('\n')) {
+        if (!line || seen.has(line)) continue;
+        seen.set(line, (at - Number(BigInt(line.split('\t')[1]) / 1_000_000n)) / 1000);
+        lastNew = at;
+      }
+      if (at - t > (SECONDS + GIVE_UP_S) * 1000) break;
+      await sleep(Math.max(0, POLL_MS - (Date.now() - t)));
+    }
+    await client.done;
+  } finally {
+    await nft(['delete', 'table', 'inet', LOSS_TABLE]);
+  }
+  return [...seen.values()];
 }
 
 const q = (xs: number[]) => `p50 ${f(percentile(xs, 50) * 1000, 0)} ms, p99 ${f(percentile(xs, 99) * 1000, 0)} ms, max ${f(Math.max(...xs) * 1000, 0)} ms`;
@@ -150,6 +204,8 @@ async function run(ctx: BenchContext): Promise<void> {
         );
         if (variant === 'default') {
           p99 = r.missing ? Infinity : percentile(r.both, 99);
+          const rtx = await retransmitFreshness(pair, nginx, (sql) => up.query(sql));
+          ctx.line(`retransmits, defaults, 2% of nginx's packets dropped each way: ${rtx.length} retransmits seen; kernel -> tcp_events row ${rtx.length ? q(rtx) : 'none'} (polls every ${POLL_MS} ms: up to that late)`);
         }
       } finally {
         await up.stop();
