@@ -16,15 +16,14 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
-import { readEndpoint } from '../../cli/endpoint-file.js';
+import type { ClickHouseClient } from '@clickhouse/client';
 import { reportNamed, reportQuery, type TimeWindow } from '../../cli/report-query.js';
 import { cleanupAll, pollUntil, sleep } from '../helpers/cleanup-all.js';
 import { onExit } from '../helpers/cleanup.js';
-import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
-import { freePort } from '../helpers/nats-server.js';
+import { runCli, type CliChild } from '../helpers/cli.js';
 import { createHostPair, runOk, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
+import { startUp } from '../helpers/up-run.js';
 
 /**
  * Requests per phase, one keep-alive connection each: enough that at 2% a request packet
@@ -41,21 +40,12 @@ let reader: ClickHouseClient | undefined;
 let lossAdded = false;
 const dir = mkdtempSync(join(tmpdir(), `netrig-netvsserver-e2e-${process.pid}-`));
 const unregister = onExit(`network-vs-server e2e ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
-let dataDir = '';
+let env: Record<string, string> = {};
 
 before(async () => {
   hosts = await createHostPair();
   nginx = await startNginx(hosts.server);
-  dataDir = join(dir, 'data');
-  up = spawnCli([
-    'up', '--data-dir', dataDir, '--nats-port', String(await freePort()), '--http-port', String(await freePort()), '--ui-port', '0',
-    '--metrics-port', '0', '--processor-metrics-port', '0',
-    '--include-netns', `${hosts.client.netnsIno()},${hosts.server.netnsIno()}`,
-  ], { env: { NETRIG_RUN_DIR: join(dir, 'run') } });
-  await up.waitLog("'netrig up: running'", (l) => /^netrig up: running/.test(l.msg ?? ''));
-  const ep = readEndpoint(dataDir);
-  assert.ok(ep, "up's endpoint is advertised in its data dir");
-  reader = createClient({ url: ep.url, username: ep.user, password: ep.password, database: ep.database, log: { level: ClickHouseLogLevel.OFF } });
+  ({ up, reader, env } = await startUp(dir, hosts));
 });
 
 after(() => cleanupAll(
@@ -149,13 +139,13 @@ test('with 2% loss on the path the network\'s share of each exchange rises and t
   assert.ok(hurt.retransmitted > 0, `requests hurt by retransmits: ${JSON.stringify(hurt)}`);
   assert.ok(hurt.retransmitted <= resent, `no more retransmits on requests (${hurt.retransmitted}) than tcp_events has (${resent})`);
   assert.ok(hurt.dropped <= dropped, `no more drops on requests (${hurt.dropped}) than the rule dropped (${dropped})`);
-  const listed = await runCli(['report', 'hurt', '--format', 'json', '--since', '30 MINUTE', '--filter', 'endpoint=/small.txt'], { env: { NETRIG_RUN_DIR: join(dir, 'run') }, cwd: dir });
+  const listed = await runCli(['report', 'hurt', '--format', 'json', '--since', '30 MINUTE', '--filter', 'endpoint=/small.txt'], { env, cwd: dir });
   assert.equal(listed.code, 0, listed.stderr);
   const worst = listed.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, string | number>);
   assert.equal(worst.length, Math.min(50, hurt.rows), 'netrig report hurt lists them');
   assert.ok(worst.every((r) => Number(r.retransmits) + Number(r.drops) > 0));
 
-  const cli = await runCli(['report', 'network-vs-server', '--format', 'json', '--since', '30 MINUTE', '--filter', 'endpoint=/small.txt'], { env: { NETRIG_RUN_DIR: join(dir, 'run') }, cwd: dir });
+  const cli = await runCli(['report', 'network-vs-server', '--format', 'json', '--since', '30 MINUTE', '--filter', 'endpoint=/small.txt'], { env, cwd: dir });
   assert.equal(cli.code, 0, cli.stderr);
   const printed = cli.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, string | number>);
   assert.deepEqual(printed.map((r) => [r.endpoint, Number(r.exchanges)]), [['/small.txt', 2 * REQUESTS]], 'netrig report network-vs-server finds the running up and counts both phases');

@@ -13,17 +13,17 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
+import type { ClickHouseClient } from '@clickhouse/client';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { readEndpoint } from '../../cli/endpoint-file.js';
 import { reportNamed, reportQuery, type TimeWindow } from '../../cli/report-query.js';
 import { cleanupAll, pollUntil, sleep } from '../helpers/cleanup-all.js';
 import { onExit } from '../helpers/cleanup.js';
-import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
-import { freePort } from '../helpers/nats-server.js';
+import { runCli, type CliChild } from '../helpers/cli.js';
 import { createHostPair, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
 import { REPO_ROOT } from '../helpers/paths.js';
+import { startUp } from '../helpers/up-run.js';
 
 /** The first burst: ids of one endpoint, then errors; the second: one file. */
 const BURST_A = { ids: 6, notFound: 2, unavailable: 2 };
@@ -42,24 +42,19 @@ const dir = mkdtempSync(join(tmpdir(), `netrig-page-e2e-${process.pid}-`));
 const unregister = onExit(`page e2e ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
 let pageUrl = '';
 let dataDir = '';
+let env: Record<string, string> = {};
 let credentials = { username: '', password: '' };
 
 before(async () => {
   hosts = await createHostPair();
   nginx = await startNginx(hosts.server);
-  dataDir = join(dir, 'data');
-  up = spawnCli([
-    'up', '--data-dir', dataDir, '--nats-port', String(await freePort()), '--http-port', String(await freePort()), '--ui-port', '0',
-    '--metrics-port', '0', '--processor-metrics-port', '0',
-    '--include-netns', `${hosts.client.netnsIno()},${hosts.server.netnsIno()}`,
-  ], { env: { NETRIG_RUN_DIR: join(dir, 'run') } });
-  const running = await up.waitLog("'netrig up: running'", (l) => /^netrig up: running/.test(l.msg ?? ''));
-  pageUrl = String(running.page ?? '');
+  const started = await startUp(dir, hosts);
+  ({ up, reader, dataDir, env } = started);
+  pageUrl = String(started.running.page ?? '');
   assert.match(pageUrl, /^http:\/\/127\.0\.0\.1:\d+\/$/, `up logs its page's URL:\n${up.tail()}`);
   const ep = readEndpoint(dataDir);
   assert.ok(ep, "up's endpoint is advertised in its data dir");
   credentials = { username: ep.user, password: ep.password };
-  reader = createClient({ url: ep.url, username: ep.user, password: ep.password, database: ep.database, log: { level: ClickHouseLogLevel.OFF } });
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'], timeout: 60_000 });
 });
 
@@ -156,7 +151,7 @@ test('the page over captured traffic: map, numbers as the SQL and as curl did, e
       { requests: String(sqlEdge.requests), perS: String(sqlEdge.requests_per_s), failed: String(sqlEdge.errors), rate: `${(Number(sqlEdge.error_rate) * 100).toFixed(1)}%`, p99: String(sqlEdge.p99_ms), retransmits: String(sqlEdge.retransmits), drops: String(sqlEdge.drops), captured: 'both ends' },
       'the edge\'s row is the service-map report\'s');
     assert.deepEqual([e.requests, e.errors, e.client, e.server], [String(TOTAL), String(BURST_A.unavailable), `curl ${hosts!.client.addr}`, `nginx ${hosts!.server.addr}:${nginx!.port}`], 'and what curl did: every request, the 503s failed');
-    const cli = await runCli(['report', 'service-map', '--data-dir', dataDir, '--format', 'json'], { env: { NETRIG_RUN_DIR: join(dir, 'run') } });
+    const cli = await runCli(['report', 'service-map', '--data-dir', dataDir, '--format', 'json'], { env });
     assert.equal(cli.code, 0, cli.stderr);
     const printed = cli.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((r) => r.server === serverAddr)!;
     assert.deepEqual([printed.requests, printed.errors, printed.p99_ms].map(String), [e.requests, e.errors, e.p99_ms], '`netrig report service-map` prints the same edge');

@@ -20,14 +20,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
-import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
-import { readEndpoint } from '../../cli/endpoint-file.js';
+import type { ClickHouseClient } from '@clickhouse/client';
 import { cleanupAll, pollUntil } from '../helpers/cleanup-all.js';
 import { onExit } from '../helpers/cleanup.js';
-import { spawnCli, type CliChild } from '../helpers/cli.js';
-import { freePort } from '../helpers/nats-server.js';
+import type { CliChild } from '../helpers/cli.js';
 import { createHostPair, type HostPair } from '../helpers/netns.js';
 import { startNginx, type NginxHandle } from '../helpers/nginx.js';
+import { startUp } from '../helpers/up-run.js';
 import { startPrometheus, type PrometheusHandle, type PromSample } from '../helpers/prometheus.js';
 import { CLICKHOUSE_PLUGIN, dashboards, expandPanelSql } from '../helpers/grafana.js';
 import { distinctSpans, startOtlpReceiver, type OtlpReceiver } from '../helpers/otlp-receiver.js';
@@ -42,6 +41,7 @@ let nginx: NginxHandle | undefined;
 let up: CliChild | undefined;
 let prometheus: PrometheusHandle | undefined;
 let otlp: OtlpReceiver | undefined;
+let reader: ClickHouseClient | undefined;
 const OTLP_TOKEN = `Bearer e2e-${process.pid}`;
 const dir = mkdtempSync(join(tmpdir(), `netrig-prometheus-e2e-${process.pid}-`));
 const unregister = onExit(`prometheus e2e ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
@@ -54,23 +54,18 @@ before(async () => {
   hosts = await createHostPair();
   nginx = await startNginx(hosts.server);
   host = `${hosts.server.addr}:${nginx.port}`;
-  dataDir = join(dir, 'data');
   otlp = await startOtlpReceiver();
   const tokenFile = join(dir, 'otlp-token');
   writeFileSync(tokenFile, `${OTLP_TOKEN}\n`, { mode: 0o600 });
-  up = spawnCli([
-    'up', '--data-dir', dataDir, '--nats-port', String(await freePort()), '--http-port', String(await freePort()), '--ui-port', '0',
-    '--metrics-port', '0', '--processor-metrics-port', '0',
-    '--otlp-endpoint', otlp.url, '--otlp-header-file', `authorization=${tokenFile}`, '--otlp-metrics-interval', '1',
-    '--include-netns', `${hosts.client.netnsIno()},${hosts.server.netnsIno()}`,
-  ], { env: { NETRIG_RUN_DIR: join(dir, 'run') } });
-  await up.waitLog("'netrig up: running'", (l) => /^netrig up: running/.test(l.msg ?? ''));
-  const port = Number(up.logs.find((l) => l.msg === 'processor metrics served')?.metricsPort);
-  assert.ok(port > 0, `the processor's metrics port was logged:\n${up.tail()}`);
+  const started = await startUp(dir, hosts, ['--otlp-endpoint', otlp.url, '--otlp-header-file', `authorization=${tokenFile}`, '--otlp-metrics-interval', '1']);
+  ({ up, dataDir, reader } = started);
+  const port = Number(started.up.logs.find((l) => l.msg === 'processor metrics served')?.metricsPort);
+  assert.ok(port > 0, `the processor's metrics port was logged:\n${started.up.tail()}`);
   prometheus = await startPrometheus({ address: `127.0.0.1:${port}`, user: 'netrig', passwordFile: join(dataDir, 'metrics', 'metrics.password') });
 });
 
 after(() => cleanupAll(
+  () => reader?.close(),
   () => prometheus?.stop(),
   () => otlp?.close(),
   () => up?.stop('SIGINT', 60_000),
@@ -181,10 +176,8 @@ test('OTLP: a client and a server span per request in one trace, and metrics cou
 type PanelRows = Record<string, string | number>[];
 
 test('every Grafana panel\'s SQL, macros expanded, runs over the rows; the HTTP panels count what curl did', async () => {
-  const ep = readEndpoint(dataDir);
-  assert.ok(ep, 'up\'s endpoint is advertised in its data dir');
-  const client = createClient({ url: ep.url, username: ep.user, password: ep.password, log: { level: ClickHouseLogLevel.OFF } });
-  try {
+  const client = reader!;
+  {
     const boards = dashboards();
     assert.ok(boards.size >= 1, 'deploy/grafana/ has dashboards');
     const results = new Map<string, PanelRows>();
@@ -222,7 +215,5 @@ test('every Grafana panel\'s SQL, macros expanded, runs over the rows; the HTTP 
         [{ client: `::ffff:${hosts!.client.addr}`, server: `::ffff:${host}`, requests: ID_PATHS + NOT_FOUND + UNAVAILABLE }], `${role}: one edge, curl's address to nginx`);
       assert.ok(edges.every((r) => r[role === 'server' ? 'server_process' : 'client_process'] === (role === 'server' ? 'nginx' : 'curl')), `${role}: the captured end's process: ${JSON.stringify(edges)}`);
     }
-  } finally {
-    await client.close();
   }
 });
