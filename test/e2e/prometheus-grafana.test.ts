@@ -214,6 +214,11 @@ test('every Grafana panel\'s SQL, macros expanded, runs over the rows; the HTTP 
       assert.deepEqual(edges.map((r) => ({ client: r.client, server: r.server, requests: Number(r.requests) })),
         [{ client: `::ffff:${hosts!.client.addr}`, server: `::ffff:${host}`, requests: ID_PATHS + NOT_FOUND + UNAVAILABLE }], `${role}: one edge, curl's address to nginx`);
       assert.ok(edges.every((r) => r[role === 'server' ? 'server_process' : 'client_process'] === (role === 'server' ? 'nginx' : 'curl')), `${role}: the captured end's process: ${JSON.stringify(edges)}`);
+      assert.deepEqual(mine(results.get(`${role} Requests hurt by retransmits and drops`)!, 'host'), [], `${role}: no request hurt on a clean path`);
     }
+    // Both ends of every request were captured: each is one pair.
+    const pairs = mine(results.get('server Network vs server time by endpoint (both ends captured)')!, 'host').map((r) => ({ endpoint: r.endpoint, exchanges: Number(r.exchanges) }));
+    assert.deepEqual(pairs.sort((a, b) => String(a.endpoint).localeCompare(String(b.endpoint))),
+      [{ endpoint: '/status/{id}', exchanges: NOT_FOUND + UNAVAILABLE }, { endpoint: '/t/{id}', exchanges: ID_PATHS }], 'the network vs server panel pairs every request');
   }
 });
