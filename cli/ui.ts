@@ -7,7 +7,7 @@ import type { Credentials } from '../lib/basic-auth.js';
 import { intValue } from '../lib/config.js';
 import { ConfigError } from '../lib/errors.js';
 import { logger, type Logger } from '../lib/logger.js';
-import { secretOfFlag } from '../lib/secret-file.js';
+import { passwordOfFlags } from '../lib/secret-file.js';
 import { PageServer } from '../ui/server.js';
 import { withPasswordFile } from './endpoint-file.js';
 import { openQueryTarget, type QueryTargetInput } from './query.js';
@@ -34,9 +34,8 @@ export interface UiInput extends QueryTargetInput {
 
 /** The page's own password: --password or --password-file, exactly one. */
 function pagePassword(input: UiInput): string {
-  if (input.password !== undefined && input.passwordFile !== undefined) throw new ConfigError('password-file', 'give --password or --password-file, not both');
-  if (input.passwordFile !== undefined) return secretOfFlag('password-file', input.passwordFile);
-  if (input.password) return input.password;
+  const password = passwordOfFlags('password', input.password, input.passwordFile);
+  if (password) return password;
   throw new ConfigError('password', 'the page needs a password for its users: --password-file FILE (e.g. <data dir>/endpoint/reader.password) or --password');
 }
 

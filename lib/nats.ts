@@ -12,7 +12,7 @@ import {
 } from '@nats-io/transport-node';
 import { ConfigError, NatsAuthError, NatsPermissionError, NatsTlsError, PrerequisiteError } from './errors.js';
 import type { Logger } from './logger.js';
-import { secretOfFlag } from './secret-file.js';
+import { passwordOfFlags } from './secret-file.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 
@@ -59,12 +59,8 @@ export function natsConnectOptions(input: NatsClientInput, name: string): Connec
     }
     o.authenticator = credsAuthenticator(creds);
   } else if (input.natsUser) {
-    if (input.natsPassword !== undefined && input.natsPasswordFile !== undefined) {
-      // A stale NETRIG_NATS_PASSWORD must not silently beat the mounted secret.
-      throw new ConfigError('nats-password-file', 'give either --nats-password (or NETRIG_NATS_PASSWORD) or --nats-password-file, not both');
-    }
     o.user = input.natsUser;
-    o.pass = input.natsPassword ?? (input.natsPasswordFile === undefined ? '' : secretOfFlag('nats-password-file', input.natsPasswordFile));
+    o.pass = passwordOfFlags('nats-password', input.natsPassword, input.natsPasswordFile, '--nats-password (or NETRIG_NATS_PASSWORD)') ?? '';
     o.inboxPrefix = inboxPrefix(input.natsUser);
   } else if (input.natsPassword || input.natsPasswordFile) {
     throw new ConfigError('nats-password', 'a password needs its user: add --nats-user');

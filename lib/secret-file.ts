@@ -51,3 +51,13 @@ export function secretOfFlag(flag: string, path: string): string {
     throw new ConfigError(flag, `cannot read ${path}: ${(err as Error).message}`, { cause: err });
   }
 }
+
+/**
+ * A password given inline (`inline`, e.g. `--password`) or by a file (`--<flag>-file`, a
+ * mounted secret); undefined when neither. Both together are refused: a stale one (an
+ * environment variable, say) must not silently beat the other.
+ */
+export function passwordOfFlags(flag: string, password: string | undefined, file: string | undefined, inline = `--${flag}`): string | undefined {
+  if (password !== undefined && file !== undefined) throw new ConfigError(`${flag}-file`, `give either ${inline} or --${flag}-file, not both`);
+  return file === undefined ? password : secretOfFlag(`${flag}-file`, file);
+}
