@@ -1,8 +1,8 @@
 /**
  * RED metrics per endpoint and TCP event counters, tallied from the rows the exporter's
- * lanes produce and sent as OTLP metrics: cumulative since the exporter started, the same
- * label sets and cap as the Prometheus metrics (processors/runtime/traffic-metrics.ts),
- * under the semantic conventions' names where they have one:
+ * lanes produce and sent as OTLP metrics: cumulative since the exporter started, tallied
+ * and capped by the Prometheus metrics' families (processors/runtime/traffic-metrics.ts),
+ * under the semantic conventions' names and attributes where they have them:
  * - http.server.request.duration / http.client.request.duration (histograms, s): answered
  *   requests and gRPC calls by method, route (the path template), server address and status;
  * - netrig.http.requests (sum): every request and call by role, including those without a

@@ -74,8 +74,9 @@ export class OtlpSink implements RowSink {
   }
 
   async flush(lanes: readonly Lane[], fence: CommitFence): Promise<number> {
+    // Rows of a lane that lost its lease are its next owner's to send and to count.
+    const taken = lanes.map((lane) => ({ lane, tables: lane.takeRows() })).filter(({ lane }) => !fence.dropped(lane));
     // Events first: an exchange in this flush carries those of its connection during it.
-    const taken = lanes.map((lane) => ({ lane, tables: lane.takeRows() }));
     for (const { tables } of taken) {
       for (const r of tables.get('tcp_events') ?? []) {
         this.tcp.add(r);
